@@ -1,2 +1,19 @@
-"""medhash: content-based image retrieval for radiotherapy."""
+"""medhash: content-based image retrieval for radiotherapy.
+
+Public API::
+
+    from medhash import Archive
+    arch = Archive("archive", create=True)
+    report = arch.ingest(["/data/export"])       # DICOM RT or OpenKBP
+    s = arch.get("pt_1", 60)                       # a Slice: .ct (HU), .dose (Gy), .masks
+"""
+from .archive import Archive
+from .errors import ArchiveError, GeometryError, InputError, MedhashError, NotFoundError
+from .grid import GRID_SIZE, GRID_SPACING_MM
+from .ingest import IngestReport, ingest
+from .records import Problem, Slice, Volume
+
 __version__ = "0.1.0"
+
+__all__ = ["Archive", "ArchiveError", "GeometryError", "GRID_SIZE", "GRID_SPACING_MM", "IngestReport",
+           "InputError", "MedhashError", "NotFoundError", "Problem", "Slice", "Volume", "ingest", "__version__"]

@@ -1,0 +1,550 @@
+"""DICOM RT reader: CT series, RTDOSE and RTSTRUCT from folders → :class:`~medhash.records.Volume`.
+
+Steps (each file's header is read first, without pixel data, to group):
+
+1. Walk the folders; read headers (``stop_before_pixels``). Files without the ``DICM`` prefix are
+   tried once more only if they start like a DICOM data set (group 0x0008), as some old RT exports
+   do. Anything else is reported as "not DICOM".
+2. Group CT slices by SeriesInstanceUID; keep the largest group with one orientation, pixel spacing
+   and matrix size (a localizer in the same series is reported and left out); order slices by
+   ImagePositionPatient projected on the slice normal (never by file name or InstanceNumber);
+   report missing slices and uneven spacing with the z positions concerned.
+3. HU = stored value x RescaleSlope + RescaleIntercept (PS3.3 C.11.1.1.2).
+4. RTDOSE matched by FrameOfReferenceUID: Gy = stored value x DoseGridScaling; frame positions from
+   GridFrameOffsetVector, relative (first element 0) or absolute (PS3.3 C.8.8.3.2); resampled
+   trilinearly in patient coordinates onto the model grid of every CT slice, 0 Gy outside the dose
+   grid. Several RTDOSE for one frame of reference: DoseSummationType PLAN is preferred, then the
+   largest grid; the choice is recorded.
+5. RTSTRUCT matched by FrameOfReferenceUID: contours rasterised on the model grid
+   (:mod:`medhash.io.rtstruct`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pydicom
+from pydicom.datadict import dictionary_description, tag_for_keyword
+from pydicom.errors import InvalidDicomError
+from scipy import ndimage
+
+from ..errors import GeometryError, InputError
+from ..grid import PlaneGeometry, grid_points, place_grid, stack_to_grid
+from ..records import Problem, Volume
+from .rtstruct import rasterise_structure_set
+
+log = logging.getLogger(__name__)
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
+RT_STRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+RT_PLAN_STORAGE = "1.2.840.10008.5.1.4.1.1.481.5"
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+_ORIENT_TOL = 1e-4
+_SPACING_TOL = 1e-3  # relative
+
+
+def describe(keyword: str) -> str:
+    """``(gggg,eeee) 'Name'`` for a DICOM keyword, as pydicom writes it in its messages."""
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        return repr(keyword)
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X}) '{dictionary_description(tag)}'"
+
+
+def require(ds: pydicom.Dataset, keyword: str, path: str | Path, *, why: str = "") -> object:
+    """The value of ``keyword`` in ``ds``, or an :class:`InputError` naming file and element."""
+    value = ds.get(keyword, None)
+    if value is None or value == "":
+        extra = f": {why}" if why else ""
+        raise InputError(f"{path}: {describe(keyword)} is missing{extra}")
+    return value
+
+
+@dataclass
+class DicomScan:
+    """Headers of the DICOM files found under the sources, grouped by kind."""
+
+    ct: dict[str, list[tuple[Path, pydicom.Dataset]]] = field(default_factory=lambda: defaultdict(list))
+    dose: list[tuple[Path, pydicom.Dataset]] = field(default_factory=list)
+    struct: list[tuple[Path, pydicom.Dataset]] = field(default_factory=list)
+    plans: int = 0
+    files: int = 0
+    not_dicom: int = 0
+    other: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    problems: list[Problem] = field(default_factory=list)
+
+
+def iter_files(sources: Iterable[str | Path]) -> Iterator[Path]:
+    """Every regular file under the sources (files given directly are yielded as they are), sorted."""
+    for src in sources:
+        src = Path(src)
+        if src.is_file():
+            yield src
+            continue
+        for root, dirs, files in os.walk(src):
+            dirs.sort()
+            for name in sorted(files):
+                yield Path(root) / name
+
+
+def _looks_like_dataset(path: Path) -> bool:
+    """True when a file without preamble starts with a group-0x0008 tag (old RT exports)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return len(head) == 4 and head[:2] in (b"\x08\x00", b"\x00\x08")
+
+
+def read_header(path: Path) -> pydicom.Dataset:
+    """The data set of ``path`` without pixel data; raises InputError when it is not DICOM."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        if not _looks_like_dataset(path):
+            raise InputError(f"{path}: not a DICOM file (no 'DICM' prefix at byte 128); skipped") from None
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        except Exception as exc:  # pydicom raises many types on garbage
+            raise InputError(f"{path}: not a readable DICOM file ({exc}); skipped") from None
+        if "SOPClassUID" not in ds:
+            raise InputError(f"{path}: not a DICOM file (no 'DICM' prefix, no SOP Class UID); skipped")
+        return ds
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read DICOM header ({type(exc).__name__}: {exc}); "
+                         "the file may be truncated or corrupt; skipped") from None
+
+
+def scan(sources: Iterable[str | Path], progress: bool = False) -> DicomScan:
+    """Read the headers of every file under ``sources`` and sort them by kind.
+
+    Problems (unreadable files, unsupported objects) are collected in ``.problems``.
+    """
+    from tqdm import tqdm
+
+    out = DicomScan()
+    files = list(iter_files(sources))
+    for path in tqdm(files, desc="reading headers", unit="file", disable=not progress, leave=False):
+        out.files += 1
+        try:
+            ds = read_header(path)
+        except InputError as exc:
+            out.not_dicom += 1
+            out.problems.append(Problem(str(path), str(exc).removeprefix(f"{path}: ")))
+            continue
+        sop_class = str(ds.get("SOPClassUID", ""))
+        modality = str(ds.get("Modality", "")).upper()
+        if sop_class == MEDIA_STORAGE_DIRECTORY:
+            continue
+        if sop_class == ENHANCED_CT_STORAGE:
+            out.problems.append(Problem(str(path), "Enhanced CT (multi-frame) is not supported yet; "
+                                        "export the series as CT Image Storage (one file per slice); skipped"))
+            continue
+        if sop_class == CT_IMAGE_STORAGE or (modality == "CT" and not sop_class):
+            uid = str(ds.get("SeriesInstanceUID", ""))
+            if not uid:
+                out.problems.append(Problem(str(path), f"{describe('SeriesInstanceUID')} is missing; "
+                                            "the slice cannot be grouped; skipped"))
+                continue
+            out.ct[uid].append((path, ds))
+        elif sop_class == RT_DOSE_STORAGE or modality == "RTDOSE":
+            out.dose.append((path, ds))
+        elif sop_class == RT_STRUCT_STORAGE or modality == "RTSTRUCT":
+            out.struct.append((path, ds))
+        elif sop_class == RT_PLAN_STORAGE or modality == "RTPLAN":
+            out.plans += 1
+        else:
+            out.other[modality or sop_class or "unknown"] += 1
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# CT series
+
+
+@dataclass
+class CTSeries:
+    """One CT series read from disk, native grid, position order."""
+
+    patient_id: str
+    series_uid: str
+    study_uid: str
+    frame_of_reference_uid: str
+    geometry: PlaneGeometry
+    ipps: np.ndarray          # (n, 3) mm
+    z_mm: np.ndarray          # (n,) mm along the normal
+    hu: np.ndarray            # (n, rows, cols) float32 HU
+    sop_uids: list[str]
+    files: list[Path]
+    slice_thickness: float
+    warnings: list[Problem] = field(default_factory=list)
+
+
+def _orientation(ds: pydicom.Dataset, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    iop = np.asarray(require(ds, "ImageOrientationPatient", path, why="the slice cannot be placed"),
+                     dtype=np.float64)
+    if iop.shape != (6,):
+        raise InputError(f"{path}: {describe('ImageOrientationPatient')} value {list(iop)} must have 6 numbers")
+    row, col = iop[:3], iop[3:]
+    if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(row @ col) > 1e-3:
+        raise InputError(f"{path}: {describe('ImageOrientationPatient')} value {list(iop)} is not two "
+                         "orthogonal unit vectors")
+    return row / np.linalg.norm(row), col / np.linalg.norm(col)
+
+
+def _plane_key(ds: pydicom.Dataset, path: Path) -> tuple:
+    row, col = _orientation(ds, path)
+    spacing = tuple(float(v) for v in require(ds, "PixelSpacing", path))
+    if len(spacing) != 2 or min(spacing) <= 0:
+        raise InputError(f"{path}: {describe('PixelSpacing')} value {list(spacing)} must be two positive numbers")
+    shape = (int(require(ds, "Rows", path)), int(require(ds, "Columns", path)))
+    return (tuple(np.round(row / _ORIENT_TOL).astype(int)), tuple(np.round(col / _ORIENT_TOL).astype(int)),
+            tuple(round(s / (s * _SPACING_TOL)) * (s * _SPACING_TOL) for s in spacing), shape), row, col, spacing
+
+
+def pixel_hu(ds: pydicom.Dataset, path: Path) -> np.ndarray:
+    """HU of a CT slice: stored value x RescaleSlope + RescaleIntercept, (rows, cols) float32."""
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:
+        raise InputError(f"{path}: pixel data cannot be decoded ({type(exc).__name__}: {exc}); "
+                         "the file may be truncated or corrupt; slice skipped") from None
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    if arr.ndim != 2:
+        raise InputError(f"{path}: expected one 2D frame, pixel data has shape {arr.shape}; skipped")
+    return (arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+
+
+def read_ct_series(series_uid: str, items: list[tuple[Path, pydicom.Dataset]]) -> CTSeries:
+    """Read, check and order one CT series (pixel data included).
+
+    Raises
+    ------
+    InputError
+        When no slice of the series can be used. Problems with single slices are returned in
+        ``warnings`` and those slices are left out.
+    """
+    warnings: list[Problem] = []
+    groups: dict[tuple, list] = defaultdict(list)
+    for path, ds in items:
+        try:
+            key, row, col, spacing = _plane_key(ds, path)
+            ipp = np.asarray(require(ds, "ImagePositionPatient", path, why="the slice cannot be placed"),
+                             dtype=np.float64)
+            if ipp.shape != (3,):
+                raise InputError(f"{path}: {describe('ImagePositionPatient')} value {list(ipp)} must have 3 numbers")
+        except InputError as exc:
+            warnings.append(Problem(str(path), str(exc).removeprefix(f"{path}: ") + "; slice skipped"))
+            continue
+        groups[key].append((path, ds, row, col, spacing, ipp))
+    if not groups:
+        raise InputError(f"CT series {series_uid}: no slice has a usable geometry")
+    ordered = sorted(groups.values(), key=len, reverse=True)
+    main = ordered[0]
+    for other in ordered[1:]:
+        p, _, r, c, s, _ = other[0]
+        warnings.append(Problem(str(p), f"{len(other)} slice(s) of series {series_uid} have another "
+                                f"orientation/spacing/size (orientation {list(np.r_[r, c].round(4))}, pixel "
+                                f"spacing {list(s)}) than the other {len(main)}; left out (a localizer?)",
+                                level="warning"))
+    _, ds0, row, col, spacing, _ = main[0]
+    geometry = PlaneGeometry(row_dir=row, col_dir=col, spacing=(float(spacing[0]), float(spacing[1])),
+                             shape=(int(ds0.Rows), int(ds0.Columns)))
+    normal = geometry.normal
+    main.sort(key=lambda t: (float(t[5] @ normal), str(t[1].get("SOPInstanceUID", ""))))
+
+    # duplicates: same SOP instance twice, or two slices at one position
+    unique, seen_sop = [], set()
+    for item in main:
+        sop = str(item[1].get("SOPInstanceUID", ""))
+        if sop and sop in seen_sop:
+            continue
+        seen_sop.add(sop)
+        if unique and abs(float(item[5] @ normal) - float(unique[-1][5] @ normal)) < 1e-3:
+            warnings.append(Problem(str(item[0]), f"a second slice at z = {float(item[5] @ normal):.2f} mm "
+                                    f"(first: {unique[-1][0]}); left out", level="warning"))
+            continue
+        unique.append(item)
+
+    hu, kept = [], []
+    for item in unique:
+        path = item[0]
+        try:
+            full = pydicom.dcmread(path)
+            img = pixel_hu(full, path)
+            if img.shape != geometry.shape:
+                raise InputError(f"{path}: pixel data has shape {img.shape}, header says {geometry.shape}")
+        except InputError as exc:
+            warnings.append(Problem(str(path), str(exc).removeprefix(f"{path}: ")))
+            continue
+        except Exception as exc:
+            warnings.append(Problem(str(path), f"cannot read ({type(exc).__name__}: {exc}); the file may be "
+                                    "truncated or corrupt; slice skipped"))
+            continue
+        hu.append(img)
+        kept.append(item)
+    if not kept:
+        raise InputError(f"CT series {series_uid}: none of its {len(items)} slice(s) could be read")
+
+    ipps = np.array([t[5] for t in kept])
+    z = ipps @ normal
+    warnings += spacing_warnings(z, [t[0] for t in kept], series_uid)
+    first = kept[0][1]
+    thickness = float(first.get("SliceThickness", 0) or 0) or (float(np.median(np.diff(z))) if len(z) > 1 else 0.0)
+    patient_id = str(first.get("PatientID", "") or "").strip()
+    study_uid = str(first.get("StudyInstanceUID", ""))
+    if not patient_id:
+        patient_id = "anonymous-" + (study_uid or series_uid)[-12:]
+        warnings.append(Problem(str(kept[0][0]), f"{describe('PatientID')} is empty; patient stored as "
+                                f"{patient_id!r}", level="warning"))
+    return CTSeries(
+        patient_id=patient_id, series_uid=series_uid, study_uid=study_uid,
+        frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")), geometry=geometry, ipps=ipps,
+        z_mm=z, hu=np.stack(hu), sop_uids=[str(t[1].get("SOPInstanceUID", "")) for t in kept],
+        files=[t[0] for t in kept], slice_thickness=thickness, warnings=warnings)
+
+
+def spacing_warnings(z: np.ndarray, files: list, series_uid: str) -> list[Problem]:
+    """Warnings for gaps (a missing slice) and uneven spacing along z (sorted positions, mm)."""
+    if len(z) < 3:
+        return []
+    dz = np.diff(z)
+    step = float(np.median(dz))
+    out = []
+    gaps = np.flatnonzero(dz > 1.5 * step)
+    for g in gaps:
+        missing = int(round(dz[g] / step)) - 1
+        out.append(Problem(str(files[g + 1]), f"series {series_uid}: {missing} slice(s) missing between "
+                           f"z = {z[g]:.2f} mm and z = {z[g + 1]:.2f} mm (spacing {step:.2f} mm elsewhere); "
+                           "ingested with the gap", level="warning"))
+    regular = np.delete(dz, gaps)
+    if len(regular) and (regular.max() - regular.min()) > max(0.01 * step, 0.01):
+        k = int(np.argmax(np.abs(regular - step)))
+        k = int(np.flatnonzero(dz == regular[k])[0])
+        out.append(Problem(str(files[k + 1]), f"series {series_uid}: uneven slice spacing, "
+                           f"{regular.min():.3f} to {regular.max():.3f} mm (e.g. {dz[k]:.3f} mm between "
+                           f"z = {z[k]:.2f} and {z[k + 1]:.2f} mm); ingested as it is", level="warning"))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# RTDOSE
+
+
+@dataclass
+class DoseGrid:
+    """An RTDOSE grid in patient coordinates.
+
+    Attributes
+    ----------
+    gy : (frames, rows, cols) float32, Gy.
+    origin : (3,) mm, centre of the first voxel of the first frame (ImagePositionPatient).
+    geometry : in-plane geometry.
+    offsets : (frames,) mm along the normal from ``origin``, increasing.
+    """
+
+    gy: np.ndarray
+    origin: np.ndarray
+    geometry: PlaneGeometry
+    offsets: np.ndarray
+
+    def sample(self, points: np.ndarray) -> np.ndarray:
+        """Trilinear dose at patient points (..., 3) mm; 0 Gy outside the grid."""
+        rel = points - self.origin
+        c = rel @ self.geometry.row_dir / self.geometry.spacing[1]
+        r = rel @ self.geometry.col_dir / self.geometry.spacing[0]
+        w = rel @ self.geometry.normal
+        nf, nr, nc = self.gy.shape
+        eps = 1e-3
+        if nf == 1:
+            f = np.zeros_like(w)
+            inside_f = np.abs(w - self.offsets[0]) <= 1e-2
+        else:
+            f = np.interp(w, self.offsets, np.arange(nf, dtype=np.float64))
+            inside_f = (w >= self.offsets[0] - 1e-2) & (w <= self.offsets[-1] + 1e-2)
+        inside = inside_f & (r >= -eps) & (r <= nr - 1 + eps) & (c >= -eps) & (c <= nc - 1 + eps)
+        out = np.zeros(points.shape[:-1], dtype=np.float32)
+        if inside.any():
+            coords = np.stack([f[inside], np.clip(r[inside], 0, nr - 1), np.clip(c[inside], 0, nc - 1)])
+            out[inside] = ndimage.map_coordinates(self.gy, coords, order=1, mode="nearest")
+        return out
+
+
+def read_dose(path: Path) -> DoseGrid:
+    """Read an RTDOSE file into a :class:`DoseGrid` (Gy, patient mm).
+
+    Raises InputError naming the element when the grid cannot be placed or is not in Gy.
+    """
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read RTDOSE ({type(exc).__name__}: {exc})") from None
+    units = str(ds.get("DoseUnits", "GY")).upper()
+    if units != "GY":
+        raise InputError(f"{path}: {describe('DoseUnits')} is {units!r}; only GY can be converted to Gy; "
+                         "dose not used")
+    scaling = float(require(ds, "DoseGridScaling", path, why="stored values cannot be converted to Gy"))
+    row, col = _orientation(ds, path)
+    spacing = tuple(float(v) for v in require(ds, "PixelSpacing", path))
+    origin = np.asarray(require(ds, "ImagePositionPatient", path), dtype=np.float64)
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:
+        raise InputError(f"{path}: RTDOSE pixel data cannot be decoded ({type(exc).__name__}: {exc}); "
+                         "the file may be truncated") from None
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    arr = arr.reshape(frames, int(ds.Rows), int(ds.Columns))
+    geometry = PlaneGeometry(row_dir=row, col_dir=col, spacing=(spacing[0], spacing[1]), shape=arr.shape[1:])
+    if frames > 1 or "GridFrameOffsetVector" in ds:
+        gfov = np.asarray(require(ds, "GridFrameOffsetVector", path, why="frames cannot be placed"),
+                          dtype=np.float64).ravel()
+        if len(gfov) != frames:
+            raise InputError(f"{path}: {describe('GridFrameOffsetVector')} has {len(gfov)} values for "
+                             f"{frames} frames")
+        if gfov[0] != 0.0:
+            # absolute form: z coordinates of the frames (only defined for axial grids)
+            gfov = gfov - float(origin @ geometry.normal)
+    else:
+        gfov = np.zeros(1)
+    gy = arr.astype(np.float32) * np.float32(scaling)
+    order = np.argsort(gfov, kind="stable")
+    return DoseGrid(gy=np.ascontiguousarray(gy[order]), origin=origin, geometry=geometry, offsets=gfov[order])
+
+
+def choose_dose(candidates: list[tuple[Path, pydicom.Dataset]]) -> tuple[Path, pydicom.Dataset]:
+    """Prefer DoseSummationType PLAN, then the largest grid, then the SOPInstanceUID (determinism)."""
+    def key(item):
+        _, ds = item
+        size = int(ds.get("NumberOfFrames", 1) or 1) * int(ds.get("Rows", 0)) * int(ds.get("Columns", 0))
+        return (str(ds.get("DoseSummationType", "")).upper() != "PLAN", -size, str(ds.get("SOPInstanceUID", "")))
+    return sorted(candidates, key=key)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# putting it together
+
+
+def series_to_volume(ct: CTSeries, dose: tuple[Path, DoseGrid, pydicom.Dataset] | None,
+                     struct: tuple[Path, pydicom.Dataset] | None) -> Volume:
+    """Resample a CT series (and its dose and structures) onto the model grid."""
+    placement = place_grid(ct.hu, ct.geometry, ct.ipps)
+    ct_grid = stack_to_grid(ct.hu, ct.geometry.spacing, placement.start, kind="ct")
+    info: dict = {"study_uid": ct.study_uid, "frame_of_reference_uid": ct.frame_of_reference_uid,
+                  "slice_thickness_mm": ct.slice_thickness}
+    warnings = list(ct.warnings)
+    dose_grid = None
+    if dose is not None:
+        path, grid, dds = dose
+        pts = np.stack([grid_points(o, ct.geometry.row_dir, ct.geometry.col_dir) for o in placement.origins_mm])
+        dose_grid = grid.sample(pts)
+        info["dose"] = {"sop_instance_uid": str(dds.get("SOPInstanceUID", "")),
+                        "summation_type": str(dds.get("DoseSummationType", "")),
+                        "max_gy": float(grid.gy.max())}
+    masks: dict[str, np.ndarray] = {}
+    if struct is not None:
+        spath, sds = struct
+        masks, swarn = rasterise_structure_set(sds, ct.z_mm, placement.origins_mm, ct.geometry.row_dir,
+                                               ct.geometry.col_dir, source=str(spath))
+        warnings += swarn
+        info["structure_set"] = {"sop_instance_uid": str(sds.get("SOPInstanceUID", "")),
+                                 "label": "", "rois": sorted(masks)}
+    dz = float(np.median(np.diff(ct.z_mm))) if len(ct.z_mm) > 1 else ct.slice_thickness
+    return Volume(
+        patient_id=ct.patient_id, series_uid=ct.series_uid, source="dicom",
+        slice_index=np.arange(len(ct.z_mm), dtype=np.int64), z_mm=ct.z_mm, origins_mm=placement.origins_mm,
+        row_dir=ct.geometry.row_dir, col_dir=ct.geometry.col_dir,
+        native_spacing=(ct.geometry.spacing[0], ct.geometry.spacing[1], dz),
+        ct=ct_grid, dose=dose_grid, masks=masks, info=info, warnings=warnings)
+
+
+def read_dicom(sources: Iterable[str | Path], progress: bool = False,
+               known_series: set[str] | None = None) -> Iterator[Volume | Problem]:
+    """Read every CT series under ``sources`` with its dose and structures.
+
+    Yields a :class:`Volume` per usable CT series (slices without body not yet removed) and a
+    :class:`Problem` for everything that could not be used or deserves a warning. Series whose
+    SeriesInstanceUID is in ``known_series`` are not read again (idempotent re-ingest).
+    """
+    from tqdm import tqdm
+
+    found = scan(sources, progress=progress)
+    yield from found.problems
+    if found.other:
+        kinds = ", ".join(f"{k} x{v}" for k, v in sorted(found.other.items()))
+        yield Problem("(sources)", f"ignored DICOM objects of other kinds: {kinds}", level="warning")
+
+    for_of_ct = {}
+    for uid, items in found.ct.items():
+        for_of_ct[uid] = str(items[0][1].get("FrameOfReferenceUID", ""))
+    ct_fors = set(for_of_ct.values())
+
+    doses: dict[str, list] = defaultdict(list)
+    for path, ds in found.dose:
+        fuid = str(ds.get("FrameOfReferenceUID", ""))
+        if not fuid or fuid not in ct_fors:
+            yield Problem(str(path), f"RTDOSE with {describe('FrameOfReferenceUID')} {fuid or '(missing)'} "
+                          "matches no CT series in this run; not ingested (ingest it together with its CT "
+                          "series)")
+            continue
+        doses[fuid].append((path, ds))
+    structs: dict[str, list] = defaultdict(list)
+    for path, ds in found.struct:
+        fuids = {str(r.get("FrameOfReferenceUID", "")) for r in ds.get("ReferencedFrameOfReferenceSequence", [])}
+        fuids |= {str(r.get("ReferencedFrameOfReferenceUID", "")) for r in ds.get("StructureSetROISequence", [])}
+        match = sorted(fuids & ct_fors)
+        if not match:
+            yield Problem(str(path), "RTSTRUCT references no CT series of this run (by "
+                          f"{describe('FrameOfReferenceUID')}); not ingested")
+            continue
+        structs[match[0]].append((path, ds))
+
+    dose_cache: dict[str, tuple | None] = {}
+    for uid in tqdm(sorted(found.ct), desc="CT series", unit="series", disable=not progress, leave=False):
+        if known_series and uid in known_series:
+            yield Problem(str(found.ct[uid][0][0]), f"series {uid} is already in the archive; not read again",
+                          level="info")
+            continue
+        try:
+            ct = read_ct_series(uid, found.ct[uid])
+        except InputError as exc:
+            yield Problem(str(found.ct[uid][0][0].parent), str(exc))
+            continue
+        fuid = ct.frame_of_reference_uid
+        dose = None
+        if fuid in doses:
+            if fuid not in dose_cache:
+                path, dds = choose_dose(doses[fuid])
+                try:
+                    dose_cache[fuid] = (path, read_dose(path), dds)
+                except InputError as exc:
+                    yield Problem(str(path), str(exc).removeprefix(f"{path}: "))
+                    dose_cache[fuid] = None
+                others = [p for p, _ in doses[fuid] if p != path]
+                if others:
+                    yield Problem(str(path), f"{len(doses[fuid])} RTDOSE for frame of reference {fuid}: used "
+                                  f"this one (DoseSummationType {dds.get('DoseSummationType', '?')}); ignored "
+                                  + ", ".join(map(str, others)), level="warning")
+            dose = dose_cache[fuid]
+        struct = None
+        if fuid in structs:
+            cands = sorted(structs[fuid], key=lambda t: (str(t[1].get("StructureSetDate", "")),
+                                                         str(t[1].get("StructureSetTime", "")),
+                                                         str(t[1].get("SOPInstanceUID", ""))), reverse=True)
+            struct = cands[0]
+            if len(cands) > 1:
+                yield Problem(str(struct[0]), f"{len(cands)} RTSTRUCT for frame of reference {fuid}: used the "
+                              "newest (this one)", level="warning")
+        try:
+            yield series_to_volume(ct, dose, struct)
+        except InputError as exc:
+            yield Problem(str(ct.files[0].parent), str(exc))
