@@ -109,7 +109,8 @@ def test_ct_series_shuffled_names_signed_pixels_and_instance_numbers(tmp_path):
     names = ["b.dcm", "d.dcm", "a.dcm", "c.dcm"]
     paths = write_ct_series(
         tmp_path, hu, pixel_spacing=(0.8, 0.9), slice_positions_mm=z, origin_xy_mm=(-10.0, 20.0),
-        patient_id="X1", study_uid="1.2.3.4", series_uid="1.2.3.4.5", frame_of_reference_uid="1.2.3.9",
+        patient_id="X1", study_uid="1.2.3.4", series_uid="1.2.3.4.5",
+        frame_of_reference_uid="1.2.3.9",
         file_names=names, instance_numbers=[4, 3, 2, 1], rescale_intercept=0.0)
     assert [p.name for p in paths] == names
     for k, p in enumerate(paths):
@@ -266,7 +267,8 @@ def test_rtstruct_rois_contours_and_references(small_phantom, written):
 def test_rtstruct_with_plain_uids_has_no_per_contour_reference(tmp_path):
     square = np.array([[0.0, 0.0, 5.0], [10.0, 0.0, 5.0], [10.0, 10.0, 5.0], [0.0, 10.0, 5.0]])
     path = write_rtstruct(
-        tmp_path / "rs.dcm", {"PTV56": [square], "Empty": []}, ct_files_or_uids=["1.2.3.7", "1.2.3.8"],
+        tmp_path / "rs.dcm", {"PTV56": [square], "Empty": []},
+        ct_files_or_uids=["1.2.3.7", "1.2.3.8"],
         frame_of_reference_uid="1.2.3.2", patient_id="X", study_uid="1.2.3",
         series_uid_of_ct="1.2.3.1")
     ds = pydicom.dcmread(path)
@@ -331,7 +333,8 @@ def test_dose_grid_is_coarser_offset_and_covers_the_body(full_size_phantoms):
         c = np.array(ph.ptv_centre_mm)
         r = np.array(ph.ptv_radii_mm)
         Z, Y, X = np.meshgrid(dz, dy, dx, indexing="ij")
-        rho = np.sqrt(((X - c[0]) / r[0]) ** 2 + ((Y - c[1]) / r[1]) ** 2 + ((Z - c[2]) / r[2]) ** 2)
+        rho = np.sqrt(((X - c[0]) / r[0]) ** 2 + ((Y - c[1]) / r[1]) ** 2
+                      + ((Z - c[2]) / r[2]) ** 2)
         assert ph.dose_gy.dtype == np.float32
         assert np.all(ph.dose_gy[rho <= 1.0] == np.float32(70.0))
         assert ph.dose_gy.max() == np.float32(70.0)

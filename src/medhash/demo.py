@@ -520,7 +520,7 @@ def _interpreted_type(name: str) -> str:
 def _ct_references(
     ct_files_or_uids: Sequence[str | os.PathLike[str]] | Mapping[str, float],
 ) -> tuple[list[str], list[tuple[str, np.ndarray, np.ndarray]]]:
-    """(all CT SOPInstanceUIDs, [(uid, position along normal, normal)] where a position is known)."""
+    """All CT SOPInstanceUIDs, and ``(uid, position along the normal, normal)`` where known."""
     if isinstance(ct_files_or_uids, Mapping):
         uids = [str(u) for u in ct_files_or_uids]
         planes = [(str(u), np.array(float(zz)), np.array([0.0, 0.0, 1.0]))
@@ -765,8 +765,10 @@ def _round(x: float, decimals: int = 2) -> float:
     return float(round(float(x), decimals))
 
 
-def _ellipse_mask(x: np.ndarray, y: np.ndarray, cx: float, cy: float, a: float, b: float) -> np.ndarray:
-    return ((x - cx) / a) ** 2 + ((y - cy) / b) ** 2 <= 1.0
+def _ellipse_mask(xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, a: float,
+                  b: float) -> np.ndarray:
+    """``(rows, cols)`` bool: pixel centres ``(xs[c], ys[r])`` inside the axis-aligned ellipse."""
+    return (((ys - cy) / b) ** 2)[:, None] + (((xs - cx) / a) ** 2)[None, :] <= 1.0
 
 
 def _ellipse_polygon(cx: float, cy: float, a: float, b: float, z: float, n: int) -> np.ndarray:
@@ -832,9 +834,8 @@ def make_phantom(index: int, seed: int = 0, *, rows: int = 256) -> Phantom:
     image_centre_y = _round(rng.uniform(-20.0, 20.0), 1)
     origin_x = _round(-(cols - 1) * spacing / 2.0)
     origin_y = _round(image_centre_y - (rows - 1) * spacing / 2.0)
-    xs = origin_x + spacing * np.arange(cols)
-    ys = origin_y + spacing * np.arange(rows)
-    X, Y = np.meshgrid(xs, ys)  # (rows, cols)
+    xs = origin_x + spacing * np.arange(cols)  # (cols,) x of the pixel centres, mm
+    ys = origin_y + spacing * np.arange(rows)  # (rows,) y of the pixel centres, mm
 
     # ---- anatomy parameters
     cx = _round(rng.uniform(-30.0, 30.0))
@@ -877,9 +878,9 @@ def make_phantom(index: int, seed: int = 0, *, rows: int = 256) -> Phantom:
         # body and fat
         a = a0 * (0.92 + 0.16 * u)
         b = b0 * (0.95 + 0.10 * u)
-        body = _ellipse_mask(X, Y, cx, cy, a, b)
+        body = _ellipse_mask(xs, ys, cx, cy, a, b)
         sl[body] = _HU_FAT
-        sl[_ellipse_mask(X, Y, cx, cy, a - fat, b - fat)] = _HU_SOFT
+        sl[_ellipse_mask(xs, ys, cx, cy, a - fat, b - fat)] = _HU_SOFT
         masks["BODY"][k] = body
         contours["BODY"].append(_ellipse_polygon(cx, cy, a, b, zk, 64))
 
@@ -887,10 +888,11 @@ def make_phantom(index: int, seed: int = 0, *, rows: int = 256) -> Phantom:
         s = _ellipsoid_section(zk, ptv_centre[2], ptv_radii[2])
         if s * min(ptv_radii[:2]) > 1.5:
             pa, pb = ptv_radii[0] * s, ptv_radii[1] * s
-            m = _ellipse_mask(X, Y, ptv_centre[0], ptv_centre[1], pa, pb)
+            m = _ellipse_mask(xs, ys, ptv_centre[0], ptv_centre[1], pa, pb)
             masks["PTV70"][k] = m
             contours["PTV70"].append(_ellipse_polygon(ptv_centre[0], ptv_centre[1], pa, pb, zk, 48))
-            sl[_ellipse_mask(X, Y, ptv_centre[0], ptv_centre[1], gtv_scale * pa, gtv_scale * pb)] = _HU_GTV
+            gtv = _ellipse_mask(xs, ys, ptv_centre[0], ptv_centre[1], gtv_scale * pa, gtv_scale * pb)
+            sl[gtv] = _HU_GTV
 
         # parotids (ellipsoids, lateral and slightly posterior)
         s = _ellipsoid_section(zk, parotid_cz, parotid_hz)
@@ -898,7 +900,7 @@ def make_phantom(index: int, seed: int = 0, *, rows: int = 256) -> Phantom:
             pa, pb = parotid_ab[0] * s, parotid_ab[1] * s
             for name, sgn in (("LeftParotid", 1.0), ("RightParotid", -1.0)):
                 px, py = cx + sgn * 0.62 * a, cy + 0.2 * b
-                m = _ellipse_mask(X, Y, px, py, pa, pb)
+                m = _ellipse_mask(xs, ys, px, py, pa, pb)
                 sl[m] = _HU_PAROTID
                 masks[name][k] = m
                 contours[name].append(_ellipse_polygon(px, py, pa, pb, zk, 48))
@@ -906,9 +908,9 @@ def make_phantom(index: int, seed: int = 0, *, rows: int = 256) -> Phantom:
         # mandible: anterior half of an elliptical bone ring
         if mandible_u[0] <= u <= mandible_u[1]:
             ma, mb = 0.70 * a, 0.75 * b
-            outer = _ellipse_mask(X, Y, cx, cy, ma, mb)
-            inner = _ellipse_mask(X, Y, cx, cy, ma - mandible_width, mb - mandible_width)
-            m = outer & ~inner & (Y <= cy)
+            outer = _ellipse_mask(xs, ys, cx, cy, ma, mb)
+            inner = _ellipse_mask(xs, ys, cx, cy, ma - mandible_width, mb - mandible_width)
+            m = outer & ~inner & (ys <= cy)[:, None]
             sl[m] = _HU_MANDIBLE
             masks["Mandible"][k] = m
             contours["Mandible"].append(_half_ring_polygon(cx, cy, ma, mb, mandible_width, zk, 64))
@@ -917,20 +919,20 @@ def make_phantom(index: int, seed: int = 0, *, rows: int = 256) -> Phantom:
         vy = cy + 0.18 * b
         canal_y = vy + vert_r + 8.0
         if u < u_brainstem:
-            sl[_ellipse_mask(X, Y, cx, vy, vert_r, vert_r)] = _HU_CORTICAL
-            sl[_ellipse_mask(X, Y, cx, vy, vert_r - 2.5, vert_r - 2.5)] = _HU_CANCELLOUS
-            sl[_ellipse_mask(X, Y, cx, canal_y, 12.0, 11.0)] = _HU_ARCH
-            sl[_ellipse_mask(X, Y, cx, canal_y, 7.5, 7.0)] = _HU_SOFT
-            m = _ellipse_mask(X, Y, cx, canal_y, 5.0, 4.5)
+            sl[_ellipse_mask(xs, ys, cx, vy, vert_r, vert_r)] = _HU_CORTICAL
+            sl[_ellipse_mask(xs, ys, cx, vy, vert_r - 2.5, vert_r - 2.5)] = _HU_CANCELLOUS
+            sl[_ellipse_mask(xs, ys, cx, canal_y, 12.0, 11.0)] = _HU_ARCH
+            sl[_ellipse_mask(xs, ys, cx, canal_y, 7.5, 7.0)] = _HU_SOFT
+            m = _ellipse_mask(xs, ys, cx, canal_y, 5.0, 4.5)
             sl[m] = _HU_CORD
             masks["SpinalCord"][k] = m
             contours["SpinalCord"].append(_ellipse_polygon(cx, canal_y, 5.0, 4.5, zk, 32))
         else:
             # skull base: a bone shell inside the fat with brain tissue in it
-            sl[_ellipse_mask(X, Y, cx, cy, a - fat - 1.0, b - fat - 1.0)] = _HU_CORTICAL
-            sl[_ellipse_mask(X, Y, cx, cy, a - fat - 7.0, b - fat - 7.0)] = _HU_BRAIN
+            sl[_ellipse_mask(xs, ys, cx, cy, a - fat - 1.0, b - fat - 1.0)] = _HU_CORTICAL
+            sl[_ellipse_mask(xs, ys, cx, cy, a - fat - 7.0, b - fat - 7.0)] = _HU_BRAIN
             by = canal_y - 4.0
-            m = _ellipse_mask(X, Y, cx, by, 13.0, 10.0)
+            m = _ellipse_mask(xs, ys, cx, by, 13.0, 10.0)
             sl[m] = _HU_BRAINSTEM
             masks["Brainstem"][k] = m
             contours["Brainstem"].append(_ellipse_polygon(cx, by, 13.0, 10.0, zk, 48))
@@ -939,7 +941,7 @@ def make_phantom(index: int, seed: int = 0, *, rows: int = 256) -> Phantom:
         if u < u_brainstem:
             ax = cx + 3.0 * math.sin(2.0 * np.pi * zk / 60.0 + airway_phase)
             ay = cy - 0.3 * b + 2.0 * math.cos(2.0 * np.pi * zk / 45.0 + airway_phase)
-            sl[_ellipse_mask(X, Y, ax, ay, airway_r, airway_r * 0.8)] = _HU_AIR
+            sl[_ellipse_mask(xs, ys, ax, ay, airway_r, airway_r * 0.8)] = _HU_AIR
 
     # mild noise inside the body only (air outside stays exactly -1000)
     noise = np.round(rng.normal(0.0, 3.0, size=hu.shape)).astype(np.int16)
