@@ -29,7 +29,8 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _print_problems(problems, stream=sys.stderr) -> None:
+def _print_problems(problems, stream=None) -> None:
+    stream = stream or sys.stderr
     for level in ("error", "warning"):
         items = [p for p in problems if p.level == level]
         for p in items[:MAX_LISTED]:

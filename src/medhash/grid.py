@@ -11,8 +11,9 @@ The rule (documented in the README, shared by all readers):
   ``BODY_HU`` over the whole series (one centre per series, so the slices of a volume stay
   aligned), snapped to the native pixel lattice so that a scan with 3.906 mm pixels is copied
   exactly. A series without body is centred on its image centre.
-* CT is resampled bilinearly after a Gaussian anti-aliasing filter (sigma = (scale - 1) / 2 native
-  pixels along an axis that is down-sampled), outside the scan = -1024 HU (air). Masks are never
+* CT is resampled bilinearly after anti-aliasing where it is down-sampled: means over whole
+  f x f native blocks (f = the integer part of the scale, e.g. 4 for 0.98 mm pixels), then a
+  Gaussian of sigma = (remaining scale - 1) / 2 pixels; outside the scan = -1024 HU (air). Masks are never
   interpolated linearly: polygons are rasterised on the grid, voxel masks resampled by nearest
   neighbour. Dose is interpolated trilinearly in patient coordinates, outside its grid = 0 Gy.
 * A slice **has body** when at least ``MIN_BODY_FRACTION`` (1 %) of its grid pixels are above
@@ -143,6 +144,10 @@ def resample_plane(image: np.ndarray, spacing: tuple[float, float], start: tuple
             and float(start[0]).is_integer() and float(start[1]).is_integer()):
         return _copy_window(image, int(start[0]), int(start[1]), cval)
     src = image.astype(np.float32, copy=False)
+    start = (float(start[0]), float(start[1]))
+    if antialias and order > 0 and (step[0] >= 2 or step[1] >= 2):
+        # integer block means first (an area average, cheap), then the remaining small factor
+        src, start, step = _block_reduce(src, start, step)
     if antialias and order > 0 and (step[0] > 1 or step[1] > 1):
         sigma = (max(0.0, (step[0] - 1) / 2), max(0.0, (step[1] - 1) / 2))
         src = ndimage.gaussian_filter(src, sigma=sigma, mode="nearest")
@@ -150,6 +155,22 @@ def resample_plane(image: np.ndarray, spacing: tuple[float, float], start: tuple
                                    output_shape=(GRID_SIZE, GRID_SIZE), order=order,
                                    mode="constant", cval=cval, prefilter=False)
     return out.astype(np.float32, copy=False)
+
+
+def _block_reduce(image: np.ndarray, start: tuple[float, float], step: tuple[float, float]
+                  ) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
+    """Mean over f x f native blocks (f = floor(step) per axis), with the grid mapping adjusted.
+
+    Block j covers native pixels j*f .. j*f + f - 1, so its centre is native index
+    j*f + (f - 1)/2; a native index i becomes (i - (f - 1)/2) / f in the reduced image.
+    """
+    f = (max(1, int(step[0])), max(1, int(step[1])))
+    rows, cols = (image.shape[0] // f[0]) * f[0], (image.shape[1] // f[1]) * f[1]
+    img = image[:rows, :cols]
+    cols_summed = sum(img[:, k::f[1]] for k in range(f[1]))  # strided sums: 10x faster than reshape-mean
+    reduced = sum(cols_summed[k::f[0]] for k in range(f[0])) * np.float32(1.0 / (f[0] * f[1]))
+    new_start = ((start[0] - (f[0] - 1) / 2) / f[0], (start[1] - (f[1] - 1) / 2) / f[1])
+    return reduced.astype(np.float32), new_start, (step[0] / f[0], step[1] / f[1])
 
 
 def _copy_window(image: np.ndarray, r0: int, c0: int, cval: float) -> np.ndarray:

@@ -21,8 +21,10 @@ Steps (each file's header is read first, without pixel data, to group):
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -34,7 +36,7 @@ from pydicom.errors import InvalidDicomError
 from scipy import ndimage
 
 from ..errors import GeometryError, InputError
-from ..grid import PlaneGeometry, grid_points, place_grid, stack_to_grid
+from ..grid import GRID_SIZE, GRID_SPACING_MM, PlaneGeometry, place_grid, stack_to_grid
 from ..records import Problem, Volume
 from .rtstruct import rasterise_structure_set
 
@@ -141,8 +143,13 @@ def scan(sources: Iterable[str | Path], progress: bool = False) -> DicomScan:
             out.not_dicom += 1
             out.problems.append(Problem(str(path), str(exc).removeprefix(f"{path}: ")))
             continue
-        sop_class = str(ds.get("SOPClassUID", ""))
+        meta = getattr(ds, "file_meta", None)
+        sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
         modality = str(ds.get("Modality", "")).upper()
+        if not sop_class and not modality:
+            out.problems.append(Problem(str(path), f"neither {describe('SOPClassUID')} nor {describe('Modality')} "
+                                        "is present; the file may be truncated or corrupt; skipped"))
+            continue
         if sop_class == MEDIA_STORAGE_DIRECTORY:
             continue
         if sop_class == ENHANCED_CT_STORAGE:
@@ -280,8 +287,10 @@ def read_ct_series(series_uid: str, items: list[tuple[Path, pydicom.Dataset]]) -
     for item in unique:
         path = item[0]
         try:
-            full = pydicom.dcmread(path)
+            full = item[1] if "PixelData" in item[1] else pydicom.dcmread(path)
             img = pixel_hu(full, path)
+            if "PixelData" in item[1]:
+                del item[1].PixelData  # decoded: free the bytes
             if img.shape != geometry.shape:
                 raise InputError(f"{path}: pixel data has shape {img.shape}, header says {geometry.shape}")
         except InputError as exc:
@@ -363,7 +372,32 @@ class DoseGrid:
         rel = points - self.origin
         c = rel @ self.geometry.row_dir / self.geometry.spacing[1]
         r = rel @ self.geometry.col_dir / self.geometry.spacing[0]
-        w = rel @ self.geometry.normal
+        return self._sample_index(r, c, rel @ self.geometry.normal)
+
+    def sample_planes(self, origins_mm: np.ndarray, row_dir: np.ndarray, col_dir: np.ndarray,
+                      size: int, spacing_mm: float) -> np.ndarray:
+        """Trilinear dose on square grids of ``size`` x ``size`` pixels, one per plane.
+
+        The same as :meth:`sample` at the pixel centres ``origin + j*spacing*row_dir +
+        i*spacing*col_dir``, computed from the affine map (no (n, size, size, 3) array).
+
+        Returns (n, size, size) float32 Gy.
+        """
+        g = self.geometry
+        steps = np.arange(size, dtype=np.float64) * spacing_mm
+        rel0 = np.asarray(origins_mm, dtype=np.float64) - self.origin           # (n, 3)
+        axes = np.stack([g.col_dir, g.row_dir, g.normal])                         # r, c, w
+        base = rel0 @ axes.T                                                      # (n, 3)
+        d_j = axes @ np.asarray(row_dir, dtype=np.float64)                        # per column step
+        d_i = axes @ np.asarray(col_dir, dtype=np.float64)                        # per row step
+        coord = (base[:, None, None, :] + steps[None, :, None, None] * d_i[None, None, None, :]
+                 + steps[None, None, :, None] * d_j[None, None, None, :])        # (n, i, j, 3)
+        r = coord[..., 0] / g.spacing[0]
+        c = coord[..., 1] / g.spacing[1]
+        return self._sample_index(r, c, coord[..., 2])
+
+    def _sample_index(self, r: np.ndarray, c: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Trilinear dose at fractional (row, column) indices and offsets w (mm) along the normal."""
         nf, nr, nc = self.gy.shape
         eps = 1e-3
         if nf == 1:
@@ -373,7 +407,7 @@ class DoseGrid:
             f = np.interp(w, self.offsets, np.arange(nf, dtype=np.float64))
             inside_f = (w >= self.offsets[0] - 1e-2) & (w <= self.offsets[-1] + 1e-2)
         inside = inside_f & (r >= -eps) & (r <= nr - 1 + eps) & (c >= -eps) & (c <= nc - 1 + eps)
-        out = np.zeros(points.shape[:-1], dtype=np.float32)
+        out = np.zeros(r.shape, dtype=np.float32)
         if inside.any():
             coords = np.stack([f[inside], np.clip(r[inside], 0, nr - 1), np.clip(c[inside], 0, nc - 1)])
             out[inside] = ndimage.map_coordinates(self.gy, coords, order=1, mode="nearest")
@@ -445,8 +479,8 @@ def series_to_volume(ct: CTSeries, dose: tuple[Path, DoseGrid, pydicom.Dataset] 
     dose_grid = None
     if dose is not None:
         path, grid, dds = dose
-        pts = np.stack([grid_points(o, ct.geometry.row_dir, ct.geometry.col_dir) for o in placement.origins_mm])
-        dose_grid = grid.sample(pts)
+        dose_grid = grid.sample_planes(placement.origins_mm, ct.geometry.row_dir, ct.geometry.col_dir,
+                                       GRID_SIZE, GRID_SPACING_MM)
         info["dose"] = {"sop_instance_uid": str(dds.get("SOPInstanceUID", "")),
                         "summation_type": str(dds.get("DoseSummationType", "")),
                         "max_gy": float(grid.gy.max())}
@@ -468,12 +502,13 @@ def series_to_volume(ct: CTSeries, dose: tuple[Path, DoseGrid, pydicom.Dataset] 
 
 
 def read_dicom(sources: Iterable[str | Path], progress: bool = False,
-               known_series: set[str] | None = None) -> Iterator[Volume | Problem]:
+               known_series: set[str] | None = None, workers: int | None = None) -> Iterator[Volume | Problem]:
     """Read every CT series under ``sources`` with its dose and structures.
 
     Yields a :class:`Volume` per usable CT series (slices without body not yet removed) and a
     :class:`Problem` for everything that could not be used or deserves a warning. Series whose
-    SeriesInstanceUID is in ``known_series`` are not read again (idempotent re-ingest).
+    SeriesInstanceUID is in ``known_series`` are not read again (idempotent re-ingest). Series are
+    read in ``workers`` processes (default: one per core, at most 4), yielded in a fixed order.
     """
     from tqdm import tqdm
 
@@ -508,43 +543,89 @@ def read_dicom(sources: Iterable[str | Path], progress: bool = False,
             continue
         structs[match[0]].append((path, ds))
 
-    dose_cache: dict[str, tuple | None] = {}
-    for uid in tqdm(sorted(found.ct), desc="CT series", unit="series", disable=not progress, leave=False):
+    jobs = []
+    for uid in sorted(found.ct):
         if known_series and uid in known_series:
             yield Problem(str(found.ct[uid][0][0]), f"series {uid} is already in the archive; not read again",
                           level="info")
             continue
-        try:
-            ct = read_ct_series(uid, found.ct[uid])
-        except InputError as exc:
-            yield Problem(str(found.ct[uid][0][0].parent), str(exc))
-            continue
-        fuid = ct.frame_of_reference_uid
-        dose = None
+        fuid = for_of_ct[uid]
+        dose_path = struct_path = None
         if fuid in doses:
-            if fuid not in dose_cache:
-                path, dds = choose_dose(doses[fuid])
-                try:
-                    dose_cache[fuid] = (path, read_dose(path), dds)
-                except InputError as exc:
-                    yield Problem(str(path), str(exc).removeprefix(f"{path}: "))
-                    dose_cache[fuid] = None
-                others = [p for p, _ in doses[fuid] if p != path]
-                if others:
-                    yield Problem(str(path), f"{len(doses[fuid])} RTDOSE for frame of reference {fuid}: used "
-                                  f"this one (DoseSummationType {dds.get('DoseSummationType', '?')}); ignored "
-                                  + ", ".join(map(str, others)), level="warning")
-            dose = dose_cache[fuid]
-        struct = None
+            dose_path, dds = choose_dose(doses[fuid])
+            others = [p for p, _ in doses[fuid] if p != dose_path]
+            if others:
+                yield Problem(str(dose_path), f"{len(doses[fuid])} RTDOSE for frame of reference {fuid}: used "
+                              f"this one (DoseSummationType {dds.get('DoseSummationType', '?')}); ignored "
+                              + ", ".join(map(str, others)), level="warning")
         if fuid in structs:
             cands = sorted(structs[fuid], key=lambda t: (str(t[1].get("StructureSetDate", "")),
                                                          str(t[1].get("StructureSetTime", "")),
                                                          str(t[1].get("SOPInstanceUID", ""))), reverse=True)
-            struct = cands[0]
+            struct_path = cands[0][0]
             if len(cands) > 1:
-                yield Problem(str(struct[0]), f"{len(cands)} RTSTRUCT for frame of reference {fuid}: used the "
+                yield Problem(str(struct_path), f"{len(cands)} RTSTRUCT for frame of reference {fuid}: used the "
                               "newest (this one)", level="warning")
+        jobs.append((uid, [p for p, _ in found.ct[uid]], dose_path, struct_path))
+
+    bar = tqdm(total=len(jobs), desc="CT series", unit="series", disable=not progress, leave=False)
+    if workers is None:
+        workers = min(len(jobs), os.cpu_count() or 1, 4)
+    if workers <= 1 or len(jobs) <= 1:
+        results = map(read_series_job, jobs)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+        results = pool.map(read_series_job, jobs)
+    try:
+        for items in results:
+            bar.update(1)
+            yield from items
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def read_series_job(job: tuple[str, list[Path], Path | None, Path | None]) -> list[Volume | Problem]:
+    """Read one CT series with its RTDOSE and RTSTRUCT onto the model grid (runs in a worker).
+
+    Parameters
+    ----------
+    job : (SeriesInstanceUID, CT files, RTDOSE file or None, RTSTRUCT file or None)
+
+    Returns
+    -------
+    The problems met, then the Volume (if the series could be read).
+    """
+    uid, paths, dose_path, struct_path = job
+    out: list[Volume | Problem] = []
+    items = []
+    for path in paths:
         try:
-            yield series_to_volume(ct, dose, struct)
+            items.append((path, pydicom.dcmread(path)))
+        except Exception as exc:
+            out.append(Problem(str(path), f"cannot read ({type(exc).__name__}: {exc}); the file may be "
+                               "truncated or corrupt; slice skipped"))
+    try:
+        ct = read_ct_series(uid, items)
+    except InputError as exc:
+        out.append(Problem(str(paths[0].parent), str(exc)))
+        return out
+    dose = struct = None
+    if dose_path is not None:
+        try:
+            dose = (dose_path, read_dose(dose_path), pydicom.dcmread(dose_path, stop_before_pixels=True))
         except InputError as exc:
-            yield Problem(str(ct.files[0].parent), str(exc))
+            out.append(Problem(str(dose_path), str(exc).removeprefix(f"{dose_path}: ")))
+    if struct_path is not None:
+        try:
+            struct = (struct_path, pydicom.dcmread(struct_path, force=True))
+        except Exception as exc:
+            out.append(Problem(str(struct_path), f"cannot read RTSTRUCT ({type(exc).__name__}: {exc}); "
+                               "structures not ingested"))
+    try:
+        out.append(series_to_volume(ct, dose, struct))
+    except InputError as exc:
+        out.append(Problem(str(ct.files[0].parent), str(exc)))
+    return out

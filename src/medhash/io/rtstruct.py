@@ -38,6 +38,24 @@ def polygon_mask(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return out
 
 
+def contour_points(contour: pydicom.Dataset) -> np.ndarray:
+    """ContourData (3006,0050) as a flat float64 array, parsed straight from the raw bytes.
+
+    pydicom's DS conversion of long contours dominates RTSTRUCT reading; the raw value is a
+    backslash-separated list of decimal strings (PS3.5 6.2, VR DS).
+    """
+    if "ContourData" not in contour:
+        return np.zeros(0)
+    raw = contour.get_item("ContourData")
+    value = getattr(raw, "value", None)
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return np.array(bytes(value).replace(b"\\", b" ").split(), dtype=np.float64)
+        except ValueError:
+            pass
+    return np.asarray(contour.ContourData, dtype=np.float64)
+
+
 def rasterise_structure_set(ds: pydicom.Dataset, z_mm: np.ndarray, origins_mm: np.ndarray,
                             row_dir: np.ndarray, col_dir: np.ndarray, *, source: str = "RTSTRUCT"
                             ) -> tuple[dict[str, np.ndarray], list[Problem]]:
@@ -70,7 +88,7 @@ def rasterise_structure_set(ds: pydicom.Dataset, z_mm: np.ndarray, origins_mm: n
         name = names.get(number, f"ROI{number}")
         for contour in roi.get("ContourSequence", []):
             kind = str(contour.get("ContourGeometricType", "CLOSED_PLANAR")).upper()
-            data = np.asarray(contour.get("ContourData", []), dtype=np.float64)
+            data = contour_points(contour)
             if kind != "CLOSED_PLANAR" or data.size < 9 or data.size % 3:
                 skipped_types += 1
                 continue

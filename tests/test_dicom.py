@@ -1,0 +1,666 @@
+"""Tests of the DICOM RT reader (medhash.io.dicom, medhash.io.rtstruct) through ingest and the archive.
+
+Test data are pydicom's bundled files and series written with the low-level writers of
+:mod:`medhash.demo`. Where an exact comparison is needed the CT has 3.906 mm pixels (the model
+grid's), so that the model grid copies native pixels; expected values are computed here from the
+archive's own geometry (``Slice.origin_mm``, ``row_dir``, ``col_dir``, ``spacing_mm``), never with
+medhash's resampling code.
+"""
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+from scipy import ndimage
+
+from medhash import Archive
+from medhash.cli import main as cli_main
+from medhash.demo import ROI_NAMES, make_phantom, write_ct_series, write_demo_cohort, write_phantom, \
+    write_rtdose, write_rtstruct
+from medhash.grid import GRID_SIZE
+from medhash.io.dicom import read_ct_series, scan
+
+SP = 3.906           # the model grid's pixel: native CT with this spacing is copied exactly
+ROWS = 64            # small hand-built CT slices
+ORIGIN = (-120.3, -98.7)
+COUNT_KEYS = ("patients", "series", "slices", "slices_with_dose", "structures", "skipped")
+
+
+def uid(*parts) -> str:
+    return str(generate_uid(entropy_srcs=["medhash-tests-dicom", *map(str, parts)]))
+
+
+@dataclass
+class Series:
+    """A CT series written for a test, with what was written."""
+
+    folder: Path
+    paths: list[Path]        # position order
+    hu: np.ndarray           # (n, rows, cols) HU in position order
+    z: np.ndarray            # written slice positions along the normal
+    patient_id: str
+    series_uid: str
+    study_uid: str
+    for_uid: str
+    orientation: tuple
+    origin: tuple
+
+
+def body_volume(n: int, seed: int, rows: int = ROWS, *, step: float = 1.0) -> np.ndarray:
+    """(n, rows, rows) HU: air -1000 around an off-centre elliptic body of random HU (multiples of step)."""
+    rng = np.random.default_rng(seed)
+    rr, cc = np.mgrid[:rows, :rows]
+    body = ((rr - 0.55 * rows) / (0.3 * rows)) ** 2 + ((cc - 0.45 * rows) / (0.35 * rows)) ** 2 <= 1
+    hu = np.full((n, rows, rows), -1000.0)
+    values = rng.integers(round(-300 / step), round(1500 / step), size=(n, rows, rows)) * step
+    hu[:, body] = values[:, body]
+    return hu
+
+
+def make_series(folder: Path, name: str, *, n: int = 8, z=None, seed: int = 0, patient_id: str | None = None,
+                for_uid: str | None = None, orientation=(1, 0, 0, 0, 1, 0), origin=ORIGIN, hu=None,
+                **kw) -> Series:
+    z = np.round(-10.0 + 2.5 * np.arange(n), 3) if z is None else np.asarray(z, dtype=np.float64)
+    hu = body_volume(len(z), seed) if hu is None else hu
+    pid = patient_id or f"PAT-{name}"
+    study, series, fuid = uid(name, "study"), uid(name, "series"), for_uid or uid(name, "for")
+    paths = write_ct_series(folder, hu, pixel_spacing=(SP, SP), slice_positions_mm=z, origin_xy_mm=origin,
+                            patient_id=pid, study_uid=study, series_uid=series, frame_of_reference_uid=fuid,
+                            orientation=orientation, **kw)
+    return Series(folder, paths, hu, z, pid, series, study, fuid, tuple(orientation), tuple(origin))
+
+
+def pixel_centres(s) -> np.ndarray:
+    """(128, 128, 3) patient mm of the model-grid pixel centres of an archive slice."""
+    idx = np.arange(GRID_SIZE) * s.spacing_mm
+    return (s.origin_mm[None, None, :] + idx[None, :, None] * s.row_dir[None, None, :]
+            + idx[:, None, None] * s.col_dir[None, None, :])
+
+
+def native_indices(s, ipp, row_dir, col_dir, spacing=(SP, SP)) -> tuple[np.ndarray, np.ndarray]:
+    """Fractional native (row, col) of every model-grid pixel of archive slice ``s``."""
+    rel = pixel_centres(s) - np.asarray(ipp, dtype=np.float64)
+    return rel @ np.asarray(col_dir, float) / spacing[0], rel @ np.asarray(row_dir, float) / spacing[1]
+
+
+def expected_copy(s, ipp, native: np.ndarray, row_dir, col_dir) -> np.ndarray:
+    """The model-grid slice expected when native pixels of 3.906 mm are copied (-1024 outside the scan)."""
+    r, c = native_indices(s, ipp, row_dir, col_dir)
+    ri, ci = np.rint(r), np.rint(c)
+    assert np.abs(r - ri).max() < 1e-3 and np.abs(c - ci).max() < 1e-3, "grid not on the native lattice"
+    inside = (ri >= 0) & (ri < native.shape[0]) & (ci >= 0) & (ci < native.shape[1])
+    out = np.full((GRID_SIZE, GRID_SIZE), -1024.0)
+    out[inside] = native[ri[inside].astype(int), ci[inside].astype(int)]
+    return out
+
+
+def ipp_of(path: Path) -> np.ndarray:
+    return np.array([float(v) for v in pydicom.dcmread(path, stop_before_pixels=True).ImagePositionPatient])
+
+
+def counts(arch: Archive) -> dict:
+    info = arch.info()
+    return {k: info[k] for k in COUNT_KEYS}
+
+
+def problems_for(report, path: Path, level: str | None = None) -> list:
+    return [p for p in report.problems if p.path == str(path) and (level is None or p.level == level)]
+
+
+def ramp(points: np.ndarray, coef=(20.0, 0.05, -0.04, 0.3)) -> np.ndarray:
+    a, b, c, d = coef
+    return a + b * points[..., 0] + c * points[..., 1] + d * points[..., 2]
+
+
+def dose_box(origin, spacing, shape, offsets):
+    """Patient coordinates (frames, rows, cols, 3) of an axial dose grid's voxel centres."""
+    f, r, c = np.meshgrid(np.asarray(offsets, float), np.arange(shape[0]) * spacing[0],
+                          np.arange(shape[1]) * spacing[1], indexing="ij")
+    return np.stack([origin[0] + c, origin[1] + r, origin[2] + f], axis=-1)
+
+
+def dose_fractional(points, origin, spacing, shape, offsets):
+    """Fractional (frame offset mm, row, col) of patient points on an axial dose grid."""
+    rel = points - np.asarray(origin, float)
+    return rel[..., 2], rel[..., 1] / spacing[0], rel[..., 0] / spacing[1]
+
+
+def assert_dose_is_ramp(arch: Archive, pid: str, origin, spacing, shape, offsets, coef=(20.0, 0.05, -0.04, 0.3)):
+    """Every archive slice of ``pid``: ramp at the pixel centres inside the dose grid, exactly 0 outside."""
+    n_in = n_out = 0
+    for s in arch.slices(pid):
+        assert s.has_dose
+        pts = pixel_centres(s)
+        w, r, c = dose_fractional(pts, origin, spacing, shape, offsets)
+        lim = [(w, offsets[-1]), (r, shape[0] - 1), (c, shape[1] - 1)]   # mm, rows, columns
+        inside = np.all([(v >= 0) & (v <= hi) for v, hi in lim], axis=0)
+        # the test geometry keeps every pixel centre clearly inside or outside (no tolerance question)
+        near_box = np.all([(v > -0.05) & (v < hi + 0.05) for v, hi in lim], axis=0)
+        near_edge = np.any([(np.abs(v) < 0.05) | (np.abs(v - hi) < 0.05) for v, hi in lim], axis=0)
+        assert not (near_box & near_edge).any()
+        np.testing.assert_allclose(s.dose[inside], ramp(pts[inside], coef), atol=1e-3, rtol=0)
+        assert np.all(s.dose[~inside] == 0.0)
+        n_in += int(inside.sum())
+        n_out += int((~inside).sum())
+    assert n_in > 1000 and n_out > 1000
+
+
+# ------------------------------------------------------------------------------------------ 1
+def test_pydicom_ct_small_and_rtdose(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    ct_file = Path(shutil.copy(get_testdata_file("CT_small.dcm"), src / "CT_small.dcm"))
+    rd_file = Path(shutil.copy(get_testdata_file("rtdose.dcm"), src / "rtdose.dcm"))
+    arch = Archive(tmp_path / "arch", create=True)
+    rep = arch.ingest([src])
+    assert rep.series_added == 1 and rep.slices_added == 1 and rep.patients == ["1CT1"]
+    assert rep.exit_code == 1  # partial: the dose could not be used
+    assert [p.path for p in rep.errors] == [str(rd_file)]
+    assert "matches no CT series" in rep.errors[0].message
+    info = arch.info()
+    assert (info["patients"], info["series"], info["slices"], info["slices_with_dose"]) == (1, 1, 1, 0)
+    s = arch.get("1CT1", 0)
+    ds = pydicom.dcmread(ct_file)
+    assert s.z_mm == pytest.approx(float(ds.ImagePositionPatient[2]))
+    assert s.dose is None and s.structures == []
+    # native HU: stored x slope + intercept, exactly
+    found = scan([src])
+    (series_uid, items), = found.ct.items()
+    ct = read_ct_series(series_uid, items)
+    assert ct.hu.shape == (1, 128, 128) and ct.patient_id == "1CT1"
+    np.testing.assert_array_equal(ct.hu[0], ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
+    # resampled from 0.66 mm pixels: same picture, same mean HU, -1024 beyond the 85 mm field of view
+    hu = ct.hu[0]
+    r, c = native_indices(s, np.array([float(v) for v in ds.ImagePositionPatient]), ct.geometry.row_dir,
+                          ct.geometry.col_dir, ct.geometry.spacing)
+    inner = (r >= 6) & (r <= 121) & (c >= 6) & (c <= 121)
+    outer = (r < -6) | (r > 133) | (c < -6) | (c > 133)
+    assert inner.sum() > 300 and outer.sum() > 10000
+    assert s.ct[inner].mean() == pytest.approx(hu[6:122, 6:122].mean(), abs=15)
+    near = hu[np.rint(r[inner]).astype(int), np.rint(c[inner]).astype(int)]
+    assert np.corrcoef(s.ct[inner], near)[0, 1] > 0.9
+    assert np.all(s.ct[outer] == -1024.0)
+    # no patient name anywhere in the archive
+    for f in (tmp_path / "arch").rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            assert b"CompressedSamples" not in data and b"Lastname" not in data, f
+
+
+def test_relative_dose_units_are_refused_naming_the_element(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), src / "CT_small.dcm")
+    ct_for = pydicom.dcmread(src / "CT_small.dcm", stop_before_pixels=True).FrameOfReferenceUID
+    rd = pydicom.dcmread(get_testdata_file("rtdose.dcm"))
+    assert rd.DoseUnits == "RELATIVE"
+    rd.FrameOfReferenceUID = ct_for
+    rd.save_as(src / "rd.dcm")
+    arch = Archive(tmp_path / "arch", create=True)
+    rep = arch.ingest([src])
+    assert rep.exit_code == 1 and rep.series_added == 1
+    err, = problems_for(rep, src / "rd.dcm", "error")
+    assert "(3004,0002)" in err.message and "'RELATIVE'" in err.message
+    assert arch.info()["slices_with_dose"] == 0
+
+
+# ------------------------------------------------------------------------------------------ 2
+def test_slices_ordered_by_position_not_file_name_or_instance_number(tmp_path):
+    n = 9
+    rng = np.random.default_rng(5)
+    names = [f"IM{v:04d}.dcm" for v in rng.permutation(n)]
+    numbers = [int(v) + 1 for v in rng.permutation(n)]
+    assert sorted(names) != names and numbers != sorted(numbers)
+    z = np.round(-31.25 + 2.5 * np.arange(n), 3)
+    ser = make_series(tmp_path / "ct", "shuffled", z=z, seed=1, file_names=names, instance_numbers=numbers)
+    arch = Archive(tmp_path / "arch", create=True)
+    rep = arch.ingest([ser.folder])
+    assert rep.exit_code == 0 and rep.problems == [] and rep.slices_added == n
+    slices = arch.slices(ser.patient_id)
+    assert [s.slice_index for s in slices] == list(range(n))
+    np.testing.assert_allclose([s.z_mm for s in slices], z, atol=1e-9)
+    assert np.all(np.diff([s.z_mm for s in slices]) > 0)
+    for k, s in enumerate(slices):
+        ipp = ipp_of(ser.paths[k])
+        assert ipp[2] == pytest.approx(z[k])
+        exp = expected_copy(s, ipp, ser.hu[k], (1, 0, 0), (0, 1, 0))
+        np.testing.assert_array_equal(s.ct, exp)
+        assert (exp == -1024).any() and (exp > -500).sum() > 200  # both the padding and the body are seen
+
+
+# ------------------------------------------------------------------------------------------ 3
+@pytest.mark.parametrize("slope, intercept", [(0.5, -1000.0), (0.25, 0.0)])
+def test_hu_round_trip_with_rescale(tmp_path, slope, intercept):
+    n = 4
+    hu = body_volume(n, seed=3, step=slope)
+    assert np.any(hu % 1 != 0)  # fractional HU are present
+    ser = make_series(tmp_path / "ct", f"rescale{slope}", n=n, hu=hu, rescale_slope=slope,
+                      rescale_intercept=intercept)
+    ds = pydicom.dcmread(ser.paths[0])
+    assert float(ds.RescaleSlope) == slope and float(ds.RescaleIntercept) == intercept
+    assert ds.PixelRepresentation == (1 if intercept == 0.0 else 0)
+    found = scan([ser.folder])
+    ct = read_ct_series(ser.series_uid, found.ct[ser.series_uid])
+    assert ct.hu.dtype == np.float32
+    np.testing.assert_array_equal(ct.hu, hu)  # exact native HU
+    np.testing.assert_allclose(ct.z_mm, ser.z)
+    arch = Archive(tmp_path / "arch", create=True)
+    assert arch.ingest([ser.folder]).exit_code == 0
+    for k, s in enumerate(arch.slices(ser.patient_id)):
+        exp = expected_copy(s, ipp_of(ser.paths[k]), np.rint(hu[k]), (1, 0, 0), (0, 1, 0))
+        np.testing.assert_array_equal(s.ct, exp)  # the archive keeps whole HU (rounded)
+
+
+# ------------------------------------------------------------------------------------------ 4
+def test_file_order_reverse_of_position_order(tmp_path):
+    n = 7
+    z = np.round(40.0 - 3.0 * np.arange(n), 3)[::-1]                # increasing positions
+    names = [f"slice{n - 1 - k:02d}.dcm" for k in range(n)]          # file index 0 = highest z
+    ser = make_series(tmp_path / "ct", "reverse", z=z, seed=4, file_names=names,
+                      instance_numbers=[n - k for k in range(n)])
+    by_name = sorted(ser.folder.iterdir())
+    assert np.all(np.diff([ipp_of(p)[2] for p in by_name]) < 0)       # z decreases with file index
+    arch = Archive(tmp_path / "arch", create=True)
+    assert arch.ingest([ser.folder]).exit_code == 0
+    slices = arch.slices(ser.patient_id)
+    np.testing.assert_allclose([s.z_mm for s in slices], z)
+    for k, s in enumerate(slices):
+        np.testing.assert_array_equal(s.ct, expected_copy(s, ipp_of(ser.paths[k]), ser.hu[k], (1, 0, 0), (0, 1, 0)))
+
+
+def test_tilted_orientation_keeps_native_axes_and_positions(tmp_path):
+    t = np.deg2rad(20.0)
+    orientation = (1.0, 0.0, 0.0, 0.0, float(np.cos(t)), float(np.sin(t)))
+    row_dir, col_dir = np.array(orientation[:3]), np.array(orientation[3:])
+    normal = np.cross(row_dir, col_dir)
+    n = 6
+    z = np.round(5.0 + 2.0 * np.arange(n), 3)
+    names = [f"t{v}.dcm" for v in (3, 0, 5, 1, 4, 2)]
+    ser = make_series(tmp_path / "ct", "tilted", z=z, seed=6, orientation=orientation, origin=(-120.3, -98.7, 12.0),
+                      file_names=names)
+    arch = Archive(tmp_path / "arch", create=True)
+    assert arch.ingest([ser.folder]).exit_code == 0
+    slices = arch.slices(ser.patient_id)
+    assert len(slices) == n
+    for k, s in enumerate(slices):
+        ipp = ipp_of(ser.paths[k])
+        np.testing.assert_allclose(s.row_dir, row_dir, atol=1e-6)
+        np.testing.assert_allclose(s.col_dir, col_dir, atol=1e-6)
+        assert s.z_mm == pytest.approx(float(ipp @ normal), abs=1e-6)
+        assert float((s.origin_mm - ipp) @ normal) == pytest.approx(0.0, abs=1e-6)  # grid in the slice plane
+        np.testing.assert_array_equal(s.ct, expected_copy(s, ipp, ser.hu[k], row_dir, col_dir))
+    assert np.all(np.diff([s.z_mm for s in slices]) == pytest.approx(2.0))
+
+
+# ------------------------------------------------------------------------------------------ 5
+DOSE_ORIGIN = (-60.37, -20.11, -6.7)
+DOSE_SPACING = (4.7, 5.3)       # (row spacing = along y, column spacing = along x): different on purpose
+DOSE_SHAPE = (19, 18)           # (rows, cols)
+DOSE_OFFSETS = (0.0, 3.7, 7.4, 12.0, 14.8)  # not uniform, not on CT slices (CT z = -10, -7.5, ..., 17.5)
+
+
+def write_ramp_dose(path: Path, ser: Series, *, coef=(20.0, 0.05, -0.04, 0.3), origin=DOSE_ORIGIN,
+                    spacing=DOSE_SPACING, shape=DOSE_SHAPE, offsets=DOSE_OFFSETS, **kw) -> Path:
+    dose = ramp(dose_box(origin, spacing, shape, offsets), coef)
+    assert dose.min() > 0
+    return write_rtdose(path, dose, origin_mm=origin, pixel_spacing=spacing, frame_offsets_mm=offsets,
+                        frame_of_reference_uid=ser.for_uid, patient_id=ser.patient_id, study_uid=ser.study_uid, **kw)
+
+
+@pytest.mark.parametrize("absolute", [False, True], ids=["relative-offsets", "absolute-offsets"])
+def test_dose_resampled_from_coarser_offset_grid_is_the_analytic_ramp(tmp_path, absolute):
+    ser = make_series(tmp_path / "src", "dose", n=12, seed=7)
+    rd = write_ramp_dose(tmp_path / "src" / "RD.dcm", ser, absolute_offsets=absolute)
+    gfov = [float(v) for v in pydicom.dcmread(rd, stop_before_pixels=True).GridFrameOffsetVector]
+    assert (gfov[0] == 0.0) != absolute
+    arch = Archive(tmp_path / "arch", create=True)
+    rep = arch.ingest([tmp_path / "src"])
+    assert rep.exit_code == 0 and rep.problems == []
+    assert arch.info()["slices_with_dose"] == 12
+    assert_dose_is_ramp(arch, ser.patient_id, DOSE_ORIGIN, DOSE_SPACING, DOSE_SHAPE, DOSE_OFFSETS)
+    # slices beyond the dose frames have no dose at all; those inside have some
+    z_lo, z_hi = DOSE_ORIGIN[2], DOSE_ORIGIN[2] + DOSE_OFFSETS[-1]
+    for s in arch.slices(ser.patient_id):
+        assert (s.dose.max() > 0) == (z_lo <= s.z_mm <= z_hi)
+
+
+# ------------------------------------------------------------------------------------------ 6
+def test_plan_dose_preferred_over_beam_and_the_ignored_file_named(tmp_path):
+    src = tmp_path / "src"
+    ser = make_series(src, "plan", n=12, seed=8)
+    # the BEAM grid is larger (the size rule alone would pick it) and sorts first by name
+    beam = write_ramp_dose(src / "RD_0_beam.dcm", ser, coef=(100.0, 0.0, 0.0, 0.0), origin=(-110.0, -90.0, -12.0),
+                           spacing=(3.0, 3.0), shape=(80, 80), offsets=tuple(3.0 * np.arange(14)),
+                           summation_type="BEAM")
+    plan = write_ramp_dose(src / "RD_1_plan.dcm", ser, summation_type="PLAN")
+    arch = Archive(tmp_path / "arch", create=True)
+    rep = arch.ingest([src])
+    assert rep.exit_code == 0 and rep.errors == []
+    warn, = [p for p in rep.warnings if "RTDOSE" in p.message]
+    assert warn.path == str(plan) and str(beam) in warn.message and "PLAN" in warn.message
+    assert_dose_is_ramp(arch, ser.patient_id, DOSE_ORIGIN, DOSE_SPACING, DOSE_SHAPE, DOSE_OFFSETS)
+    assert max(float(s.dose.max()) for s in arch.slices(ser.patient_id)) < 50  # never the 100 Gy BEAM dose
+    with sqlite3.connect(tmp_path / "arch" / "catalog.sqlite") as con:
+        (info,), = con.execute("SELECT info FROM series").fetchall()
+    assert json.loads(info)["dose"]["summation_type"] == "PLAN"
+
+
+# ------------------------------------------------------------------------------------------ 7
+def test_phantom_rois_become_masks_matching_the_analytic_ptv(tmp_path):
+    ph = make_phantom(2, rows=64)
+    write_phantom(ph, tmp_path / "src")
+    arch = Archive(tmp_path / "arch", create=True)
+    rep = arch.ingest([tmp_path / "src"])
+    assert rep.exit_code == 0 and rep.errors == []
+    assert set(arch.info()["structures"]) == set(ROI_NAMES)
+    contour_z = {name: {round(float(c[0, 2]), 2) for c in cs} for name, cs in ph.contours.items()}
+    (cx, cy, cz), (rx, ry, rz) = ph.ptv_centre_mm, ph.ptv_radii_mm
+    ptv_pixels = 0
+    for s in arch.slices(ph.patient_id):
+        assert s.z_mm == pytest.approx(ph.slice_positions_mm[s.slice_index])
+        for name in s.structures:
+            assert round(s.z_mm, 2) in contour_z[name], (name, s.z_mm)
+        if round(s.z_mm, 2) not in contour_z["PTV70"]:
+            assert "PTV70" not in s.masks
+            continue
+        sec = np.sqrt(1 - ((s.z_mm - cz) / rz) ** 2)
+        pts = pixel_centres(s)
+        rho = np.hypot((pts[..., 0] - cx) / (rx * sec), (pts[..., 1] - cy) / (ry * sec))
+        mask = s.masks.get("PTV70", np.zeros((GRID_SIZE, GRID_SIZE), bool))
+        # a 48-gon inscribed in the ellipse, vertices rounded to 0.01 mm
+        assert not (mask & (rho > 1.003)).any()
+        assert mask[rho < np.cos(np.pi / 48) - 0.003].all()
+        ptv_pixels += int(mask.sum())
+    assert ptv_pixels > 50
+
+
+def _circle(cx, cy, r, z, n=360):
+    t = 2 * np.pi * np.arange(n) / n
+    return np.column_stack([cx + r * np.cos(t), cy + r * np.sin(t), np.full(n, z)])
+
+
+def test_rtstruct_square_circle_and_ring(tmp_path):
+    src = tmp_path / "src"
+    ser = make_series(src, "rois", n=6, seed=9)                    # z = -10 ... 2.5
+    x0, x1, y0, y1, zsq = -20.3, 41.2, -10.6, 30.9, -5.0
+    square = np.array([[x0, y0, zsq], [x1, y0, zsq], [x1, y1, zsq], [x0, y1, zsq]])
+    circle = (10.2, 60.4, 30.0, -2.5)
+    ring = (0.7, 40.3, 40.0, 18.0, 0.0)
+    rois = {
+        "Square": [square, square + [0, 0, 100.0]],                # the second one lies on no CT slice
+        "Circle": [_circle(*circle)],
+        "Ring": [_circle(ring[0], ring[1], ring[3], ring[4]), _circle(ring[0], ring[1], ring[2], ring[4])],
+    }
+    write_rtstruct(src / "RS.dcm", rois, ct_files_or_uids=ser.paths, frame_of_reference_uid=ser.for_uid,
+                   patient_id=ser.patient_id, study_uid=ser.study_uid, series_uid_of_ct=ser.series_uid)
+    arch = Archive(tmp_path / "arch", create=True)
+    rep = arch.ingest([src])
+    assert rep.exit_code == 0 and rep.errors == []
+    off, = [p for p in rep.warnings if "lie on no CT slice" in p.message]
+    assert off.path == str(src / "RS.dcm") and off.message.startswith("1 contour")
+    assert arch.info()["structures"] == {"Square": 1, "Circle": 1, "Ring": 1}
+    by_z = {round(s.z_mm, 3): s for s in arch.slices(ser.patient_id)}
+    area_px = SP * SP
+
+    s = by_z[zsq]
+    assert s.structures == ["Square"]
+    p = pixel_centres(s)
+    exact = (p[..., 0] > x0) & (p[..., 0] < x1) & (p[..., 1] > y0) & (p[..., 1] < y1)
+    edge = np.minimum.reduce([np.abs(p[..., 0] - x0), np.abs(p[..., 0] - x1), np.abs(p[..., 1] - y0),
+                              np.abs(p[..., 1] - y1)])
+    assert edge[exact].min() > 0.05                                   # no pixel centre on an edge
+    np.testing.assert_array_equal(s.masks["Square"], exact)
+    area, perim = (x1 - x0) * (y1 - y0), 2 * (x1 - x0 + y1 - y0)
+    assert abs(exact.sum() - area / area_px) <= perim / SP / 2
+
+    cx, cy, r, zc = circle
+    s = by_z[zc]
+    assert s.structures == ["Circle"]
+    p = pixel_centres(s)
+    d = np.hypot(p[..., 0] - cx, p[..., 1] - cy)
+    m = s.masks["Circle"]
+    assert abs(m.sum() - np.pi * r * r / area_px) <= 2 * np.pi * r / SP / 2
+    assert m[d < r - 0.02].all() and not m[d > r].any()
+    centroid = p[m].mean(axis=0)
+    assert np.hypot(centroid[0] - cx, centroid[1] - cy) < SP / 2
+
+    cx, cy, ro, ri, zr = ring
+    s = by_z[zr]
+    assert s.structures == ["Ring"]
+    p = pixel_centres(s)
+    d = np.hypot(p[..., 0] - cx, p[..., 1] - cy)
+    m = s.masks["Ring"]
+    assert not m[d < ri - 0.02].any(), "the inner contour must make a hole"
+    assert m[(d > ri) & (d < ro - 0.02)].all() and not m[d > ro].any()
+    ring_area = np.pi * (ro ** 2 - ri ** 2)
+    assert abs(m.sum() - ring_area / area_px) <= 2 * np.pi * (ro + ri) / SP / 2
+
+
+# ------------------------------------------------------------------------------------------ 8
+@pytest.fixture
+def base(tmp_path):
+    """An archive holding one good series, and a snapshot of it."""
+    ser = make_series(tmp_path / "base", "BASE", n=6, seed=10)
+    write_ramp_dose(tmp_path / "base" / "RD.dcm", ser)
+    arch = Archive(tmp_path / "arch", create=True)
+    assert arch.ingest([ser.folder]).exit_code == 0
+    snap = {"counts": counts(arch), "ct": [s.ct.copy() for s in arch.slices(ser.patient_id)],
+            "dose": [s.dose.copy() for s in arch.slices(ser.patient_id)]}
+    assert snap["counts"]["slices"] == 6 and snap["counts"]["slices_with_dose"] == 6
+    return arch, ser, snap
+
+
+def assert_base_kept(arch: Archive, ser: Series, snap: dict, *, added_series: int, added_slices: int) -> None:
+    reopened = Archive(arch.path)
+    now = counts(reopened)
+    assert now["series"] == snap["counts"]["series"] + added_series
+    assert now["slices"] == snap["counts"]["slices"] + added_slices
+    assert now["slices_with_dose"] == snap["counts"]["slices_with_dose"]
+    slices = reopened.slices(ser.patient_id)
+    assert len(slices) == len(snap["ct"])
+    for s, ct, dose in zip(slices, snap["ct"], snap["dose"]):
+        np.testing.assert_array_equal(s.ct, ct)
+        np.testing.assert_array_equal(s.dose, dose)
+
+
+def test_non_dicom_files_next_to_a_good_series(base, tmp_path):
+    arch, bser, snap = base
+    src = tmp_path / "mixed"
+    good = make_series(src, "GOOD", n=5, seed=11)
+    bad = {src / "notes.txt": b"exported by hand\n", src / "preview.png": b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8,
+           src / "empty.dcm": b""}
+    for p, data in bad.items():
+        p.write_bytes(data)
+    rep = arch.ingest([src])
+    assert rep.exit_code == 1 and rep.series_added == 1 and rep.slices_added == 5
+    for p in bad:
+        err, = problems_for(rep, p, "error")
+        assert "not a DICOM file" in err.message
+    assert len(rep.errors) == 3
+    assert_base_kept(arch, bser, snap, added_series=1, added_slices=5)
+    for k, s in enumerate(arch.slices(good.patient_id)):
+        np.testing.assert_array_equal(s.ct, expected_copy(s, ipp_of(good.paths[k]), good.hu[k], (1, 0, 0), (0, 1, 0)))
+
+
+def test_truncated_pixel_data_reports_the_slice_and_keeps_the_rest(base, tmp_path):
+    arch, bser, snap = base
+    src = tmp_path / "trunc"
+    good = make_series(src, "GOOD", n=7, seed=12)
+    victim = good.paths[3]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    rep = arch.ingest([src])
+    assert rep.exit_code == 1 and rep.series_added == 1 and rep.slices_added == 6
+    err, = problems_for(rep, victim, "error")
+    assert "truncated" in err.message
+    missing = [p for p in rep.warnings if "missing" in p.message]
+    assert len(missing) == 1 and "z = -5.00 mm and z = 0.00 mm" in missing[0].message
+    kept = [k for k in range(7) if k != 3]
+    slices = arch.slices(good.patient_id)
+    np.testing.assert_allclose([s.z_mm for s in slices], good.z[kept])
+    for k, s in zip(kept, slices):
+        np.testing.assert_array_equal(s.ct, expected_copy(s, ipp_of(good.paths[k]), good.hu[k], (1, 0, 0), (0, 1, 0)))
+    assert_base_kept(arch, bser, snap, added_series=1, added_slices=6)
+
+
+def _header_end(path: Path) -> int:
+    """Byte offset where the PixelData element starts."""
+    data = path.read_bytes()
+    pos = data.rfind(b"\xe0\x7f\x10\x00")
+    assert pos > 0
+    return pos
+
+
+@pytest.mark.parametrize("where", ["file-meta", "before-series-uid", "before-position", "late-header"])
+def test_file_truncated_inside_the_header_is_reported_by_name(base, tmp_path, where):
+    arch, bser, snap = base
+    src = tmp_path / "trunc"
+    good = make_series(src, "GOOD", n=7, seed=13)
+    victim = good.paths[6]
+    data = victim.read_bytes()
+    tags = {"file-meta": b"\x02\x00\x10\x00",           # (0002,0010) Transfer Syntax UID
+            "before-series-uid": b"\x20\x00\x0e\x00",   # (0020,000E) Series Instance UID
+            "before-position": b"\x20\x00\x32\x00",     # (0020,0032) Image Position (Patient)
+            "late-header": b"\x28\x00\x30\x00"}         # (0028,0030) Pixel Spacing
+    cut = data.find(tags[where]) + 2                       # in the middle of the tag
+    assert 132 < cut < _header_end(victim)
+    victim.write_bytes(data[:cut])
+    rep = arch.ingest([src])
+    assert rep.exit_code == 1 and rep.series_added == 1 and rep.slices_added == 6
+    named = problems_for(rep, victim, "error")
+    assert len(named) == 1, rep.problems
+    assert all(p.path != "(sources)" for p in rep.problems), rep.problems
+    np.testing.assert_allclose([s.z_mm for s in arch.slices(good.patient_id)], good.z[:6])
+    assert_base_kept(arch, bser, snap, added_series=1, added_slices=6)
+
+
+def test_missing_slice_and_uneven_spacing_warnings(base, tmp_path):
+    arch, bser, snap = base
+    gap = make_series(tmp_path / "src" / "gap", "GAP", z=[0, 2.5, 5, 10, 12.5, 15], seed=14)
+    uneven = make_series(tmp_path / "src" / "uneven", "UNEVEN", z=[0, 2.5, 5, 7.5, 9.5, 12, 14.5], seed=15)
+    rep = arch.ingest([tmp_path / "src"])
+    assert rep.exit_code == 0 and rep.errors == [] and rep.series_added == 2
+    w_gap = [p for p in rep.warnings if gap.series_uid in p.message]
+    assert len(w_gap) == 1 and "missing" in w_gap[0].message
+    assert "z = 5.00 mm and z = 10.00 mm" in w_gap[0].message and w_gap[0].path == str(gap.paths[3])
+    w_un = [p for p in rep.warnings if uneven.series_uid in p.message]
+    assert len(w_un) == 1 and "uneven" in w_un[0].message and "missing" not in w_un[0].message
+    assert "7.50" in w_un[0].message and "9.50" in w_un[0].message
+    np.testing.assert_allclose([s.z_mm for s in arch.slices(gap.patient_id)], gap.z)
+    np.testing.assert_allclose([s.z_mm for s in arch.slices(uneven.patient_id)], uneven.z)
+    assert_base_kept(arch, bser, snap, added_series=2, added_slices=13)
+
+
+def test_rtdose_without_its_ct(base, tmp_path):
+    arch, bser, snap = base
+    src = tmp_path / "src"
+    good = make_series(src, "GOOD", n=5, seed=16)
+    orphan = make_series(tmp_path / "elsewhere", "ORPHAN", n=5, seed=17)
+    rd = write_ramp_dose(src / "RD_orphan.dcm", orphan)
+    rep = arch.ingest([src])
+    assert rep.exit_code == 1 and rep.series_added == 1
+    err, = rep.errors
+    assert err.path == str(rd) and "matches no CT series" in err.message and orphan.for_uid in err.message
+    assert all(not s.has_dose for s in arch.slices(good.patient_id))
+    assert_base_kept(arch, bser, snap, added_series=1, added_slices=5)
+
+
+def test_empty_folder_cli_exit_code_4(base, tmp_path, capsys):
+    arch, bser, snap = base
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = cli_main(["ingest", str(empty), "--archive", str(arch.path), "--no-progress"])
+    out = capsys.readouterr()
+    assert code == 4
+    assert f"{empty}: folder is empty" in out.err and "nothing was ingested" in out.err
+    assert_base_kept(arch, bser, snap, added_series=0, added_slices=0)
+
+
+def test_slice_without_image_position(base, tmp_path):
+    arch, bser, snap = base
+    src = tmp_path / "src"
+    good = make_series(src, "GOOD", n=6, seed=18)
+    victim = good.paths[0]
+    ds = pydicom.dcmread(victim)
+    del ds.ImagePositionPatient
+    ds.save_as(victim)
+    rep = arch.ingest([src])
+    assert rep.exit_code == 1 and rep.series_added == 1 and rep.slices_added == 5
+    err, = problems_for(rep, victim, "error")
+    assert "(0020,0032)" in err.message and "missing" in err.message
+    np.testing.assert_allclose([s.z_mm for s in arch.slices(good.patient_id)], good.z[1:])
+    assert_base_kept(arch, bser, snap, added_series=1, added_slices=5)
+
+
+# ------------------------------------------------------------------------------------------ 9
+def test_reingest_adds_nothing_and_second_series_gets_dot_2(tmp_path):
+    ph = make_phantom(1, rows=64)
+    write_phantom(ph, tmp_path / "first")
+    arch = Archive(tmp_path / "arch", create=True)
+    r1 = arch.ingest([tmp_path / "first"])
+    assert r1.exit_code == 0 and r1.series_added == 1
+    before = counts(arch)
+    sizes = {p.name: p.stat().st_size for p in (tmp_path / "arch" / "arrays").iterdir()}
+    r2 = arch.ingest([tmp_path / "first"])
+    assert (r2.series_added, r2.series_existing, r2.slices_added, r2.exit_code) == (0, 1, 0, 0)
+    assert counts(arch) == before
+    assert {p.name: p.stat().st_size for p in (tmp_path / "arch" / "arrays").iterdir()} == sizes
+
+    second = make_series(tmp_path / "second", "second-ct", n=5, seed=19, patient_id=ph.patient_id)
+    r3 = arch.ingest([tmp_path / "second"])
+    assert r3.exit_code == 0 and r3.patients == [f"{ph.patient_id}.2"]
+    warn, = [p for p in r3.warnings if f"{ph.patient_id}.2" in p.message]
+    assert warn.path == second.series_uid and "already has a CT series" in warn.message
+    assert arch.patients() == [ph.patient_id, f"{ph.patient_id}.2"]
+    assert len(arch.slices(f"{ph.patient_id}.2")) == 5
+    assert len(arch.slices(ph.patient_id)) == before["slices"]
+    after = counts(arch)
+    r4 = arch.ingest([tmp_path / "first", tmp_path / "second"])
+    assert (r4.series_added, r4.series_existing) == (0, 2) and counts(arch) == after
+
+
+# ------------------------------------------------------------------------------------------ 10
+def test_demo_cohort_ingests_with_dose_structures_and_air(tmp_path):
+    folders = write_demo_cohort(tmp_path / "demo", n_patients=2, rows=96)
+    arch = Archive(tmp_path / "arch", create=True)
+    rep = arch.ingest([tmp_path / "demo"])
+    assert rep.errors == [] and rep.exit_code == 0 and rep.series_added == 2
+    info = arch.info()
+    assert info["slices_with_dose"] == info["slices"] > 0
+    assert set(info["structures"]) == set(ROI_NAMES)
+    n_air = n_pad = 0
+    for i, folder in enumerate(folders):
+        ph = make_phantom(i, rows=96)
+        slices = arch.slices(ph.patient_id)
+        assert len(slices) == len(ph.slice_positions_mm)
+        ptv_dose = np.concatenate([s.dose[s.masks["PTV70"]] for s in slices if "PTV70" in s.masks])
+        assert ptv_dose.mean() > 60 and ptv_dose.max() == pytest.approx(70.0, abs=0.05)
+        assert max(float(s.dose.max()) for s in slices) == pytest.approx(70.0, abs=0.05)
+        far_from_body = ~ndimage.binary_dilation(ph.masks["BODY"], iterations=3)
+        rows = ph.hu.shape[1]
+        for s in slices:
+            k = s.slice_index
+            ipp = (ph.origin_xy_mm[0], ph.origin_xy_mm[1], ph.slice_positions_mm[k])
+            r, c = native_indices(s, ipp, (1, 0, 0), (0, 1, 0), ph.pixel_spacing)
+            in_fov = (r >= 1) & (r <= rows - 2) & (c >= 1) & (c <= rows - 2)
+            ri, ci = np.clip(np.rint(r), 0, rows - 1).astype(int), np.clip(np.rint(c), 0, rows - 1).astype(int)
+            air = in_fov & far_from_body[k][ri, ci]
+            pad = (r < -1.5) | (r > rows + 0.5) | (c < -1.5) | (c > rows + 0.5)
+            assert np.all(s.ct[air] == -1000.0)   # the phantom's air inside the CT field of view
+            assert np.all(s.ct[pad] == -1024.0)   # model-grid padding outside it
+            assert np.all(s.dose[pad] == 0.0)
+            n_air += int(air.sum())
+            n_pad += int(pad.sum())
+            # a corner of the CT field of view, inside the model grid, is phantom air
+            corner = (r >= 1) & (r <= 3) & (c >= 1) & (c <= 3)
+            if corner.any():
+                assert np.all(s.ct[corner] == -1000.0)
+    assert n_air > 10000 and n_pad > 1000
