@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -161,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     except MedhashError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PARTIAL
+    except BrokenPipeError:  # `medhash info --json | head`: the reader left, not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except KeyboardInterrupt:
         print("interrupted: the archive keeps every series completed so far", file=sys.stderr)
         return 130
