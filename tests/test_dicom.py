@@ -8,9 +8,9 @@ medhash's resampling code.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -353,6 +353,33 @@ def test_plan_dose_preferred_over_beam_and_the_ignored_file_named(tmp_path):
     assert json.loads(info)["dose"]["summation_type"] == "PLAN"
 
 
+def test_dose_problems_reported_once_for_series_sharing_a_frame_of_reference(tmp_path):
+    src = tmp_path / "src"
+    shared = uid("shared-for")
+    a = make_series(src / "a", "shareA", n=6, seed=21, patient_id="SHARE", for_uid=shared)
+    b = make_series(src / "b", "shareB", n=6, seed=22, patient_id="SHARE", for_uid=shared, origin=(-110.0, -90.0))
+    beam = write_ramp_dose(src / "RD_beam.dcm", a, coef=(100.0, 0.0, 0.0, 0.0), summation_type="BEAM")
+    plan = write_ramp_dose(src / "RD_plan.dcm", a, summation_type="PLAN")
+    arch = Archive(tmp_path / "arch", create=True)
+    rep = arch.ingest([src])
+    assert rep.errors == [] and rep.series_added == 2
+    dose_warnings = [p for p in rep.warnings if "RTDOSE" in p.message]
+    assert len(dose_warnings) == 1 and dose_warnings[0].path == str(plan) and str(beam) in dose_warnings[0].message
+    for pid in ("SHARE", "SHARE.2"):   # both series get the PLAN dose, sampled on their own grids
+        assert_dose_is_ramp(arch, pid, DOSE_ORIGIN, DOSE_SPACING, DOSE_SHAPE, DOSE_OFFSETS)
+    # an unusable RTDOSE: one error, both CT series still ingested (without dose)
+    beam.unlink()
+    ds = pydicom.dcmread(plan)
+    ds.DoseUnits = "CGY"
+    ds.save_as(plan)
+    arch2 = Archive(tmp_path / "arch2", create=True)
+    rep2 = arch2.ingest([src])
+    assert rep2.series_added == 2 and rep2.exit_code == 1
+    err, = rep2.errors
+    assert err.path == str(plan) and "'CGY'" in err.message
+    assert arch2.info()["slices_with_dose"] == 0
+
+
 # ------------------------------------------------------------------------------------------ 7
 def test_phantom_rois_become_masks_matching_the_analytic_ptv(tmp_path):
     ph = make_phantom(2, rows=64)
@@ -490,6 +517,16 @@ def test_non_dicom_files_next_to_a_good_series(base, tmp_path):
         np.testing.assert_array_equal(s.ct, expected_copy(s, ipp_of(good.paths[k]), good.hu[k], (1, 0, 0), (0, 1, 0)))
 
 
+def test_dicomdir_is_skipped_silently(tmp_path):
+    src = tmp_path / "src"
+    good = make_series(src, "GOOD", n=4, seed=20)
+    shutil.copy(get_testdata_file("DICOMDIR"), src / "DICOMDIR")
+    arch = Archive(tmp_path / "arch", create=True)
+    rep = arch.ingest([src])
+    assert rep.problems == [] and rep.exit_code == 0 and rep.series_added == 1
+    assert len(arch.slices(good.patient_id)) == 4
+
+
 def test_truncated_pixel_data_reports_the_slice_and_keeps_the_rest(base, tmp_path):
     arch, bser, snap = base
     src = tmp_path / "trunc"
@@ -519,25 +556,32 @@ def _header_end(path: Path) -> int:
     return pos
 
 
-@pytest.mark.parametrize("where", ["file-meta", "before-series-uid", "before-position", "late-header"])
+# where the file is cut (in the middle of this element's tag) -> what the message must name
+HEADER_CUTS = {
+    "early-file-meta": (b"\x02\x00\x02\x00", "(0008,0016)"),    # cut at (0002,0002): nothing is left
+    "file-meta": (b"\x02\x00\x10\x00", "(0020,000E)"),          # cut at (0002,0010): no data set
+    "before-series-uid": (b"\x20\x00\x0e\x00", "(0020,000E)"),  # Series Instance UID
+    "before-position": (b"\x20\x00\x32\x00", "(0020,003"),      # Image Position / Orientation
+    "late-header": (b"\x28\x00\x30\x00", "(0028,0030)"),        # Pixel Spacing
+}
+
+
+@pytest.mark.parametrize("where", list(HEADER_CUTS))
 def test_file_truncated_inside_the_header_is_reported_by_name(base, tmp_path, where):
     arch, bser, snap = base
     src = tmp_path / "trunc"
     good = make_series(src, "GOOD", n=7, seed=13)
     victim = good.paths[6]
     data = victim.read_bytes()
-    tags = {"file-meta": b"\x02\x00\x10\x00",           # (0002,0010) Transfer Syntax UID
-            "before-series-uid": b"\x20\x00\x0e\x00",   # (0020,000E) Series Instance UID
-            "before-position": b"\x20\x00\x32\x00",     # (0020,0032) Image Position (Patient)
-            "late-header": b"\x28\x00\x30\x00"}         # (0028,0030) Pixel Spacing
-    cut = data.find(tags[where]) + 2                       # in the middle of the tag
+    tag, element = HEADER_CUTS[where]
+    cut = data.find(tag) + 2
     assert 132 < cut < _header_end(victim)
     victim.write_bytes(data[:cut])
     rep = arch.ingest([src])
     assert rep.exit_code == 1 and rep.series_added == 1 and rep.slices_added == 6
-    named = problems_for(rep, victim, "error")
-    assert len(named) == 1, rep.problems
-    assert all(p.path != "(sources)" for p in rep.problems), rep.problems
+    assert len(rep.problems) == 1, rep.problems            # nothing anonymous like "(sources): unknown x1"
+    err, = problems_for(rep, victim, "error")
+    assert element in err.message and ("missing" in err.message or "truncated" in err.message)
     np.testing.assert_allclose([s.z_mm for s in arch.slices(good.patient_id)], good.z[:6])
     assert_base_kept(arch, bser, snap, added_series=1, added_slices=6)
 

@@ -162,11 +162,12 @@ def _block_reduce(image: np.ndarray, start: tuple[float, float], step: tuple[flo
     """Mean over f x f native blocks (f = floor(step) per axis), with the grid mapping adjusted.
 
     Block j covers native pixels j*f .. j*f + f - 1, so its centre is native index
-    j*f + (f - 1)/2; a native index i becomes (i - (f - 1)/2) / f in the reduced image.
+    j*f + (f - 1)/2; a native index i becomes (i - (f - 1)/2) / f in the reduced image. A last
+    partial block is completed by repeating the edge pixels.
     """
     f = (max(1, int(step[0])), max(1, int(step[1])))
-    rows, cols = (image.shape[0] // f[0]) * f[0], (image.shape[1] // f[1]) * f[1]
-    img = image[:rows, :cols]
+    pad = (-image.shape[0] % f[0], -image.shape[1] % f[1])
+    img = np.pad(image, ((0, pad[0]), (0, pad[1])), mode="edge") if any(pad) else image  # no partial block lost
     cols_summed = sum(img[:, k::f[1]] for k in range(f[1]))  # strided sums: 10x faster than reshape-mean
     reduced = sum(cols_summed[k::f[0]] for k in range(f[0])) * np.float32(1.0 / (f[0] * f[1]))
     new_start = ((start[0] - (f[0] - 1) / 2) / f[0], (start[1] - (f[1] - 1) / 2) / f[1])

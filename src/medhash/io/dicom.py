@@ -50,7 +50,6 @@ RT_PLAN_STORAGE = "1.2.840.10008.5.1.4.1.1.481.5"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
 _ORIENT_TOL = 1e-4
-_SPACING_TOL = 1e-3  # relative
 
 
 def describe(keyword: str) -> str:
@@ -215,7 +214,7 @@ def _plane_key(ds: pydicom.Dataset, path: Path) -> tuple:
         raise InputError(f"{path}: {describe('PixelSpacing')} value {list(spacing)} must be two positive numbers")
     shape = (int(require(ds, "Rows", path)), int(require(ds, "Columns", path)))
     return (tuple(np.round(row / _ORIENT_TOL).astype(int)), tuple(np.round(col / _ORIENT_TOL).astype(int)),
-            tuple(round(s / (s * _SPACING_TOL)) * (s * _SPACING_TOL) for s in spacing), shape), row, col, spacing
+            tuple(round(s, 3) for s in spacing), shape), row, col, spacing
 
 
 def pixel_hu(ds: pydicom.Dataset, path: Path) -> np.ndarray:
@@ -544,6 +543,7 @@ def read_dicom(sources: Iterable[str | Path], progress: bool = False,
         structs[match[0]].append((path, ds))
 
     jobs = []
+    warned_dose: set[str] = set()  # one warning per frame of reference, not per CT series
     for uid in sorted(found.ct):
         if known_series and uid in known_series:
             yield Problem(str(found.ct[uid][0][0]), f"series {uid} is already in the archive; not read again",
@@ -554,7 +554,8 @@ def read_dicom(sources: Iterable[str | Path], progress: bool = False,
         if fuid in doses:
             dose_path, dds = choose_dose(doses[fuid])
             others = [p for p, _ in doses[fuid] if p != dose_path]
-            if others:
+            if others and fuid not in warned_dose:
+                warned_dose.add(fuid)
                 yield Problem(str(dose_path), f"{len(doses[fuid])} RTDOSE for frame of reference {fuid}: used "
                               f"this one (DoseSummationType {dds.get('DoseSummationType', '?')}); ignored "
                               + ", ".join(map(str, others)), level="warning")
@@ -577,10 +578,16 @@ def read_dicom(sources: Iterable[str | Path], progress: bool = False,
     else:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
         results = pool.map(read_series_job, jobs)
+    seen: set[Problem] = set()
     try:
         for items in results:
             bar.update(1)
-            yield from items
+            for item in items:  # series sharing a frame of reference meet the same dose problem
+                if isinstance(item, Problem):
+                    if item in seen:
+                        continue
+                    seen.add(item)
+                yield item
     finally:
         bar.close()
         if pool is not None:
