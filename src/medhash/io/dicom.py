@@ -217,13 +217,18 @@ def _plane_key(ds: pydicom.Dataset, path: Path) -> tuple:
             tuple(round(s, 3) for s in spacing), shape), row, col, spacing
 
 
-def pixel_hu(ds: pydicom.Dataset, path: Path) -> np.ndarray:
-    """HU of a CT slice: stored value x RescaleSlope + RescaleIntercept, (rows, cols) float32."""
+def decoded_pixels(ds: pydicom.Dataset, path: Path, consequence: str) -> np.ndarray:
+    """``ds.pixel_array``, or an InputError naming the file (truncated or undecodable data)."""
     try:
-        arr = ds.pixel_array
+        return ds.pixel_array
     except Exception as exc:
         raise InputError(f"{path}: pixel data cannot be decoded ({type(exc).__name__}: {exc}); "
-                         "the file may be truncated or corrupt; slice skipped") from None
+                         f"the file may be truncated or corrupt; {consequence}") from None
+
+
+def pixel_hu(ds: pydicom.Dataset, path: Path) -> np.ndarray:
+    """HU of a CT slice: stored value x RescaleSlope + RescaleIntercept, (rows, cols) float32."""
+    arr = decoded_pixels(ds, path, "slice skipped")
     slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
     if arr.ndim != 2:
@@ -430,11 +435,7 @@ def read_dose(path: Path) -> DoseGrid:
     row, col = _orientation(ds, path)
     spacing = tuple(float(v) for v in require(ds, "PixelSpacing", path))
     origin = np.asarray(require(ds, "ImagePositionPatient", path), dtype=np.float64)
-    try:
-        arr = ds.pixel_array
-    except Exception as exc:
-        raise InputError(f"{path}: RTDOSE pixel data cannot be decoded ({type(exc).__name__}: {exc}); "
-                         "the file may be truncated") from None
+    arr = decoded_pixels(ds, path, "dose not used")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     arr = arr.reshape(frames, int(ds.Rows), int(ds.Columns))
     geometry = PlaneGeometry(row_dir=row, col_dir=col, spacing=(spacing[0], spacing[1]), shape=arr.shape[1:])
