@@ -38,3 +38,14 @@ class NotFoundError(MedhashError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument; we want the plain message
         return str(self.args[0]) if self.args else ""
+
+
+class NotFittedError(MedhashError, ValueError):
+    """An estimator (hasher, index builder) was used before ``fit``. Call ``fit`` first."""
+
+
+class ModelMismatchError(MedhashError, ValueError):
+    """Features, codes or an index were made by another model or hasher than the one asked for.
+
+    Rebuild the index (``medhash index``) after training a model again.
+    """
