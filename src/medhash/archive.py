@@ -141,6 +141,7 @@ class Archive:
         elif int(version) != FORMAT_VERSION:
             raise ArchiveError(f"{self.path}: archive format {version}, this medhash reads format {FORMAT_VERSION}")
         self._maps: dict[str, tuple[int, np.ndarray]] = {}
+        self._table: tuple[int, dict] | None = None
 
     # ---------------------------------------------------------------- catalog helpers
     def _meta(self, key: str) -> str | None:
@@ -341,13 +342,21 @@ class Archive:
         return [r[0] for r in self._con.execute("SELECT patient_id FROM patients ORDER BY patient_id")]
 
     def table(self) -> dict[str, np.ndarray]:
-        """The slice catalog as columns in row order: row, patient_id, slice_index, z_mm, has_dose."""
+        """The slice catalog as columns in row order: row, patient_id, slice_index, z_mm, has_dose.
+
+        Cached until the archive grows; treat the arrays as read-only.
+        """
+        n = len(self)
+        if self._table is not None and self._table[0] == n:
+            return self._table[1]
         recs = self._con.execute("SELECT row, patient_id, slice_index, z_mm, has_dose FROM slices "
-                                 "WHERE row < ? ORDER BY row", (len(self),)).fetchall()
+                                 "WHERE row < ? ORDER BY row", (n,)).fetchall()
         cols = list(zip(*recs)) if recs else [(), (), (), (), ()]
-        return {"row": np.array(cols[0], dtype=np.int64), "patient_id": np.array(cols[1], dtype=object),
-                "slice_index": np.array(cols[2], dtype=np.int64), "z_mm": np.array(cols[3], dtype=np.float64),
-                "has_dose": np.array(cols[4], dtype=bool)}
+        table = {"row": np.array(cols[0], dtype=np.int64), "patient_id": np.array(cols[1], dtype=object),
+                 "slice_index": np.array(cols[2], dtype=np.int64), "z_mm": np.array(cols[3], dtype=np.float64),
+                 "has_dose": np.array(cols[4], dtype=bool)}
+        self._table = (n, table)
+        return table
 
     def _slice(self, rec: tuple) -> Slice:
         row, pid, sidx, suid, z, ox, oy, oz, has_dose, _bf = rec

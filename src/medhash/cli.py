@@ -97,6 +97,102 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .archive import Archive
+    from .features import train_model
+
+    archive = Archive(args.archive)
+    res = train_model(archive, args.channel, args.arch, epochs=args.epochs, batch_size=args.batch_size,
+                      latent_dim=args.latent_dim, seed=args.seed, name=args.name, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(res, indent=2, default=str))
+        return EXIT_OK
+    m = res.get("final", res)
+    print(f"model {res['name']}: {res['channel']} {res['arch']}, latent {res['latent_dim']}, "
+          f"{res.get('epochs_run', '?')} epochs (best {res.get('best_epoch', '?')}), "
+          f"{res.get('n_train_slices', '?')} training / {res.get('n_val_slices', '?')} held-out slices "
+          f"({len(res.get('val_patients', []))} patients)")
+    print(f"held-out reconstruction: MSE {m.get('val_mse', float('nan')):.5f}, PSNR {m.get('val_psnr', float('nan')):.2f} dB"
+          f"  (train time {m.get('seconds', res.get('seconds', 0)):.0f} s)")
+    print(f"saved in {Path(args.archive) / 'models' / res['name']}")
+    return EXIT_OK
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from .archive import Archive
+    from .index import build_index
+
+    archive = Archive(args.archive)
+    gamma = args.gamma if args.gamma == "auto" else _positive_float(args.gamma, "--gamma")
+    weights = {}
+    if args.ct_weight is not None:
+        weights["ct"] = args.ct_weight
+    if args.dose_weight is not None:
+        weights["dose"] = args.dose_weight
+    models = {k: v for k, v in (("ct", args.ct_model), ("dose", args.dose_model)) if v}
+    man = build_index(archive, args.name, args.channel, args.bits, gamma, args.seed, models=models or None,
+                      weights=weights or None, rebuild=args.rebuild, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(man, indent=2))
+        return EXIT_OK
+    models_txt = ", ".join(f"{ch}: {m['name']}" for ch, m in man["models"].items())
+    print(f"index {man['name']}: {man['channel']}, {man['n_bits']} bits, gamma {man['gamma_']:.4g} "
+          f"({'auto' if man['gamma'] == 'auto' else 'given'}), seed {man['seed']}, models {models_txt}")
+    print(f"{man['added']} slices added, {man['items']} in the index "
+          f"({man['code_bytes']} bytes a slice, {man['feature_dim'] * 4} bytes as float features)")
+    return EXIT_OK
+
+
+def _positive_float(text: str, flag: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise MedhashError(f"{flag} must be 'auto' or a positive number, not {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise MedhashError(f"{flag} must be 'auto' or a positive number, not {text!r}")
+    return value
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .archive import Archive
+    from .search import parse_query, search
+
+    archive = Archive(args.archive)
+    query = parse_query(archive, args.query, dose=args.dose, slice_index=args.slice)
+    res = search(archive, query, index=args.index, k=args.k, rerank=args.rerank, same_patient=args.same_patient)
+    if args.png:
+        from .render import render_search
+        render_search(archive, res, query, args.png)
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return EXIT_OK
+    q = res["query"]
+    label = f"{q['patient_id']}:{q['slice_index']}" if q["type"] == "archive" else q["file"]
+    print(f"query {label}  index {res['index']} ({res['channel']}, {res['n_bits']} bits)  k {res['k']}"
+          + (f"  re-ranked from {res['rerank']}" if res["rerank"] else "")
+          + ("" if res["same_patient"] else "  other patients only"))
+    rer = res["rerank"] > 0
+    print(f"{'rank':>4}  {'patient':<14} {'slice':>5} {'z_mm':>8} {'hamming':>7}" + ("  euclidean" if rer else ""))
+    for r in res["results"]:
+        print(f"{r['rank']:>4}  {r['patient_id']:<14} {r['slice_index']:>5} {r['z_mm']:>8.1f} {r['hamming']:>7}"
+              + (f"  {r['euclidean']:>9.4f}" if rer else ""))
+    t = res["timing_ms"]
+    print(f"time: encode {t['encode']:.1f} ms, search {t['search']:.1f} ms")
+    if args.png:
+        print(f"picture: {args.png}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .archive import Archive
+    from .index import export_index
+
+    files = export_index(Archive(args.archive), args.index, args.out)
+    for kind, path in files.items():
+        print(f"{kind:<9} {path}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medhash",
@@ -143,6 +239,83 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patients", type=int, default=6, help="number of patients (default 6)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train an auto-encoder for CT or dose slices",
+                       description="Train a convolutional auto-encoder on the archive's slices (validation split by "
+                                   "patient, early stopping) and store it in ARCHIVE/models/NAME. Its encoder gives "
+                                   "the feature vector of a slice.",
+                       epilog="example: medhash train --archive ./archive --channel ct --arch shallow --epochs 10\n"
+                              + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--archive", required=True, type=Path, help="archive directory")
+    p.add_argument("--channel", choices=("ct", "dose"), default="ct", help="what the model sees (default ct)")
+    p.add_argument("--arch", choices=("shallow", "deep"), default="shallow", help="architecture (default shallow)")
+    p.add_argument("--epochs", type=int, default=20, help="maximum epochs (early stopping may end sooner; default 20)")
+    p.add_argument("--batch-size", type=int, default=64, help="default 64")
+    p.add_argument("--latent-dim", type=int, default=128, help="feature length (default 128)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the batches")
+    p.add_argument("--name", help="model name (default CHANNEL-ARCH, e.g. ct-shallow)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("index", help="hash the slices' features into a named Hamming index",
+                       description="Encode the archive's slices with the trained model(s), hash the features with "
+                                   "kernel LSH and store the codes as index NAME. Run it again after an ingest: only "
+                                   "the new slices are encoded and added.",
+                       epilog="examples:\n  medhash index --archive ./archive --name ct256 --channel ct --bits 256\n"
+                              "  medhash index --archive ./archive --name joint --channel ct+dose --bits 1024\n" + EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--archive", required=True, type=Path, help="archive directory")
+    p.add_argument("--name", required=True, help="index name (a folder under ARCHIVE/indexes)")
+    p.add_argument("--channel", choices=("ct", "dose", "ct+dose"), default="ct",
+                   help="features hashed: CT, dose, or both concatenated (default ct)")
+    p.add_argument("--bits", type=int, default=256, help="code length, 1 to 16384 (default 256)")
+    p.add_argument("--gamma", default="auto", help="kernel parameter, or auto = 4 / median squared distance of "
+                                                   "random pairs (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the hash draws (default 0)")
+    p.add_argument("--ct-model", help="CT model name (default: the newest CT model)")
+    p.add_argument("--dose-model", help="dose model name (default: the newest dose model)")
+    p.add_argument("--ct-weight", type=float, help="weight of the CT block in ct+dose (default 1)")
+    p.add_argument("--dose-weight", type=float, help="weight of the dose block in ct+dose (default 1)")
+    p.add_argument("--rebuild", action="store_true", help="build again from scratch (after retraining a model)")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="find the archive slices most similar to a query",
+                       description="QUERY is PATIENT:SLICE (an archive slice), a DICOM CT slice file, a DICOM series "
+                                   "folder (with --slice), or a PNG/NPY image (PNG grey 0..255 = -1000..1000 HU; NPY "
+                                   "in HU). Archive queries leave out the query's own patient unless "
+                                   "--include-same-patient.",
+                       epilog="examples:\n  medhash search --archive ./archive pt_1:60 --k 10 --png results.png\n"
+                              "  medhash search --archive ./archive CT_0042.dcm --dose RD.dcm --index joint --json\n"
+                              + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("query", metavar="QUERY")
+    p.add_argument("--archive", required=True, type=Path, help="archive directory")
+    p.add_argument("--index", help="index name (default: the archive's only index)")
+    p.add_argument("--k", type=int, default=10, help="number of results (default 10)")
+    p.add_argument("--rerank", type=int, default=0, metavar="N",
+                   help="re-rank the Hamming top-N by exact Euclidean distance of the features (default 0: off)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--exclude-same-patient", dest="same_patient", action="store_false", default=None,
+                   help="leave out the query's own patient (the default for archive queries)")
+    g.add_argument("--include-same-patient", dest="same_patient", action="store_true",
+                   help="also return slices of the query's own patient")
+    p.add_argument("--dose", type=Path, help="RTDOSE (DICOM query) or dose image in Gy (NPY) for ct+dose / dose indexes")
+    p.add_argument("--slice", type=int, help="slice of a series folder query (0-based, position order)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--png", type=Path, help="write a picture: the query and the results with isodose lines")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("export", help="export an index's features, codes and slice list",
+                       description="Write features.npy (float32), codes.npy (packed uint8 codes) and slices.csv "
+                                   "(patient_id, slice_index, z_mm; rows in index order) to OUT.",
+                       epilog="example: medhash export --archive ./archive --index ct256 --out ./export\n" + EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--archive", required=True, type=Path, help="archive directory")
+    p.add_argument("--index", required=True, help="index name")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
@@ -159,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     except NotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PARTIAL
-    except MedhashError as exc:
+    except (MedhashError, ValueError) as exc:
+        if args.verbose:
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PARTIAL
     except BrokenPipeError:  # `medhash info --json | head`: the reader left, not an error of ours

@@ -637,3 +637,62 @@ def read_series_job(job: tuple[str, list[Path], Path | None, Path | None]) -> li
     except InputError as exc:
         out.append(Problem(str(ct.files[0].parent), str(exc)))
     return out
+
+
+def read_query(path: str | Path, *, slice_index: int | None = None, dose_path: str | Path | None = None
+               ) -> tuple[Volume, int]:
+    """A query slice from DICOM, on the model grid exactly as ``ingest`` would put it.
+
+    Parameters
+    ----------
+    path : a CT slice file, or a folder holding one CT series (then ``slice_index`` picks the slice:
+        0-based, in position order).
+    dose_path : optional RTDOSE of the same frame of reference, resampled onto the slice.
+
+    Returns
+    -------
+    (volume, k) : the series on the model grid and the position of the query slice in it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = scan([path])
+        if not found.ct:
+            raise InputError(f"{path}: no CT series in this folder" +
+                             (f" ({found.problems[0].message})" if found.problems else ""))
+        if len(found.ct) > 1:
+            raise InputError(f"{path}: {len(found.ct)} CT series in this folder; give a folder with one series")
+        uid, items = next(iter(found.ct.items()))
+        if slice_index is None:
+            raise InputError(f"{path} is a series folder: say which slice with --slice N (0 to {len(items) - 1})")
+    else:
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        ds = read_header(path)
+        sop_class = str(ds.get("SOPClassUID", ""))
+        modality = str(ds.get("Modality", "")).upper()
+        if sop_class != CT_IMAGE_STORAGE and modality != "CT":
+            raise InputError(f"{path}: a query must be a CT image; this file is {modality or sop_class or 'unknown'}")
+        uid, items = str(ds.get("SeriesInstanceUID", "") or "query"), [(path, ds)]
+        if slice_index not in (None, 0):
+            raise InputError(f"{path} is a single slice: --slice must be 0 or left out")
+    full = []
+    for p, _ in items:
+        try:
+            full.append((p, pydicom.dcmread(p)))
+        except Exception as exc:
+            raise InputError(f"{p}: cannot read ({type(exc).__name__}: {exc})") from None
+    ct = read_ct_series(uid, full)
+    k = 0 if slice_index is None else int(slice_index)
+    if not 0 <= k < len(ct.z_mm):
+        raise InputError(f"{path}: --slice {k} is outside the series (0 to {len(ct.z_mm) - 1})")
+    dose = None
+    if dose_path is not None:
+        dose_path = Path(dose_path)
+        hdr = read_header(dose_path)
+        if str(hdr.get("Modality", "")).upper() != "RTDOSE":
+            raise InputError(f"{dose_path}: --dose must be an RTDOSE file; this file is {hdr.get('Modality', '?')}")
+        if ct.frame_of_reference_uid and str(hdr.get("FrameOfReferenceUID", "")) != ct.frame_of_reference_uid:
+            raise InputError(f"{dose_path}: {describe('FrameOfReferenceUID')} differs from the CT's "
+                             f"({ct.frame_of_reference_uid}); the dose belongs to another scan")
+        dose = (dose_path, read_dose(dose_path), hdr)
+    return series_to_volume(ct, dose, None), k
