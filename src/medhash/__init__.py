@@ -6,14 +6,20 @@ Public API::
     arch = Archive("archive", create=True)
     report = arch.ingest(["/data/export"])       # DICOM RT or OpenKBP
     s = arch.get("pt_1", 60)                       # a Slice: .ct (HU), .dose (Gy), .masks
+    res = medhash.search(arch, "pt_1:60", k=10)    # after `medhash train` and `medhash index`
 """
 from .archive import Archive
 from .errors import ArchiveError, GeometryError, InputError, MedhashError, NotFoundError
 from .grid import GRID_SIZE, GRID_SPACING_MM
+from .hashing import KernelLSH
 from .ingest import IngestReport, ingest
 from .records import Problem, Slice, Volume
+
+# the function, not the module: imported eagerly so that `import medhash.search` cannot rebind the name
+from .search import search  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["Archive", "ArchiveError", "GeometryError", "GRID_SIZE", "GRID_SPACING_MM", "IngestReport",
-           "InputError", "MedhashError", "NotFoundError", "Problem", "Slice", "Volume", "ingest", "__version__"]
+           "InputError", "KernelLSH", "MedhashError", "NotFoundError", "Problem", "Slice", "Volume", "ingest", "search",
+           "__version__"]

@@ -107,14 +107,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res, indent=2, default=str))
         return EXIT_OK
-    m = res.get("final", res)
     print(f"model {res['name']}: {res['channel']} {res['arch']}, latent {res['latent_dim']}, "
-          f"{res.get('epochs_run', '?')} epochs (best {res.get('best_epoch', '?')}), "
-          f"{res.get('n_train_slices', '?')} training / {res.get('n_val_slices', '?')} held-out slices "
-          f"({len(res.get('val_patients', []))} patients)")
-    print(f"held-out reconstruction: MSE {m.get('val_mse', float('nan')):.5f}, PSNR {m.get('val_psnr', float('nan')):.2f} dB"
-          f"  (train time {m.get('seconds', res.get('seconds', 0)):.0f} s)")
-    print(f"saved in {Path(args.archive) / 'models' / res['name']}")
+          f"{res['epochs_run']} epochs (best {res['best_epoch']}{', stopped early' if res.get('stopped_early') else ''}), "
+          f"{res['n_train_slices']} training / {res['n_val_slices']} held-out slices "
+          f"({len(res['val_patients'])} held-out patient(s))")
+    print(f"held-out reconstruction: MSE {res['held_out_mse']:.5f}, PSNR {res['held_out_psnr']:.2f} dB "
+          f"({res['validation']}); {res['seconds']:.0f} s, {res['seconds_per_epoch']:.1f} s an epoch")
+    print(f"saved in {res['path']}")
     return EXIT_OK
 
 

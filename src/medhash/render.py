@@ -111,7 +111,7 @@ def render_search(archive, result: dict, query, out: str | Path) -> Path:
     panels = []
     for r in result["results"]:
         s = archive.get(r["patient_id"], r["slice_index"])
-        dist = f"H {r['hamming']}" + (f", E {r['euclidean']:.2f}" if "euclidean" in r else "")
+        dist = f"H {r['hamming']}" + (f", E {r['euclidean']:.3g}" if "euclidean" in r else "")
         panels.append((s.ct, s.dose, f"#{r['rank']} {r['patient_id']}:{r['slice_index']}\n{dist}"))
     title = (f"index {result['index']} ({result['channel']}, {result['n_bits']} bits), top {result['k']}"
              + (f", re-ranked from {result['rerank']}" if result["rerank"] else "")

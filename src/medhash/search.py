@@ -99,7 +99,7 @@ def query_features(index: Index, query: Query) -> np.ndarray:
     return combine(blocks, index.manifest["scales"], index.manifest["weights"])
 
 
-_INDEX_CACHE: dict[tuple[str, str], tuple[float, Index]] = {}
+_INDEX_CACHE: dict[tuple[str, str], tuple[tuple, Index]] = {}
 
 
 def open_index(archive, name: str | None = None) -> Index:
@@ -115,7 +115,10 @@ def open_index(archive, name: str | None = None) -> Index:
         name = names[0]
     key = (str(Path(archive.path).resolve()), name)
     mpath = Path(archive.path) / "indexes" / name / "manifest.json"
-    stamp = mpath.stat().st_mtime if mpath.is_file() else -1.0
+    # re-open when the index or any model changed (a model trained again must be refused, not served)
+    models = sorted((Path(archive.path) / "models").glob("*/config.json"))
+    stamp = (mpath.stat().st_mtime_ns if mpath.is_file() else -1,
+             tuple((str(p), p.stat().st_mtime_ns) for p in models))
     cached = _INDEX_CACHE.get(key)
     if cached is None or cached[0] != stamp:
         cached = (stamp, Index(archive, name))

@@ -1,0 +1,234 @@
+"""Training an auto-encoder on the slices of an archive (:func:`train_model`)."""
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import MedhashError
+from ._runtime import torch_settings
+from .checkpoints import check_name, model_dir, save_checkpoint
+from .models import build_model, check_arch, count_parameters
+from .preprocess import check_channel, preprocess, preprocessing_constants, psnr
+
+CHECKPOINT_FORMAT = 1
+_CHUNK = 512
+
+
+class TrainingDataError(MedhashError, ValueError):
+    """The archive holds no slices a model could be trained on (empty archive, or no dose for the
+    ``dose`` channel). Ingest data first (``medhash ingest``)."""
+
+
+def split_patients(patient_ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Seeded split of patients into (train, validation), both sorted.
+
+    The sorted unique ids are shuffled with ``np.random.default_rng(seed)``; the first
+    ``max(1, round(val_fraction * n))`` (at most ``n - 1``) go to validation. With one patient, or
+    ``val_fraction == 0``, validation is empty (the caller validates on the training set).
+    """
+    pids = sorted(set(patient_ids))
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if len(pids) < 2 or val_fraction == 0:
+        return pids, []
+    n_val = min(len(pids) - 1, max(1, int(round(val_fraction * len(pids)))))
+    order = np.random.default_rng(seed).permutation(len(pids))
+    val = sorted(pids[i] for i in order[:n_val])
+    train = sorted(pids[i] for i in order[n_val:])
+    return train, val
+
+
+def _load(archive: Any, channel: str, rows: np.ndarray) -> torch.Tensor:
+    """Preprocessed slices of ``rows`` as one (n, 1, 128, 128) float32 tensor."""
+    src = archive.ct if channel == "ct" else archive.dose
+    out = np.empty((len(rows), 1) + src.shape[1:], dtype=np.float32)
+    for i in range(0, len(rows), _CHUNK):
+        out[i:i + _CHUNK] = preprocess(channel, src[rows[i:i + _CHUNK]])
+    return torch.from_numpy(out)
+
+
+def _evaluate(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) -> float:
+    """Mean squared error over all pixels of ``x``, eval mode."""
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size]
+            total += float(((model(xb) - xb) ** 2).sum(dtype=torch.float64))
+    return total / max(1, x.numel())
+
+
+def train_model(archive: Any, channel: str, arch: str = "shallow", *, epochs: int = 20, batch_size: int = 64,
+                latent_dim: int = 128, seed: int = 0, lr: float = 1e-3, patience: int | None = 3,
+                val_fraction: float = 0.15, name: str | None = None, progress: bool = True,
+                max_slices: int | None = None) -> dict:
+    """Train an auto-encoder on one channel of the archive and save it in ``ARCHIVE/models/<name>/``.
+
+    Parameters
+    ----------
+    archive : :class:`medhash.Archive`.
+    channel : ``"ct"`` (every archive row) or ``"dose"`` (the rows with ``has_dose``).
+    arch : ``"shallow"`` or ``"deep"`` (:mod:`medhash.features.models`).
+    epochs : maximum number of epochs (>= 1).
+    batch_size : slices per Adam step.
+    latent_dim : length of the feature vector.
+    seed : seeds the weight initialisation (``torch.manual_seed`` inside a forked RNG, so the
+        caller's global RNG is untouched), the patient split and the batch order
+        (``np.random.default_rng``).
+    lr : Adam learning rate.
+    patience : stop after this many epochs without a lower validation MSE (None or 0: never);
+        the weights of the best epoch are kept.
+    val_fraction : share of the *patients* held out for validation (at least one when there are
+        two or more patients; with a single patient, or 0, validation is on the training set and
+        ``config["validation"]`` says so).
+    name : model name (default ``f"{channel}-{arch}"``); an existing model of that name is replaced.
+    progress : show a tqdm bar per epoch with the running loss.
+    max_slices : use at most this many slices, a seeded random subset of the eligible rows taken
+        before the patient split (for quick runs); None: all.
+
+    Returns
+    -------
+    dict : the saved ``config.json`` (name, channel, arch, latent_dim, preprocessing, seed, epochs_run,
+    best_epoch, train_patients, val_patients, n_train_slices, n_val_slices, torch_version, created,
+    sha256, ...) plus ``held_out_mse``, ``held_out_psnr`` (best weights, validation set),
+    ``seconds`` (total), ``seconds_per_epoch`` and ``path`` (the model folder).
+
+    Raises
+    ------
+    ValueError : unknown channel or arch, epochs <= 0, bad name or fractions.
+    TrainingDataError : no slices to train on (empty archive, or no dose for ``dose``).
+
+    Notes
+    -----
+    Deterministic for a seed on a given machine and thread count: ``use_deterministic_algorithms``
+    is on during training and the batch order comes from the seed. Different thread counts or CPUs
+    may change the last bits of the weights.
+    """
+    check_channel(channel)
+    check_arch(arch)
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    if max_slices is not None and int(max_slices) < 1:
+        raise ValueError(f"max_slices must be >= 1 or None, got {max_slices}")
+    name = check_name(name or f"{channel}-{arch}")
+    epochs, batch_size, latent_dim = int(epochs), int(batch_size), int(latent_dim)
+
+    table = archive.table()
+    n_rows = len(table["row"])
+    if n_rows == 0:
+        raise TrainingDataError(f"the archive {archive.path} has no slices: ingest data before training "
+                                f"(medhash ingest SOURCE --archive {archive.path})")
+    eligible = table["row"] if channel == "ct" else table["row"][table["has_dose"]]
+    if len(eligible) == 0:
+        raise TrainingDataError(f"the archive {archive.path} has {n_rows} slices but none with dose: "
+                                "a 'dose' model needs slices with RTDOSE / dose.csv")
+    if max_slices is not None and len(eligible) > max_slices:
+        pick = np.random.default_rng([seed, 2]).choice(len(eligible), int(max_slices), replace=False)
+        eligible = eligible[np.sort(pick)]
+    pid_of = table["patient_id"]
+    train_p, val_p = split_patients(list(pid_of[eligible]), val_fraction, seed)
+    in_val = np.isin(pid_of[eligible], np.array(val_p, dtype=object)) if val_p else np.zeros(len(eligible), bool)
+    train_rows, val_rows = eligible[~in_val], eligible[in_val]
+    validation = "held-out patients" if val_p else (
+        "training set (single patient)" if len(train_p) == 1 else "training set (val_fraction = 0)")
+
+    t_start = time.perf_counter()
+    x_train = _load(archive, channel, train_rows)
+    x_val = _load(archive, channel, val_rows) if len(val_rows) else x_train
+    history: list[dict] = []
+    with torch_settings() as threads, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(arch, latent_dim)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        order_rng = np.random.default_rng([seed, 1])
+        best = (math.inf, 0, copy.deepcopy(model.state_dict()))
+        bad = 0
+        n_train = len(x_train)
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            perm = torch.from_numpy(order_rng.permutation(n_train))
+            total, seen = 0.0, 0
+            bar = tqdm(total=-(-n_train // batch_size), desc=f"{name} epoch {epoch}/{epochs}", unit="batch",
+                       disable=not progress, leave=True, dynamic_ncols=True)
+            for i in range(0, n_train, batch_size):
+                xb = x_train[perm[i:i + batch_size]]
+                opt.zero_grad(set_to_none=True)
+                loss = torch.mean((model(xb) - xb) ** 2)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(xb)
+                seen += len(xb)
+                bar.set_postfix(loss=f"{total / seen:.5f}", refresh=False)
+                bar.update(1)
+            train_mse = total / seen
+            val_mse = _evaluate(model, x_val)
+            rec = {"epoch": epoch, "train_mse": train_mse, "val_mse": val_mse, "val_psnr": psnr(channel, val_mse),
+                   "seconds": time.perf_counter() - t0}
+            history.append(rec)
+            bar.set_postfix(loss=f"{train_mse:.5f}", val=f"{val_mse:.5f}", psnr=f"{rec['val_psnr']:.2f}dB")
+            bar.close()
+            if val_mse < best[0]:
+                best = (val_mse, epoch, copy.deepcopy(model.state_dict()))
+                bad = 0
+            else:
+                bad += 1
+                if patience and bad >= patience:
+                    break
+        model.load_state_dict(best[2])
+        model.eval()
+    seconds = time.perf_counter() - t_start
+    held_out_mse, best_epoch = best[0], best[1]
+    config = {
+        "format": CHECKPOINT_FORMAT,
+        "name": name,
+        "channel": channel,
+        "arch": arch,
+        "latent_dim": latent_dim,
+        "preprocessing": preprocessing_constants(channel),
+        "seed": int(seed),
+        "lr": float(lr),
+        "batch_size": batch_size,
+        "epochs_requested": epochs,
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "patience": patience,
+        "stopped_early": len(history) < epochs,
+        "val_fraction": float(val_fraction),
+        "validation": validation,
+        "max_slices": max_slices,
+        "train_patients": train_p,
+        "val_patients": val_p,
+        "n_train_slices": int(len(train_rows)),
+        "n_val_slices": int(len(val_rows)),
+        "archive_rows": int(n_rows),
+        "n_parameters": count_parameters(model),
+        "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "threads": threads,
+        "deterministic": True,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    metrics = {
+        "epochs": history,
+        "final": {"held_out_mse": held_out_mse, "held_out_psnr": psnr(channel, held_out_mse),
+                  "best_epoch": best_epoch, "evaluated_on": validation, "n_slices": int(len(x_val))},
+        "seconds": seconds,
+        "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
+    }
+    config = save_checkpoint(archive, name, model, config, metrics)
+    return {**config, "held_out_mse": held_out_mse, "held_out_psnr": psnr(channel, held_out_mse),
+            "seconds": seconds, "seconds_per_epoch": metrics["seconds_per_epoch"],
+            "path": str(model_dir(archive, name))}
