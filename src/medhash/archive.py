@@ -358,6 +358,17 @@ class Archive:
         self._table = (n, table)
         return table
 
+    def structure_sets(self) -> list[frozenset[str]]:
+        """Per row, the names of the structures on the slice (organs and targets, not the
+        possible-dose mask): the "organ set" used for relevance."""
+        n = len(self)
+        sets: list[set[str]] = [set() for _ in range(n)]
+        for row, name in self._con.execute(
+                "SELECT m.row, s.name FROM slice_masks m JOIN structures s USING (structure_id) "
+                "WHERE s.kind = 'roi' AND m.row < ?", (n,)):
+            sets[row].add(name)
+        return [frozenset(x) for x in sets]
+
     def _slice(self, rec: tuple) -> Slice:
         row, pid, sidx, suid, z, ox, oy, oz, has_dose, _bf = rec
         series = self._con.execute("SELECT row_dir, col_dir FROM series WHERE series_uid = ?", (suid,)).fetchone()
