@@ -82,7 +82,8 @@ def evaluate(X: np.ndarray, patients: np.ndarray, organ_sets, queries: np.ndarra
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--archive", required=True, type=Path)
-    ap.add_argument("--model", action="append", default=[], help="trained model name (repeatable)")
+    ap.add_argument("--model", action="append", default=[],
+                    help="trained model name, or CT+DOSE names joined by '+' for the joint feature (repeatable)")
     ap.add_argument("--queries", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -96,10 +97,17 @@ def main() -> None:
     feature_sets = {"raw pixels 32x32 (reference)": raw_pixel_features(arch)}
     if args.model:
         from medhash.features import archive_features, read_metrics
+        from medhash.index import block_scale
         for name in args.model:
-            feature_sets[name] = np.asarray(archive_features(arch, name, progress=True), dtype=np.float32)
+            # "a+b": the joint feature of medhash index --channel ct+dose (blocks scaled to unit RMS norm)
+            blocks = [np.asarray(archive_features(arch, part, progress=True), dtype=np.float32)
+                      for part in name.split("+")]
+            X = np.concatenate([b / block_scale(b) for b in blocks], axis=1) if len(blocks) > 1 else blocks[0]
+            feature_sets[name] = X
     rows = []
     for name, X in feature_sets.items():
+        if not np.isfinite(X).all():
+            sys.exit(f"{name}: some rows have no features (slices without dose?); this benchmark needs every row")
         t = time.perf_counter()
         print(f"evaluating {name} ({X.shape[1]} floats) ...", file=sys.stderr)
         rows.append((name, X.shape[1], evaluate(X, patients, organ_sets, queries, args.seed), time.perf_counter() - t))
@@ -115,7 +123,7 @@ def main() -> None:
     if args.model:
         from medhash.features import read_metrics
         print("\nreconstruction on held-out patients (from the models' metrics.json):")
-        for name in args.model:
+        for name in sorted({p for n in args.model for p in n.split("+")}):
             m = read_metrics(arch, name)["final"]
             print(f"  {name:<20} MSE {m['held_out_mse']:.5f}  PSNR {m['held_out_psnr']:.2f} dB  "
                   f"({m['evaluated_on']}, {m['n_slices']} slices)")

@@ -98,7 +98,7 @@ def save_checkpoint(archive: Any, name: str, model: AutoEncoder, config: dict, m
     try:
         weights = tmp / WEIGHTS
         with open(weights, "wb") as f:
-            torch.save(model.state_dict(), f)
+            torch.save({k: v.detach().contiguous() for k, v in model.state_dict().items()}, f)
             f.flush()
             os.fsync(f.fileno())
         config = {**config, "sha256": sha256_file(weights)}
@@ -179,7 +179,7 @@ def load_model(archive: Any, name: str) -> tuple[AutoEncoder, dict]:
     except (RuntimeError, KeyError, ValueError) as exc:
         raise ModelMismatchError(f"{d / WEIGHTS}: weights do not fit architecture {config['arch']!r} with "
                                  f"latent_dim {config['latent_dim']}: {exc}") from None
-    model.eval()
+    model.to(memory_format=torch.channels_last).eval()
     return model, config
 
 

@@ -12,12 +12,14 @@ made by another checkpoint (``model_sha256`` differs from the model's ``sha256``
 scratch. For a ``dose`` model, rows without dose get NaN features, so rows stay aligned with the
 archive; later stages skip them.
 
-Determinism: encoding runs in eval mode with deterministic algorithms, so the same model, input and
-batch size give bit-identical features. Features of one slice may differ in the last bits (float32
-rounding) between batch sizes, because the CPU kernels block the computation by batch. The cache
-is encoded in batches aligned to multiples of ``batch_size`` in row numbers, so an incremental run
-shares every batch but its first with a full encoding: it equals a fresh full encoding to float32
-rounding, and bit for bit when the cached row count was a multiple of ``batch_size``.
+Determinism: encoding runs in eval mode with deterministic algorithms, the model and the inputs
+in ``channels_last`` memory format as in training (about twice as fast on CPU for ``deep``), so
+the same model, input and batch size give bit-identical features. Features of one slice may
+differ in the last bits (float32 rounding) between batch sizes, because the CPU kernels block the
+computation by batch. The cache is encoded in batches aligned to multiples of ``batch_size`` in
+row numbers, so an incremental run shares every batch but its first with a full encoding: it
+equals a fresh full encoding to float32 rounding, and bit for bit when the cached row count was a
+multiple of ``batch_size``.
 """
 from __future__ import annotations
 
@@ -63,11 +65,12 @@ def _batches(model: AutoEncoder, config: dict, arrays: np.ndarray, fn, width: in
     n = len(arr)
     out = np.empty((n,) + ((width,) if isinstance(width, int) else width), dtype=np.float32)
     was_training = model.training
-    model.eval()
+    model.to(memory_format=torch.channels_last).eval()
     try:
         with torch_settings(), torch.inference_mode():
             for i in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
-                x = torch.from_numpy(preprocess(channel, arr[i:i + batch_size]))
+                x = torch.from_numpy(preprocess(channel, arr[i:i + batch_size])).contiguous(
+                    memory_format=torch.channels_last)
                 out[i:i + batch_size] = fn(x).numpy()
     finally:
         model.train(was_training)
@@ -196,7 +199,8 @@ def archive_features(archive: Any, name: str, progress: bool = True, batch_size:
                     else:
                         block = src[start + take] if len(take) else None
                     if block is not None:
-                        feats[take] = model.encode(torch.from_numpy(preprocess(channel, block))).numpy()
+                        x = torch.from_numpy(preprocess(channel, block)).contiguous(memory_format=torch.channels_last)
+                        feats[take] = model.encode(x).numpy()
                     f.write(np.ascontiguousarray(feats).tobytes())
                     bar.update(stop - start)
                     start = stop

@@ -61,7 +61,7 @@ def _evaluate(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) ->
     total = 0.0
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size]
+            xb = x[i:i + batch_size].contiguous(memory_format=torch.channels_last)
             total += float(((model(xb) - xb) ** 2).sum(dtype=torch.float64))
     return total / max(1, x.numel())
 
@@ -69,7 +69,7 @@ def _evaluate(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) ->
 def train_model(archive: Any, channel: str, arch: str = "shallow", *, epochs: int = 20, batch_size: int = 64,
                 latent_dim: int = 128, seed: int = 0, lr: float = 1e-3, patience: int | None = 3,
                 val_fraction: float = 0.15, name: str | None = None, progress: bool = True,
-                max_slices: int | None = None) -> dict:
+                max_slices: int | None = None, lr_schedule: str = "cosine") -> dict:
     """Train an auto-encoder on one channel of the archive and save it in ``ARCHIVE/models/<name>/``.
 
     Parameters
@@ -83,7 +83,7 @@ def train_model(archive: Any, channel: str, arch: str = "shallow", *, epochs: in
     seed : seeds the weight initialisation (``torch.manual_seed`` inside a forked RNG, so the
         caller's global RNG is untouched), the patient split and the batch order
         (``np.random.default_rng``).
-    lr : Adam learning rate.
+    lr : Adam learning rate (the peak, with ``lr_schedule="cosine"``).
     patience : stop after this many epochs without a lower validation MSE (None or 0: never);
         the weights of the best epoch are kept.
     val_fraction : share of the *patients* held out for validation (at least one when there are
@@ -93,6 +93,8 @@ def train_model(archive: Any, channel: str, arch: str = "shallow", *, epochs: in
     progress : show a tqdm bar per epoch with the running loss.
     max_slices : use at most this many slices, a seeded random subset of the eligible rows taken
         before the patient split (for quick runs); None: all.
+    lr_schedule : ``"cosine"`` (the learning rate decays from ``lr`` to 0 over ``epochs``, per step)
+        or ``"constant"``.
 
     Returns
     -------
@@ -120,6 +122,8 @@ def train_model(archive: Any, channel: str, arch: str = "shallow", *, epochs: in
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
+    if lr_schedule not in ("cosine", "constant"):
+        raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
     if max_slices is not None and int(max_slices) < 1:
         raise ValueError(f"max_slices must be >= 1 or None, got {max_slices}")
     name = check_name(name or f"{channel}-{arch}")
@@ -150,8 +154,10 @@ def train_model(archive: Any, channel: str, arch: str = "shallow", *, epochs: in
     history: list[dict] = []
     with torch_settings() as threads, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model(arch, latent_dim)
+        model = build_model(arch, latent_dim).to(memory_format=torch.channels_last)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
+        steps_per_epoch = -(-len(x_train) // batch_size)
+        total_steps, step = epochs * steps_per_epoch, 0
         order_rng = np.random.default_rng([seed, 1])
         best = (math.inf, 0, copy.deepcopy(model.state_dict()))
         bad = 0
@@ -164,7 +170,11 @@ def train_model(archive: Any, channel: str, arch: str = "shallow", *, epochs: in
             bar = tqdm(total=-(-n_train // batch_size), desc=f"{name} epoch {epoch}/{epochs}", unit="batch",
                        disable=not progress, leave=True, dynamic_ncols=True)
             for i in range(0, n_train, batch_size):
-                xb = x_train[perm[i:i + batch_size]]
+                xb = x_train[perm[i:i + batch_size]].contiguous(memory_format=torch.channels_last)
+                if lr_schedule == "cosine":
+                    for group in opt.param_groups:
+                        group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+                step += 1
                 opt.zero_grad(set_to_none=True)
                 loss = torch.mean((model(xb) - xb) ** 2)
                 loss.backward()
@@ -200,6 +210,7 @@ def train_model(archive: Any, channel: str, arch: str = "shallow", *, epochs: in
         "preprocessing": preprocessing_constants(channel),
         "seed": int(seed),
         "lr": float(lr),
+        "lr_schedule": lr_schedule,
         "batch_size": batch_size,
         "epochs_requested": epochs,
         "epochs_run": len(history),
