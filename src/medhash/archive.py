@@ -32,6 +32,7 @@ import numpy as np
 from .errors import ArchiveError, NotFoundError
 from .grid import GRID_SIZE, GRID_SPACING_MM, MIN_BODY_FRACTION, BODY_HU
 from .records import POSSIBLE_DOSE_MASK, Slice, Volume
+from .storage import append_rows
 
 log = logging.getLogger(__name__)
 
@@ -206,14 +207,8 @@ class Archive:
     def _append(self, name: str, data: np.ndarray) -> None:
         """Append rows after the committed ones, cutting off anything a killed writer left."""
         fname, dtype, width = _ARRAYS[name]
-        path = self.path / "arrays" / fname
-        committed = self._count(name) * width * np.dtype(dtype).itemsize
-        with open(path, "ab+") as f:
-            f.truncate(committed)
-            f.seek(committed)
-            f.write(np.ascontiguousarray(data, dtype=dtype).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
+        append_rows(self.path / "arrays" / fname, self._count(name) * width * np.dtype(dtype).itemsize,
+                    np.asarray(data, dtype=dtype))
 
     def series_uids(self) -> set[str]:
         """SeriesInstanceUIDs (``openkbp:<pid>`` for OpenKBP) already in the archive."""

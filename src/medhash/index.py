@@ -19,7 +19,6 @@ row (the smaller first), also across the k-th distance (all items tied there are
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MedhashError, ModelMismatchError, NotFoundError
+from .storage import append_rows, write_json_atomic
 
 INDEX_DIR = "indexes"
 CHANNELS = ("ct", "dose", "ct+dose")
@@ -51,21 +51,6 @@ def _versions() -> dict:
     from . import __version__
     return {"medhash": __version__, "numpy": np.__version__, "faiss": faiss.__version__,
             "torch": torch.__version__, "python": platform.python_version()}
-
-
-def _atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def _append_rows(path: Path, committed_bytes: int, data: np.ndarray) -> None:
-    with open(path, "ab+") as f:
-        f.truncate(committed_bytes)
-        f.seek(committed_bytes)
-        f.write(np.ascontiguousarray(data).tobytes())
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # -------------------------------------------------------------------------------------------
@@ -432,8 +417,8 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
     code_bytes = (int(n_bits) + 7) // 8
     if len(new_rows):
         codes = hasher.transform(X_all[new_rows])
-        _append_rows(path / "codes.u8", items * code_bytes, codes)
-        _append_rows(path / "rows.i64", items * 8, new_rows)
+        append_rows(path / "codes.u8", items * code_bytes, codes)
+        append_rows(path / "rows.i64", items * 8, new_rows)
     manifest = dict(request)
     manifest.update({
         "name": name, "scales": scales, "gamma_": float(hasher.gamma_), "code_bytes": code_bytes,
@@ -441,7 +426,7 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
         "feature_dim": int(X_all.shape[1]), "items": items + len(new_rows), "rows_seen": n_rows,
         "versions": _versions(), "created": existing["created"] if existing else time.time(),
         "updated": time.time()})
-    _atomic_json(mpath, manifest)
+    write_json_atomic(mpath, manifest)
     manifest["added"] = int(len(new_rows))
     return manifest
 

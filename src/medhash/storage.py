@@ -1,0 +1,41 @@
+"""Write primitives shared by the archive, the feature caches and the indexes.
+
+Every append-only file in an archive has its committed length recorded elsewhere (the catalog, a
+JSON sidecar, a manifest) and written *after* the data. :func:`append_rows` therefore first cuts
+the file back to its committed length (dropping what a killed writer left), then appends and
+flushes to disk. :func:`write_json_atomic` replaces a JSON file in one step.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def append_rows(path: Path, committed_bytes: int, data: np.ndarray) -> None:
+    """Append ``data``'s bytes after the first ``committed_bytes`` of ``path`` and fsync."""
+    with open(path, "ab+") as f:
+        f.truncate(committed_bytes)
+        f.seek(committed_bytes)
+        f.write(np.ascontiguousarray(data).tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON to ``path`` through a temporary file, fsync and ``os.replace``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, allow_nan=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
