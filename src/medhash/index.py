@@ -19,6 +19,7 @@ row (the smaller first), also across the k-th distance (all items tied there are
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -118,6 +119,13 @@ def hamming_topk(index, codes_q: np.ndarray, k: int, keys: np.ndarray,
     I : (nq, k) int64 item positions, -1 where there is no result.
     """
     nq, n = len(codes_q), index.ntotal
+    if nq == 1 and excluded is None and 0 < k and 2 * k + 1 < n:
+        # fast path for the interactive case: one query, nothing excluded
+        D, I = index.search(np.ascontiguousarray(codes_q), 2 * k + 1)
+        d, i = D[0], I[0]
+        if d[-1] > d[k - 1]:  # every item tied with the k-th was returned
+            o = np.lexsort((keys[i], d))[:k]
+            return d[o][None].astype(np.int32), i[o][None].astype(np.int64)
     D_out = np.full((nq, k), -1, dtype=np.int32)
     I_out = np.full((nq, k), -1, dtype=np.int64)
     if n == 0 or k <= 0:
@@ -228,6 +236,8 @@ class Index:
         self.rows = np.fromfile(self.path / "rows.i64", dtype=np.int64, count=n)
         self._faiss = _faiss_binary(self.codes)
         self._features = None
+        self._models: dict[str, tuple] = {}
+        self._patient_codes: tuple[np.ndarray, dict[str, int]] | None = None
 
     @property
     def channel(self) -> str:
@@ -261,8 +271,36 @@ class Index:
         return self._features
 
     def features_of_rows(self, rows) -> np.ndarray:
-        """(len(rows), D) combined features of archive rows (any rows, also ones not in the index)."""
-        return archive_combined_features(self.archive, self.manifest, np.atleast_1d(np.asarray(rows)))
+        """(len(rows), D) combined features of archive rows (any rows, also ones not in the index).
+
+        Read from the feature caches as they are: the models were checked when the index was opened.
+        """
+        from .features import cached_features
+        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        blocks = {}
+        for ch, m in self.manifest["models"].items():
+            f = cached_features(self.archive, m["name"])
+            if len(f) <= (rows.max() if len(rows) else -1):
+                return archive_combined_features(self.archive, self.manifest, rows)  # cache behind: encode
+            blocks[ch] = np.asarray(f[rows])
+        return combine(blocks, self.manifest["scales"], self.manifest["weights"])
+
+    def model(self, channel: str) -> tuple:
+        """(torch module, config) of the index's model for ``channel``, loaded once per Index."""
+        if channel not in self._models:
+            from .features import load_model
+            self._models[channel] = load_model(self.archive, self.manifest["models"][channel]["name"])
+        return self._models[channel]
+
+    def patient_mask(self, patient_id: str) -> np.ndarray:
+        """(items,) bool: the items of one patient (integer codes cached per Index)."""
+        if self._patient_codes is None:
+            pids = self.archive.table()["patient_id"][self.rows]
+            names, codes = np.unique(pids.astype(str), return_inverse=True)
+            self._patient_codes = (codes, {name: j for j, name in enumerate(names)})
+        codes, lookup = self._patient_codes
+        j = lookup.get(patient_id)
+        return np.zeros(len(codes), dtype=bool) if j is None else codes == j
 
     def encode(self, features: np.ndarray) -> np.ndarray:
         """Packed codes (nq, code_bytes) of combined query features (nq, D)."""
@@ -285,6 +323,7 @@ class Index:
             raise IndexError_(f"--rerank {rerank} must be at least k = {k} (or 0 for none)")
         features = np.atleast_2d(np.asarray(features, dtype=np.float32))
         codes = self.encode(features)
+        set_search_threads(len(features))
         depth = max(k, rerank)
         D, I = hamming_topk(self._faiss, codes, depth, self.rows, exclude)
         out = []
@@ -299,6 +338,16 @@ class Index:
             else:
                 out.append([Hit(int(i), int(self.rows[i]), int(h)) for i, h in zip(items[:k], ham[:k])])
         return out
+
+
+def set_search_threads(n_queries: int) -> None:
+    """faiss threads for the call pattern: 1 for a single query, every core for a batch.
+
+    faiss parallelises a flat scan over queries, not over the items, so a single query gains
+    nothing from more threads and pays their start-up (measured: benchmarks/search.py).
+    """
+    import faiss
+    faiss.omp_set_num_threads(1 if n_queries <= 1 else max(1, os.cpu_count() or 1))
 
 
 def index_path(archive, name: str) -> Path:

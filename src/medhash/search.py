@@ -87,14 +87,14 @@ def query_features(index: Index, query: Query) -> np.ndarray:
             raise InputError(f"slice ({query.patient_id}, {query.info.get('slice_index')}) has no dose, but index "
                              f"{index.name!r} is a {index.channel} index")
         return f
-    from .features import encode_arrays, load_model
+    from .features import encode_arrays
     blocks = {}
-    for ch, m in index.manifest["models"].items():
+    for ch in index.manifest["models"]:
         image = query.ct if ch == "ct" else query.dose
         if image is None:
             raise InputError(f"index {index.name!r} searches {index.channel}: the query needs a dose too "
                              "(--dose FILE)")
-        model, config = load_model(index.archive, m["name"])
+        model, config = index.model(ch)
         blocks[ch] = encode_arrays(model, config, image[None])
     return combine(blocks, index.manifest["scales"], index.manifest["weights"])
 
@@ -153,7 +153,7 @@ def search(archive, query: str | Path | Query, *, index: str | None = None, k: i
     exclude_patient = q.patient_id if (q.patient_id and not same_patient) else None
     excluded = None
     if exclude_patient is not None:
-        excluded = [_patient_mask(archive, idx, exclude_patient)]
+        excluded = [idx.patient_mask(exclude_patient)]
     available = len(idx) - (0 if excluded is None else int(excluded[0].sum()))
     if k < 1:
         raise IndexError_(f"k must be at least 1, not {k}")
@@ -181,7 +181,3 @@ def search(archive, query: str | Path | Query, *, index: str | None = None, k: i
             "timing_ms": {"prepare": round((t1 - t0) * 1e3, 3), "encode": round((t2 - t1) * 1e3, 3),
                           "search": round((t3 - t2) * 1e3, 3)}}
 
-
-def _patient_mask(archive, idx: Index, patient_id: str) -> np.ndarray:
-    pids = archive.table()["patient_id"]
-    return pids[idx.rows] == patient_id
