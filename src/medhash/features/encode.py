@@ -47,9 +47,10 @@ ENCODE_BATCH = 256
 
 def _check_model(model: AutoEncoder, config: dict) -> None:
     check_config(config)
-    if int(config["latent_dim"]) != getattr(model, "latent_dim", None) or config["arch"] != getattr(model, "arch", None):
-        raise ModelMismatchError(f"model ({getattr(model, 'arch', '?')}, latent_dim {getattr(model, 'latent_dim', '?')}) "
-                                 f"does not match its config ({config['arch']}, latent_dim {config['latent_dim']})")
+    arch, dim = getattr(model, "arch", None), getattr(model, "latent_dim", None)
+    if int(config["latent_dim"]) != dim or config["arch"] != arch:
+        raise ModelMismatchError(f"model ({arch}, latent_dim {dim}) does not match its config "
+                                 f"({config['arch']}, latent_dim {config['latent_dim']})")
 
 
 def _batches(model: AutoEncoder, config: dict, arrays: np.ndarray, fn, width: int | tuple, batch_size: int,
