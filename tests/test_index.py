@@ -93,3 +93,15 @@ def test_combine_normalises_blocks():
     assert ms_ct == pytest.approx(1.0, rel=0.05) and ms_dose == pytest.approx(1.0, rel=0.05)
     X2 = combine({"ct": a, "dose": b}, scales, {"ct": 1.0, "dose": 3.0})
     np.testing.assert_allclose(X2[ok, 8:], 3 * X[ok, 8:], rtol=1e-5)
+
+
+def test_single_query_fast_path_matches_brute_force():
+    rng = np.random.default_rng(4)
+    codes = np.packbits(rng.integers(0, 2, size=(3000, 12), dtype=np.uint8), axis=1)  # 12 bits: heavy ties
+    keys = rng.permutation(3000).astype(np.int64)
+    index = _faiss_binary(codes)
+    for j in range(20):
+        q = codes[j:j + 1] ^ np.uint8(j % 7)
+        D, I = hamming_topk(index, q, 15, keys)
+        rd, ri = reference_topk(codes, q[0], 15, keys)
+        assert D[0].tolist() == rd.tolist() and I[0].tolist() == ri.tolist()

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..errors import ModelMismatchError, NotFoundError
-from .models import ARCHITECTURES, AutoEncoder, build_model
+from .models import ARCH_REVISION, ARCHITECTURES, AutoEncoder, build_model
 from .preprocess import CHANNELS, preprocessing_constants
 
 MODELS_DIR = "models"
@@ -188,6 +188,10 @@ def check_config(config: dict, where: str = "config") -> None:
     channel, arch = config.get("channel"), config.get("arch")
     if channel not in CHANNELS or arch not in ARCHITECTURES:
         raise ModelMismatchError(f"{where}: channel {channel!r} / arch {arch!r} unknown to this medhash")
+    if int(config.get("arch_revision", 1)) != ARCH_REVISION[arch]:
+        raise ModelMismatchError(
+            f"{where}: trained with revision {config.get('arch_revision', 1)} of the {arch} architecture, this "
+            f"medhash builds revision {ARCH_REVISION[arch]}; train the model again")
     if config.get("preprocessing") != preprocessing_constants(channel):
         raise ModelMismatchError(
             f"{where}: preprocessing {config.get('preprocessing')} differs from this medhash's "

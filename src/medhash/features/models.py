@@ -31,6 +31,9 @@ from ..grid import GRID_SIZE
 
 ARCHITECTURES = ("shallow", "deep")
 """The architectures :func:`build_model` knows."""
+ARCH_REVISION = {"shallow": 2, "deep": 1}
+"""Bumped whenever an architecture's layers change (shallow 2: ELU instead of ReLU), so a checkpoint
+trained with other layers is refused instead of loaded into the wrong network."""
 
 
 def check_arch(arch: str) -> str:

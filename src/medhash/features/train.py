@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from ..errors import MedhashError
 from ._runtime import torch_settings
 from .checkpoints import check_name, model_dir, save_checkpoint
-from .models import build_model, check_arch, count_parameters
+from .models import ARCH_REVISION, build_model, check_arch, count_parameters
 from .preprocess import check_channel, preprocess, preprocessing_constants, psnr
 
 CHECKPOINT_FORMAT = 1
@@ -206,6 +206,7 @@ def train_model(archive: Any, channel: str, arch: str = "shallow", *, epochs: in
         "name": name,
         "channel": channel,
         "arch": arch,
+        "arch_revision": ARCH_REVISION[arch],
         "latent_dim": latent_dim,
         "preprocessing": preprocessing_constants(channel),
         "seed": int(seed),
