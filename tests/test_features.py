@@ -191,6 +191,16 @@ def test_tampered_or_missing_model(trained, tmp_path):
         load_model(arch, "../x")
 
 
+def test_checkpoint_of_another_architecture_revision_is_refused(trained, tmp_path):
+    arch = _copy(trained[0].path, tmp_path / "a")
+    path = arch.path / "models" / "ct-shallow" / "config.json"
+    config = json.loads(path.read_text())
+    config.pop("arch_revision")                     # written before revisions: shallow 1 (ReLU)
+    path.write_text(json.dumps(config))
+    with pytest.raises(ModelMismatchError, match="revision 1 of the shallow architecture"):
+        load_model(arch, "ct-shallow")
+
+
 # ---------------------------------------------------------------- encoding
 def test_encode_arrays_is_deterministic_and_matches_the_cache(trained):
     arch, r = trained
