@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from ..errors import ModelMismatchError, NotFoundError
+from ..storage import write_json_atomic
 from .models import ARCH_REVISION, ARCHITECTURES, AutoEncoder, build_model
 from .preprocess import CHANNELS, preprocessing_constants
 
@@ -68,18 +69,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False, allow_nan=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def save_checkpoint(archive: Any, name: str, model: AutoEncoder, config: dict, metrics: dict) -> dict:

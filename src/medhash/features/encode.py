@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 from ..archive import Archive
 from ..errors import ModelMismatchError
 from ._runtime import torch_settings
-from .checkpoints import archive_path, check_config, check_name, load_model, write_json_atomic
+from ..storage import write_json_atomic
+from .checkpoints import archive_path, check_config, check_name, load_model
 from .models import AutoEncoder
 from .preprocess import check_shape, postprocess, preprocess
 
