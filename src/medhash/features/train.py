@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import math
-import os
 import time
 from typing import Any
 
