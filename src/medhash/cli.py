@@ -202,13 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("ingest", help="add DICOM RT or OpenKBP data to an archive",
-                       description="Read CT series with their RTDOSE and RTSTRUCT (DICOM, matched by frame of "
-                                   "reference) or OpenKBP patient folders, resample each axial slice onto the "
-                                   "128 x 128 model grid and add it to the archive. Series already in the archive "
-                                   "are not read again. Problems are reported with their file and the rest goes on.",
-                       epilog="example: medhash ingest /data/export --archive ./archive\n" + EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    def command(name: str, examples: str, **kwargs) -> argparse.ArgumentParser:
+        """A subcommand whose --help ends with its examples and the exit codes."""
+        return sub.add_parser(name, epilog=examples.rstrip("\n") + "\n" + EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+    p = command("ingest", help="add DICOM RT or OpenKBP data to an archive",
+                description="Read CT series with their RTDOSE and RTSTRUCT (DICOM, matched by frame of "
+                            "reference) or OpenKBP patient folders, resample each axial slice onto the "
+                            "128 x 128 model grid and add it to the archive. Series already in the archive "
+                            "are not read again. Problems are reported with their file and the rest goes on.",
+                examples="example: medhash ingest /data/export --archive ./archive\n")
     p.add_argument("sources", nargs="+", metavar="SOURCE", type=Path,
                    help="files or folders (searched recursively)")
     p.add_argument("--archive", required=True, type=Path, help="archive directory (created if missing)")
@@ -218,33 +222,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("info", help="summarise an archive",
-                       description="Patients, series, slices, slices with dose, structures, skipped slices and "
-                                   "size on disk of an archive.",
-                       epilog="example: medhash info --archive ./archive --json\n" + EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command("info", help="summarise an archive",
+                description="Patients, series, slices, slices with dose, structures, skipped slices and "
+                            "size on disk of an archive.",
+                examples="example: medhash info --archive ./archive --json\n")
     p.add_argument("--archive", required=True, type=Path, help="archive directory")
     p.add_argument("--json", action="store_true",
                    help="print JSON (keys: patients, series, slices, slices_with_dose, structures, ...)")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("demo", help="write the synthetic demo cohort as DICOM",
-                       description="Write deterministic synthetic head-and-neck phantoms (CT series, RTDOSE, "
-                                   "RTSTRUCT) as real DICOM files, to try medhash without patient data.",
-                       epilog="example: medhash demo --out demo-data && "
-                              "medhash ingest demo-data --archive demo-archive\n" + EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command("demo", help="write the synthetic demo cohort as DICOM",
+                description="Write deterministic synthetic head-and-neck phantoms (CT series, RTDOSE, "
+                            "RTSTRUCT) as real DICOM files, to try medhash without patient data.",
+                examples="example: medhash demo --out demo-data && "
+                         "medhash ingest demo-data --archive demo-archive\n")
     p.add_argument("--out", required=True, type=Path, help="folder to write (one sub-folder per patient)")
     p.add_argument("--patients", type=int, default=6, help="number of patients (default 6)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train an auto-encoder for CT or dose slices",
-                       description="Train a convolutional auto-encoder on the archive's slices (validation split by "
-                                   "patient, early stopping) and store it in ARCHIVE/models/NAME. Its encoder gives "
-                                   "the feature vector of a slice.",
-                       epilog="example: medhash train --archive ./archive --channel ct --arch shallow --epochs 10\n"
-                              + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command("train", help="train an auto-encoder for CT or dose slices",
+                description="Train a convolutional auto-encoder on the archive's slices (validation split by "
+                            "patient, early stopping) and store it in ARCHIVE/models/NAME. Its encoder gives "
+                            "the feature vector of a slice.",
+                examples="example: medhash train --archive ./archive --channel ct --arch shallow --epochs 10\n")
     p.add_argument("--archive", required=True, type=Path, help="archive directory")
     p.add_argument("--channel", choices=("ct", "dose"), default="ct", help="what the model sees (default ct)")
     p.add_argument("--arch", choices=("shallow", "deep"), default="shallow", help="architecture (default shallow)")
@@ -257,13 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("index", help="hash the slices' features into a named Hamming index",
-                       description="Encode the archive's slices with the trained model(s), hash the features with "
-                                   "kernel LSH and store the codes as index NAME. Run it again after an ingest: only "
-                                   "the new slices are encoded and added.",
-                       epilog="examples:\n  medhash index --archive ./archive --name ct256 --channel ct --bits 256\n"
-                              "  medhash index --archive ./archive --name joint --channel ct+dose --bits 1024\n" + EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command("index", help="hash the slices' features into a named Hamming index",
+                description="Encode the archive's slices with the trained model(s), hash the features with "
+                            "kernel LSH and store the codes as index NAME. Run it again after an ingest: only "
+                            "the new slices are encoded and added.",
+                examples="examples:\n  medhash index --archive ./archive --name ct256 --channel ct --bits 256\n"
+                         "  medhash index --archive ./archive --name joint --channel ct+dose --bits 1024\n")
     p.add_argument("--archive", required=True, type=Path, help="archive directory")
     p.add_argument("--name", required=True, help="index name (a folder under ARCHIVE/indexes)")
     p.add_argument("--channel", choices=("ct", "dose", "ct+dose"), default="ct",
@@ -281,14 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser("search", help="find the archive slices most similar to a query",
-                       description="QUERY is PATIENT:SLICE (an archive slice), a DICOM CT slice file, a DICOM series "
-                                   "folder (with --slice), or a PNG/NPY image (PNG grey 0..255 = -1000..1000 HU; NPY "
-                                   "in HU). Archive queries leave out the query's own patient unless "
-                                   "--include-same-patient.",
-                       epilog="examples:\n  medhash search --archive ./archive pt_1:60 --k 10 --png results.png\n"
-                              "  medhash search --archive ./archive CT_0042.dcm --dose RD.dcm --index joint --json\n"
-                              + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command("search", help="find the archive slices most similar to a query",
+                description="QUERY is PATIENT:SLICE (an archive slice), a DICOM CT slice file, a DICOM series "
+                            "folder (with --slice), or a PNG/NPY image (PNG grey 0..255 = -1000..1000 HU; NPY "
+                            "in HU). Archive queries leave out the query's own patient unless "
+                            "--include-same-patient.",
+                examples="examples:\n  medhash search --archive ./archive pt_1:60 --k 10 --png results.png\n"
+                         "  medhash search --archive ./archive CT_0042.dcm --dose RD.dcm --index joint --json\n")
     p.add_argument("query", metavar="QUERY")
     p.add_argument("--archive", required=True, type=Path, help="archive directory")
     p.add_argument("--index", help="index name (default: the archive's only index)")
@@ -306,11 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", type=Path, help="write a picture: the query and the results with isodose lines")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("export", help="export an index's features, codes and slice list",
-                       description="Write features.npy (float32), codes.npy (packed uint8 codes) and slices.csv "
-                                   "(patient_id, slice_index, z_mm; rows in index order) to OUT.",
-                       epilog="example: medhash export --archive ./archive --index ct256 --out ./export\n" + EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command("export", help="export an index's features, codes and slice list",
+                description="Write features.npy (float32), codes.npy (packed uint8 codes) and slices.csv "
+                            "(patient_id, slice_index, z_mm; rows in index order) to OUT.",
+                examples="example: medhash export --archive ./archive --index ct256 --out ./export\n")
     p.add_argument("--archive", required=True, type=Path, help="archive directory")
     p.add_argument("--index", required=True, help="index name")
     p.add_argument("--out", required=True, type=Path, help="output folder")
