@@ -364,6 +364,32 @@ class Archive:
             sets[row].add(name)
         return [frozenset(x) for x in sets]
 
+    def possible_dose_masks(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        """OpenKBP possible-dose masks of archive rows.
+
+        Returns
+        -------
+        masks : (len(rows), 128, 128) bool, all False where a row has none.
+        present : (len(rows),) bool, True where the row has a possible-dose mask.
+        """
+        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        masks = np.zeros((len(rows), GRID_SIZE, GRID_SIZE), dtype=bool)
+        present = np.zeros(len(rows), dtype=bool)
+        if not len(rows):
+            return masks, present
+        where = {}
+        for row, mrow in self._con.execute(
+                "SELECT m.row, m.mask_row FROM slice_masks m JOIN structures s USING (structure_id) "
+                "WHERE s.kind = 'possible_dose'"):
+            where[int(row)] = int(mrow)
+        bits = self._array("masks")
+        for j, row in enumerate(rows):
+            mrow = where.get(int(row))
+            if mrow is not None:
+                masks[j] = np.unpackbits(bits[mrow]).astype(bool).reshape(GRID_SIZE, GRID_SIZE)
+                present[j] = True
+        return masks, present
+
     def _slice(self, rec: tuple) -> Slice:
         row, pid, sidx, suid, z, ox, oy, oz, has_dose, _bf = rec
         series = self._con.execute("SELECT row_dir, col_dir FROM series WHERE series_uid = ?", (suid,)).fetchone()

@@ -192,6 +192,48 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, e.g. 1,10,100; got {text!r}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .archive import Archive
+    from .evaluate import evaluate
+
+    if args.index and args.channel:
+        raise MedhashError("give --index or --channel, not both (an index fixes its channel)")
+    archive = Archive(args.archive)
+    gamma = args.gamma if args.gamma == "auto" else _positive_float(args.gamma, "--gamma")
+    m = evaluate(archive, args.out, index=args.index, channel=args.channel, queries=args.queries, bits=args.bits,
+                 ks=args.k, seed=args.seed, gamma=gamma, rerank=args.rerank, quick=args.quick,
+                 progress=not args.no_progress, command="medhash " + " ".join(sys.argv[1:]))
+    s = m["overlap"]["summary"]
+    kr = m["parameters"]["k_reference"]
+    print(f"report: {Path(args.out) / 'report.html'}  (metrics.json and {len(list(Path(args.out).glob('*.png')))} "
+          f"PNGs beside it; {m['elapsed_s']['total_s']:.0f} s)")
+    print(f"features {m['features']['channel']} ({m['features']['dim']} floats), {m['parameters']['queries']} "
+          f"queries, gamma {m['gamma']['fitted']:.4g}")
+    for b in m["parameters"]["bits"]:
+        inc, exc = s["included"]["dice"][str(b)][str(kr)], s["excluded"]["dice"][str(b)][str(kr)]
+        print(f"  Dice@{kr} {b:>6} bits: {inc['mean']:.3f} (same patient included), {exc['mean']:.3f} (excluded)")
+    rel = m["relevance"]
+    k10 = "10" if "10" in rel["organ"]["methods"]["euclidean"]["jaccard"] else str(m["parameters"]["ks"][-1])
+    oj = rel["organ"]["methods"]
+    if oj["euclidean"]["jaccard"][k10] is not None:
+        print(f"  organ-set Jaccard@{k10}, other patients: Euclidean {oj['euclidean']['jaccard'][k10]:.3f}, "
+              f"Hamming {oj['hamming']['jaccard'][k10]:.3f}, re-ranked {oj['rerank']['jaccard'][k10]:.3f}, "
+              f"random {oj['random']['jaccard'][k10]:.3f}")
+    dz = rel["dose"]
+    if dz["zero"] is not None:
+        print(f"  dose MAE of the top-{k10} mean: Euclidean {dz['mae']['euclidean'][k10]:.2f} Gy, Hamming "
+              f"{dz['mae']['hamming'][k10]:.2f} Gy, re-ranked {dz['mae']['rerank'][k10]:.2f} Gy; predicting 0 Gy "
+              f"{dz['zero']:.2f} Gy")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medhash",
@@ -304,6 +346,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--png", type=Path, help="write a picture: the query and the results with isodose lines")
     p.set_defaults(func=cmd_search)
+
+    p = command("evaluate", help="measure retrieval quality and write an HTML report",
+                description="Reproduce the talk's analysis for this archive and go beyond it: overlap of "
+                            "Hamming and Euclidean neighbours (Dice, Jaccard; violins and curves against k), "
+                            "Hamming against Euclidean distance with the closed form and a gamma sweep, "
+                            "reconstructions (also 3D), retrieval grids, cross-patient organ relevance, dose "
+                            "from neighbours and timings. Writes OUT/report.html, OUT/metrics.json (schema: "
+                            "docs/metrics-schema.md) and the PNGs. Needs trained model(s).",
+                examples="examples:\n  medhash evaluate --archive ./archive --channel ct --out report\n"
+                         "  medhash evaluate --archive ./archive --index joint256 --quick --out quick-report\n")
+    p.add_argument("--archive", required=True, type=Path, help="archive directory")
+    p.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    p.add_argument("--index", help="evaluate the features of this index (its models, scales, weights)")
+    p.add_argument("--channel", choices=("ct", "dose", "ct+dose"),
+                   help="evaluate the newest model(s) of this channel (default ct when no --index)")
+    p.add_argument("--queries", type=int, help="query slices drawn with --seed (default 400; --quick 40)")
+    p.add_argument("--bits", type=_int_list, help="code lengths, comma-separated (default 1,10,100,1000,10000)")
+    p.add_argument("--k", type=_int_list, help="numbers retrieved, comma-separated (default 1,5,10,20,50,100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the queries, hashers and baselines (default 0)")
+    p.add_argument("--gamma", default="auto", help="kernel width, or auto (default)")
+    p.add_argument("--rerank", type=int, default=500, metavar="N",
+                   help="depth of the Hamming shortlist re-ranked by Euclidean distance (default 500)")
+    p.add_argument("--quick", action="store_true", help="a small fast run (about a minute on a small archive)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_evaluate)
 
     p = command("export", help="export an index's features, codes and slice list",
                 description="Write features.npy (float32), codes.npy (packed uint8 codes) and slices.csv "

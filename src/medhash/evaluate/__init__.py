@@ -1,4 +1,8 @@
-"""Evaluation without labels: overlap of Hamming and Euclidean neighbours, and clinical relevance."""
-from .metrics import dice_from_overlap, jaccard_from_dice, set_jaccard, tie_aware_overlap
+"""Evaluation without labels: overlap of Hamming and Euclidean neighbours, and clinical relevance.
 
-__all__ = ["dice_from_overlap", "jaccard_from_dice", "set_jaccard", "tie_aware_overlap"]
+:func:`evaluate` runs everything and writes the HTML report (``medhash evaluate``).
+"""
+from .metrics import dice_from_overlap, jaccard_from_dice, set_jaccard, tie_aware_overlap
+from .run import SCHEMA, evaluate
+
+__all__ = ["SCHEMA", "dice_from_overlap", "evaluate", "jaccard_from_dice", "set_jaccard", "tie_aware_overlap"]

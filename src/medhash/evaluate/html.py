@@ -1,0 +1,168 @@
+"""report.html from metrics.json: the numbers in tables, the figures beside them (PNG files in the
+same folder), what each shows in a sentence. No scripts, no external resources."""
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+
+# mission.md, raw pixels on the 60 OpenKBP patients: the reference to beat
+REFERENCE = [("Dice@50, 256 bits (same patient included)", "0.687"), ("Dice@50, 1024 bits", "0.829"),
+             ("Dice@50, 256 bits, top-500 re-ranked", "0.993"),
+             ("organ-set Jaccard@10, other patients, Euclidean / Hamming 256 / random", "0.511 / 0.491 / 0.251"),
+             ("dose MAE of the Euclidean top-10 mean (possible-dose mask), Gy", "10.65 (predict 0 Gy: 27.33)")]
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1180px;margin:1.5em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em} h2{margin-top:1.8em;border-bottom:1px solid #ccc;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em} th,td{border:1px solid #ccc;padding:.25em .6em;
+text-align:right} th:first-child,td:first-child{text-align:left} th{background:#f3f3f3}
+img{max-width:100%;border:1px solid #ddd;margin:.4em 0} .note{color:#555;font-size:.9em}
+code{background:#f4f4f4;padding:0 .25em} .warn{background:#fff4e0;border-left:4px solid #f29e2e;padding:.4em .8em}
+"""
+
+
+def _f(v, fmt: str = ".3f") -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    h = "".join(f"<th>{escape(c)}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{h}</tr>{body}</table>"
+
+
+def _img(name: str | None, alt: str) -> str:
+    return f'<img src="{escape(name)}" alt="{escape(alt)}">' if name else ""
+
+
+def write_report(m: dict, path: str | Path) -> Path:
+    """Write the HTML report of metrics ``m`` (the metrics.json dict) to ``path``."""
+    P, F, fig = m["parameters"], m["features"], m["figures"]
+    S = m["overlap"]["summary"]
+    bits, ks, kr = P["bits"], P["ks"], P["k_reference"]
+    models = ", ".join(f"{ch}: {escape(v['name'])} ({escape(str(v.get('arch')))}, {v.get('latent_dim')} floats)"
+                       for ch, v in F["models"].items())
+    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>medhash evaluation</title>"
+             f"<style>{CSS}</style></head><body>",
+             "<h1>medhash evaluation report</h1>",
+             f"<p>Archive <code>{escape(m['archive']['path'])}</code>: {m['archive']['patients']} patients, "
+             f"{m['archive']['slices']:,} slices. Features: <b>{escape(F['channel'])}</b> "
+             f"({F['dim']} floats; {models})"
+             + (f", from index <code>{escape(F['index'])}</code>" if F.get("index") else "")
+             + f". {P['queries']} queries from {m['queries']['patients']} patients, seed {P['seed']}; "
+             f"gamma {escape(str(P['gamma']))} = {m['gamma']['fitted']:.4g}. "
+             f"Made {escape(m['created'])} in {m['elapsed_s']['total_s']:.0f} s"
+             + (f" by <code>{escape(m['command'])}</code>" if m.get("command") else "") + ".</p>"]
+    if P["quick"]:
+        parts.append('<p class="warn">Quick run: few queries and code lengths; the numbers are rough.</p>')
+    if P["ks_dropped"]:
+        parts.append(f'<p class="warn">k = {", ".join(map(str, P["ks_dropped"]))} left out: some query has fewer '
+                     "candidate slices of other patients.</p>")
+
+    # 1
+    parts.append("<h2>1. Do Hamming codes keep the Euclidean neighbours?</h2>")
+    parts.append("<p>For each query the k slices nearest by Hamming distance of the codes are compared with the k "
+                 "nearest by Euclidean distance of the float features (the query itself excluded). Dice = overlap / k; "
+                 "Jaccard = Dice / (2 − Dice); slices tied at the k-th Hamming distance count as the expected overlap "
+                 "under random tie-breaking, so 1-bit codes get a meaningful score. Mean with 95 % confidence "
+                 "interval of the mean:</p>")
+    for metric in ("dice", "jaccard"):
+        rows = []
+        for b in bits:
+            row = [f"{b:,} bits"]
+            for mode in ("included", "excluded"):
+                s = S[mode][metric][str(b)][str(kr)]
+                row.append(f"{s['mean']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]")
+            rows.append(row)
+        parts.append(_table([f"{metric.capitalize()}@{kr}", "same patient included", "same patient excluded"], rows))
+    parts.append(_img(fig.get("violins"), "violin plots"))
+    rows = [[f"{b:,} bits"] + [f"{S['included']['dice'][str(b)][str(k)]['mean']:.3f}" for k in ks] for b in bits]
+    parts.append(_table(["mean Dice@k, same patient included"] + [f"k={k}" for k in ks], rows))
+    parts.append(_img(fig.get("overlap_vs_k"), "overlap against k"))
+
+    # 2
+    D = m["distances"]
+    parts.append("<h2>2. Hamming against Euclidean distance, and the kernel width</h2>")
+    parts.append("<p>Normalised Hamming distance of random pairs beside the Euclidean distance of their features; the red "
+                 "line is the closed form of Raginsky &amp; Lazebnik (Lemma 2.3) for the fitted gamma. Its spread "
+                 "around the line shrinks like 1/√n with the code length n.</p>")
+    parts.append(_table(["code length", "RMS deviation from closed form", "Spearman ρ", "mean hamming / n"],
+                        [[f"{int(b):,}", f"{d['rms_deviation']:.4f}", f"{d['spearman']:.3f}",
+                          f"{d['mean_fraction']:.3f}"] for b, d in D["per_bits"].items()]))
+    parts.append(_img(fig.get("scatter"), "Hamming against Euclidean distance"))
+    G = D["gamma_sweep"]
+    parts.append(f"<p>gamma sweep at {G['n_bits']} bits, Dice@{G['k']} (same patient included). gamma too large: "
+                 "every pair saturates near 4/π² (flat); too small: codes agree and ties swamp the ranking. "
+                 f"gamma auto = {G['gamma_auto']:.4g} (4 / median squared distance of random pairs).</p>")
+    parts.append(_table(["gamma / auto", "gamma", f"Dice@{G['k']}", "Spearman ρ", "mean hamming / n",
+                         "tied at k-th", "regime"],
+                        [[f"{p['factor']:.4g}", f"{p['gamma']:.4g}", f"{p['dice']:.3f}", f"{p['spearman']:.3f}",
+                          f"{p['mean_fraction']:.3f}", f"{p['tied_fraction']:.3f}", escape(p["regime"])]
+                         for p in G["points"]]))
+    parts.append(_img(fig.get("gamma"), "gamma sweep"))
+
+    # 3
+    parts.append("<h2>3. Reconstructions</h2>")
+    R = m["reconstruction"]
+    parts.append(_table(["channel", "model", "held-out PSNR (dB)", "MAE of the examples", "MAE of the 3D patient"],
+                        [[escape(ch), escape(r["model"]), _f(r["held_out_psnr_db"], ".1f"),
+                          f"{r['examples_mae']:.2f} {r['unit']}",
+                          f"{r['volume']['mae']:.2f} {r['unit']}" if "volume" in r else "–"] for ch, r in R.items()]))
+    for ch in R:
+        parts.append(_img(fig.get(f"reconstruction_{ch}"), f"{ch} reconstructions"))
+    parts.append(_img(fig.get("reconstruction_3d"), "3D view"))
+
+    # 4
+    parts.append("<h2>4. Retrieval examples</h2>")
+    parts.append("<p>Top 5 by Hamming distance among other patients' slices; isodose lines where the slice has "
+                 "dose. CT-only features find similar anatomy; joint CT + dose features also match the dose.</p>")
+    for e in fig.get("examples", []):
+        parts.append(_img(e["file"], f"retrieval {e['channel']} {e['query']}"))
+
+    # 5
+    Rel = m["relevance"]
+    O, Dz = Rel["organ"], Rel["dose"]
+    parts.append("<h2>5. Is it useful? Cross-patient relevance and dose from neighbours</h2>")
+    parts.append(f"<p>Results from other patients only. Organ set of a slice = its structures (not the external "
+                 f"contour). Precision@k: share of results with organ-set Jaccard ≥ {O['relevant_jaccard']:g}. Hamming "
+                 f"at {Rel['bits']} bits; re-ranked: the Hamming top-{Rel['rerank']} ordered by Euclidean distance. "
+                 f"Dose from neighbours: the mean dose of the top-k predicts the query's dose; MAE in Gy over the "
+                 f"possible-dose mask ({Dz['possible_dose_mask_queries']} of {Dz['n_queries']} queries) else the "
+                 "body (the OpenKBP dose score).</p>")
+    if Dz.get("dose_in_features"):
+        parts.append('<p class="warn">These features include the query\'s own dose, so the dose prediction is not a '
+                     "fair forecast: use a CT-only evaluation for that figure.</p>")
+    names = {"euclidean": "Euclidean", "hamming": "Hamming", "rerank": "Hamming re-ranked", "random": "random"}
+    hdr = ["method"] + [f"k={k}" for k in ks]
+    for key, title in (("jaccard", f"organ-set Jaccard@k ({O['n_queries']} queries)"), ("precision", "precision@k")):
+        parts.append(_table([title] + hdr[1:], [[names[mt]] + [_f(v[key][str(k)]) for k in ks]
+                                               for mt, v in O["methods"].items()]))
+    rows = [[names[mt]] + [_f(v[str(k)], ".2f") for k in ks] for mt, v in Dz["mae"].items()]
+    rows.append(["predict 0 Gy"] + [_f(Dz["zero"], ".2f")] * len(ks))
+    parts.append(_table([f"dose MAE (Gy), {Dz['n_queries']} queries"] + hdr[1:], rows))
+    if Dz.get("zero_pdm") is not None:
+        rows = [[names[mt]] + [_f(v[str(k)], ".2f") for k in ks] for mt, v in Dz["mae_pdm"].items()]
+        rows.append(["predict 0 Gy"] + [_f(Dz["zero_pdm"], ".2f")] * len(ks))
+        parts.append(_table([f"dose MAE (Gy), the {Dz['possible_dose_mask_queries']} queries with a "
+                             "possible-dose mask"] + hdr[1:], rows))
+    parts.append(_img(fig.get("relevance"), "relevance"))
+
+    # timings
+    T = m["timing"]
+    parts.append("<h2>Speed and size</h2>")
+    rows = [[f"encode one {escape(ch)} slice", f"{v:.2f} ms"] for ch, v in T["encode_ms"].items()]
+    rows += [[f"search {escape(k)} over {T['items']:,} slices", f"{v:.3f} ms"] for k, v in T["search_ms"].items()]
+    rows += [[f"bytes per slice, {T['code_bits']}-bit code", str(T["bytes_per_slice"]["codes"])],
+             ["bytes per slice, float32 features", str(T["bytes_per_slice"]["features"])]]
+    parts.append(_table(["measure", "value"], rows) + f"<p class=note>{escape(T['note'])}</p>")
+
+    parts.append("<h2>Reference: raw pixels on the 60 OpenKBP patients (mission.md)</h2>")
+    parts.append(_table(["measure", "value"], [[escape(a), escape(b)] for a, b in REFERENCE]))
+    parts.append(f"<p class=note>All numbers: <a href=metrics.json>metrics.json</a> (schema {escape(m['schema'])}, "
+                 "documented in docs/metrics-schema.md). Step times (s): "
+                 + ", ".join(f"{escape(k)} {v}" for k, v in m["elapsed_s"].items()) + ".</p>")
+    parts.append("</body></html>\n")
+    path = Path(path)
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
