@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## make demo: the whole chain on the synthetic demo cohort (about 2 minutes): DICOM -> archive ->
-## auto-encoders -> kernel-LSH indexes -> one search, drawn as a PNG grid
+## auto-encoders -> kernel-LSH indexes -> one search, drawn as a PNG grid -> a quick evaluation report
 demo: $(STAMP)
 	$(BIN)/medhash demo --out demo-data
 	$(BIN)/medhash ingest demo-data --archive demo-archive
@@ -27,8 +27,10 @@ demo: $(STAMP)
 	$(BIN)/medhash search --archive demo-archive DEMO001:25 --index ct256 --k 5 --png demo-output/search-ct.png
 	$(BIN)/medhash search --archive demo-archive DEMO001:25 --index joint256 --k 5 --rerank 50 \
 		--png demo-output/search-joint.png
+	$(BIN)/medhash evaluate --archive demo-archive --channel ct --quick --out demo-output/report
 	@echo
-	@echo "outputs: demo-archive/ (archive, models, indexes), demo-output/search-ct.png, demo-output/search-joint.png"
+	@echo "outputs: demo-archive/ (archive, models, indexes), demo-output/search-ct.png, demo-output/search-joint.png,"
+	@echo "         demo-output/report/report.html (evaluation report)"
 
 ## make test: the whole test suite (tests needing ../shared/data skip cleanly without it)
 test: $(STAMP)

@@ -2,6 +2,7 @@
 same folder), what each shows in a sentence. No scripts, no external resources."""
 from __future__ import annotations
 
+import math
 from html import escape
 from pathlib import Path
 
@@ -24,6 +25,12 @@ code{background:#f4f4f4;padding:0 .25em} .warn{background:#fff4e0;border-left:4p
 
 def _f(v, fmt: str = ".3f") -> str:
     return "–" if v is None else format(v, fmt)
+
+
+def _factor(f: float) -> str:
+    """2^e for powers of two (the sweep's steps), else the number."""
+    e = math.log2(f)
+    return f"2<sup>{int(e)}</sup>" if e == int(e) and abs(e) > 1 else f"{f:.4g}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -97,7 +104,7 @@ def write_report(m: dict, path: str | Path) -> Path:
                  f"gamma auto = {G['gamma_auto']:.4g} (4 / median squared distance of random pairs).</p>")
     parts.append(_table(["gamma / auto", "gamma", f"Dice@{G['k']}", "Spearman ρ", "mean hamming / n",
                          "tied at k-th", "regime"],
-                        [[f"{p['factor']:.4g}", f"{p['gamma']:.4g}", f"{p['dice']:.3f}", f"{p['spearman']:.3f}",
+                        [[_factor(p["factor"]), f"{p['gamma']:.4g}", f"{p['dice']:.3f}", f"{p['spearman']:.3f}",
                           f"{p['mean_fraction']:.3f}", f"{p['tied_fraction']:.3f}", escape(p["regime"])]
                          for p in G["points"]]))
     parts.append(_img(fig.get("gamma"), "gamma sweep"))
