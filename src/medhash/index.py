@@ -103,11 +103,15 @@ def _faiss_binary(codes: np.ndarray):
 
 def hamming_topk(index, codes_q: np.ndarray, k: int, keys: np.ndarray,
                  excluded: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact Hamming top-k with ties broken by ``keys`` (smaller first), per query.
+    """Hamming top-k with ties broken by ``keys`` (smaller first), per query.
+
+    Exact for an exact engine (a faiss ``IndexBinaryFlat`` or a :class:`~medhash.engines.FlatEngine`);
+    for an approximate one (``ivf``, ``hnsw``) the best k of the candidates it returns, with their
+    exact distances.
 
     Parameters
     ----------
-    index : faiss IndexBinary holding the items.
+    index : faiss IndexBinary or medhash engine holding the items.
     codes_q : (nq, n_bytes) uint8 packed query codes.
     k : neighbours wanted per query (fewer when fewer items are allowed).
     keys : (ntotal,) int64 tie-breaking key of each item (the archive row).
@@ -119,8 +123,9 @@ def hamming_topk(index, codes_q: np.ndarray, k: int, keys: np.ndarray,
     I : (nq, k) int64 item positions, -1 where there is no result.
     """
     nq, n = len(codes_q), index.ntotal
+    exact = getattr(index, "exact", True)
     if nq == 1 and excluded is None and 0 < k and k + 5 <= n:
-        return _hamming_topk_one(index, codes_q, k, keys)
+        return _hamming_topk_one(index, codes_q, k, keys, exact)
     D_out = np.full((nq, k), -1, dtype=np.int32)
     I_out = np.full((nq, k), -1, dtype=np.int64)
     if n == 0 or k <= 0:
@@ -136,13 +141,13 @@ def hamming_topk(index, codes_q: np.ndarray, k: int, keys: np.ndarray,
         if ex is not None:
             keep = ~ex[i]
             d, i = d[keep], i[keep]
-        kk = min(k, n - n_ex[q])
+        kk = min(k, n - n_ex[q], len(i) if not exact else n)
         if kk <= 0:
             continue
         # want >= kk + n_ex, so at least kk items are left; all items tied with the kk-th are among
         # the returned ones when the farthest returned item is farther than the kk-th
         dk = int(np.sort(d)[kk - 1])
-        if want < n and int(D[q][valid].max()) <= dk:
+        if exact and want < n and int(D[q][valid].max()) <= dk:
             # ties at the kk-th distance may have been cut by faiss: take every item within it
             _, rd, ri = index.range_search(np.ascontiguousarray(codes_q[q:q + 1]), dk + 1)
             d, i = rd.astype(np.int32), ri.astype(np.int64)
@@ -161,15 +166,34 @@ def _fast_extra(k: int, n: int) -> int:
     return 4 if n < 50_000 else 4 * k
 
 
-def _hamming_topk_one(index, codes_q: np.ndarray, k: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`hamming_topk` for one query and no exclusion: the interactive case, kept lean."""
+def _search_one(index, q: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """(D, I) of shape (1, m) for one query, without faiss's Python wrapper where the index allows."""
     import faiss
-    m = min(index.ntotal, k + 1 + _fast_extra(k, index.ntotal))
+    parts = getattr(index, "parts", None)
+    raw = parts[0] if parts is not None and len(parts) == 1 else (index if parts is None and
+                                                                  hasattr(index, "search_c") else None)
+    if raw is None:
+        return index.search(q, m)
+    if parts is not None:
+        faiss.omp_set_num_threads(1)
     D = np.empty((1, m), dtype=np.int32)
     I = np.empty((1, m), dtype=np.int64)
+    raw.search_c(1, faiss.swig_ptr(q), m, faiss.swig_ptr(D), faiss.swig_ptr(I))  # no wrapper checks
+    return D, I
+
+
+def _hamming_topk_one(index, codes_q: np.ndarray, k: int, keys: np.ndarray,
+                      exact: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`hamming_topk` for one query and no exclusion: the interactive case, kept lean."""
+    m = min(index.ntotal, k + 1 + _fast_extra(k, index.ntotal))
     q = np.ascontiguousarray(codes_q, dtype=np.uint8)
-    index.search_c(1, faiss.swig_ptr(q), m, faiss.swig_ptr(D), faiss.swig_ptr(I))  # no wrapper checks
+    D, I = _search_one(index, q, m)
     d, i = D[0], I[0]
+    if not exact:
+        ok = i >= 0
+        d, i = d[ok], i[ok]
+        o = np.lexsort((keys[i], d))[:k]
+        return d[o][None], i[o][None]
     dk = d[k - 1]
     if d[-1] > dk or m == index.ntotal:  # every item tied with the k-th was returned
         keep = d <= dk
@@ -253,10 +277,14 @@ class Index:
         self._check_models()
         from .hashing import KernelLSH
         self.hasher = KernelLSH.load(self.path / "hasher.pkl")
+        from .engines import open_engine
         n, nbytes = int(self.manifest["items"]), int(self.manifest["code_bytes"])
-        self.codes = np.fromfile(self.path / "codes.u8", dtype=np.uint8, count=n * nbytes).reshape(n, nbytes)
+        # memory-mapped: the engine holds its own copy, the file pages can be dropped by the OS
+        self.codes = np.memmap(self.path / "codes.u8", dtype=np.uint8, mode="r", shape=(n, nbytes)) if n * nbytes \
+            else np.zeros((n, nbytes), dtype=np.uint8)
         self.rows = np.fromfile(self.path / "rows.i64", dtype=np.int64, count=n)
-        self._faiss = _faiss_binary(self.codes)
+        self.index_type = self.manifest.get("index_type", "flat")
+        self.engine = open_engine(self.path, self.index_type, self.manifest.get("index_params") or {}, self.codes)
         self._features = None
         self._models: dict[str, tuple] = {}
         self._patient_codes: tuple[np.ndarray, dict[str, int]] | None = None
@@ -347,7 +375,7 @@ class Index:
         codes = self.encode(features)
         set_search_threads(len(features))
         depth = max(k, rerank)
-        D, I = hamming_topk(self._faiss, codes, depth, self.rows, exclude)
+        D, I = hamming_topk(self.engine, codes, depth, self.rows, exclude)
         out = []
         for q in range(len(features)):
             ok = I[q] >= 0
@@ -417,7 +445,8 @@ def pick_model(archive, channel: str, name: str | None = None) -> dict:
 
 def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamma: float | str = "auto",
                 seed: int = 0, *, models: dict[str, str] | None = None, weights: dict[str, float] | None = None,
-                rebuild: bool = False, progress: bool = False) -> dict:
+                rebuild: bool = False, progress: bool = False, index_type: str = "flat",
+                index_params: dict | None = None) -> dict:
     """Create the index ``name`` or add the archive's new slices to it.
 
     Parameters
@@ -434,11 +463,16 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
     weights : channel -> weight of its block (default 1 each).
     rebuild : start again from scratch (needed after a model was trained again, or to change
         parameters).
+    index_type : search engine, ``"flat"`` (exact), ``"ivf"`` or ``"hnsw"`` (approximate); see
+        :mod:`medhash.engines` for what each is for.
+    index_params : engine parameters (``nlist``, ``nprobe``, ``train_size`` for ivf; ``M``,
+        ``ef_construction``, ``ef_search`` for hnsw); defaults in :data:`medhash.engines.DEFAULT_PARAMS`.
 
     Returns
     -------
     dict : the manifest, with ``added`` (items added by this call).
     """
+    from .engines import ENGINE_FILE, resolve_params, update_engine
     from .hashing import KernelLSH
 
     blocks = channel_blocks(channel)
@@ -453,10 +487,13 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
     mpath = path / "manifest.json"
     request = {"channel": channel, "n_bits": int(n_bits), "gamma": gamma, "seed": int(seed),
                "models": {ch: {"name": m["name"], "sha256": m["sha256"]} for ch, m in chosen.items()},
-               "weights": w}
+               "weights": w, "index_type": index_type, "index_params": resolve_params(index_type, index_params)}
     existing = json.loads(mpath.read_text()) if mpath.is_file() and not rebuild else None
     if existing is not None:
-        diffs = [k for k in ("channel", "n_bits", "gamma", "seed", "models", "weights") if existing[k] != request[k]]
+        existing.setdefault("index_type", "flat")
+        existing.setdefault("index_params", {})
+        diffs = [k for k in ("channel", "n_bits", "gamma", "seed", "models", "weights", "index_type", "index_params")
+                 if existing[k] != request[k]]
         if diffs:
             what = "; ".join(f"{k}: index has {existing[k]!r}, asked {request[k]!r}" for k in diffs)
             raise ModelMismatchError(f"index {name!r} exists with other parameters ({what}); use --rebuild to "
@@ -479,7 +516,7 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
             raise IndexError_(f"no slice of {archive.path} has {channel} features (no dose?)")
         hasher = KernelLSH(n_bits=n_bits, gamma=gamma, seed=seed).fit(X_all[new_rows])
         if rebuild and path.exists():
-            for f in ("codes.u8", "rows.i64", "hasher.pkl", "manifest.json"):
+            for f in ("codes.u8", "rows.i64", "hasher.pkl", "manifest.json", ENGINE_FILE):
                 (path / f).unlink(missing_ok=True)
         path.mkdir(parents=True, exist_ok=True)
         hasher.save(path / "hasher.pkl")
@@ -490,7 +527,13 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
         codes = hasher.transform(X_all[new_rows])
         append_rows(path / "codes.u8", items * code_bytes, codes)
         append_rows(path / "rows.i64", items * 8, new_rows)
+    engine_info = existing.get("engine", {}) if existing else {}
+    if index_type != "flat" and (len(new_rows) or existing is None):
+        total = items + len(new_rows)
+        all_codes = np.fromfile(path / "codes.u8", dtype=np.uint8, count=total * code_bytes).reshape(total, code_bytes)
+        engine_info = update_engine(path, index_type, request["index_params"], all_codes, items, seed, engine_info)
     manifest = dict(request)
+    manifest["engine"] = engine_info
     manifest.update({
         "name": name, "scales": scales, "gamma_": float(hasher.gamma_), "code_bytes": code_bytes,
         "hasher": {"class": type(hasher).__name__, "params": hasher.get_params()},
