@@ -144,3 +144,19 @@ def test_index_type_mismatches_are_clear_errors(trained, tmp_path):
     build_index(arch, "i", "ct", 64, seed=0, rebuild=True)
     assert Index(arch, "i").index_type == "flat"
     assert not (arch.path / "indexes" / "i" / ENGINE_FILE).exists()
+
+
+def test_search_many_equals_one_search_per_query(trained, tmp_path):
+    import medhash
+    root, arch0 = trained
+    shutil.copytree(arch0.path, tmp_path / "arch")
+    arch = Archive(tmp_path / "arch")
+    build_index(arch, "ct64", "ct", 64, seed=0)
+    qs = [f"{s.patient_id}:{s.slice_index}" for s in arch.slices("DEMO002")[::9]]
+    many = medhash.search_many(arch, qs, index="ct64", k=5, rerank=20)
+    assert len(many) == len(qs)
+    for q, m in zip(qs, many):
+        one = medhash.search(arch, q, index="ct64", k=5, rerank=20)
+        assert m["results"] == one["results"] and m["query"] == one["query"]
+        assert all(r["patient_id"] != "DEMO002" for r in m["results"])
+    assert medhash.search_many(arch, [], index="ct64") == []

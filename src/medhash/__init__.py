@@ -16,10 +16,10 @@ from .ingest import IngestReport, ingest
 from .records import Problem, Slice, Volume
 
 # the function, not the module: imported eagerly so that `import medhash.search` cannot rebind the name
-from .search import search  # noqa: E402
+from .search import search, search_many  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["Archive", "ArchiveError", "GeometryError", "GRID_SIZE", "GRID_SPACING_MM", "IngestReport",
-           "InputError", "KernelLSH", "MedhashError", "NotFoundError", "Problem", "Slice", "Volume", "ingest", "search",
+           "InputError", "KernelLSH", "MedhashError", "NotFoundError", "Problem", "Slice", "Volume", "ingest", "search", "search_many",
            "__version__"]

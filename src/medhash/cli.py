@@ -129,14 +129,26 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.dose_weight is not None:
         weights["dose"] = args.dose_weight
     models = {k: v for k, v in (("ct", args.ct_model), ("dose", args.dose_model)) if v}
+    params = {"nlist": args.nlist, "nprobe": args.nprobe, "M": args.M, "ef_search": args.ef_search,
+              "ef_construction": args.ef_construction}
+    if args.nlist not in (None, "auto"):
+        try:
+            params["nlist"] = int(args.nlist)
+        except ValueError:
+            raise MedhashError(f"--nlist must be 'auto' or a whole number, not {args.nlist!r}") from None
     man = build_index(archive, args.name, args.channel, args.bits, gamma, args.seed, models=models or None,
-                      weights=weights or None, rebuild=args.rebuild, progress=not args.no_progress)
+                      weights=weights or None, rebuild=args.rebuild, progress=not args.no_progress,
+                      index_type=args.index_type,
+                      index_params={k: v for k, v in params.items() if v is not None} or None)
     if args.json:
         print(json.dumps(man, indent=2))
         return EXIT_OK
     models_txt = ", ".join(f"{ch}: {m['name']}" for ch, m in man["models"].items())
     print(f"index {man['name']}: {man['channel']}, {man['n_bits']} bits, gamma {man['gamma_']:.4g} "
           f"({'auto' if man['gamma'] == 'auto' else 'given'}), seed {man['seed']}, models {models_txt}")
+    eng = man.get("engine") or {}
+    if man.get("index_type", "flat") != "flat":
+        print(f"engine {man['index_type']}: " + ", ".join(f"{k} {v}" for k, v in eng.items() if k != "index_type"))
     print(f"{man['added']} slices added, {man['items']} in the index "
           f"({man['code_bytes']} bytes a slice, {man['feature_dim'] * 4} bytes as float features)")
     return EXIT_OK
@@ -305,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "kernel LSH and store the codes as index NAME. Run it again after an ingest: only "
                             "the new slices are encoded and added.",
                 examples="examples:\n  medhash index --archive ./archive --name ct256 --channel ct --bits 256\n"
-                         "  medhash index --archive ./archive --name joint --channel ct+dose --bits 1024\n")
+                         "  medhash index --archive ./archive --name joint --channel ct+dose --bits 1024\n"
+                         "  medhash index --archive ./archive --name big --bits 256 --index-type ivf --nprobe 64\n")
     p.add_argument("--archive", required=True, type=Path, help="archive directory")
     p.add_argument("--name", required=True, help="index name (a folder under ARCHIVE/indexes)")
     p.add_argument("--channel", choices=("ct", "dose", "ct+dose"), default="ct",
@@ -318,6 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dose-model", help="dose model name (default: the newest dose model)")
     p.add_argument("--ct-weight", type=float, help="weight of the CT block in ct+dose (default 1)")
     p.add_argument("--dose-weight", type=float, help="weight of the dose block in ct+dose (default 1)")
+    p.add_argument("--index-type", choices=("flat", "ivf", "hnsw"), default="flat",
+                   help="search engine: flat = exact scan (default; up to a few million slices), ivf or hnsw = "
+                        "approximate, for 10^7 and more")
+    p.add_argument("--nlist", help="ivf: inverted lists (default auto: the power of two nearest 4 sqrt(n))")
+    p.add_argument("--nprobe", type=int, help="ivf: lists scanned per query (default 32)")
+    p.add_argument("--M", type=int, help="hnsw: links per node (default 32)")
+    p.add_argument("--ef-search", type=int, help="hnsw: candidates kept while searching (default 128)")
+    p.add_argument("--ef-construction", type=int, help="hnsw: candidates kept while building (default 80)")
     p.add_argument("--rebuild", action="store_true", help="build again from scratch (after retraining a model)")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

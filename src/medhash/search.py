@@ -126,6 +126,37 @@ def open_index(archive, name: str | None = None) -> Index:
     return cached[1]
 
 
+def _check_request(idx: Index, q: Query, k: int, rerank: int, same_patient: bool | None):
+    """Validate one request; returns (same_patient, excluded mask or None, rerank cut to what exists)."""
+    if same_patient is None:
+        same_patient = q.kind != "archive"
+    exclude_patient = q.patient_id if (q.patient_id and not same_patient) else None
+    excluded = idx.patient_mask(exclude_patient) if exclude_patient is not None else None
+    available = len(idx) - (0 if excluded is None else int(excluded.sum()))
+    if k < 1:
+        raise IndexError_(f"k must be at least 1, not {k}")
+    if k > available:
+        raise IndexError_(f"k = {k} is larger than the {available} slices the index {idx.name!r} can return"
+                          + (f" (patient {exclude_patient} excluded)" if exclude_patient else ""))
+    if rerank < 0:
+        raise IndexError_(f"--rerank must be 0 or a number >= k, not {rerank}")
+    return bool(same_patient), excluded, (min(rerank, available) if rerank else 0)
+
+
+def _result(archive, idx: Index, q: Query, hits, k: int, rerank: int, same_patient: bool, timing: dict) -> dict:
+    table = archive.table()
+    results = []
+    for rank, h in enumerate(hits, 1):
+        r = {"rank": rank, "patient_id": str(table["patient_id"][h.row]), "slice_index": int(table["slice_index"][h.row]),
+             "z_mm": round(float(table["z_mm"][h.row]), 3), "hamming": h.hamming}
+        if h.euclidean is not None:
+            r["euclidean"] = round(h.euclidean, 6)
+        results.append(r)
+    return {"query": q.info, "index": idx.name, "channel": idx.channel, "n_bits": idx.n_bits, "k": k,
+            "rerank": rerank, "same_patient": same_patient, "results": results,
+            "timing_ms": {key: round(v * 1e3, 3) for key, v in timing.items()}}
+
+
 def search(archive, query: str | Path | Query, *, index: str | None = None, k: int = 10, rerank: int = 0,
            same_patient: bool | None = None, dose: str | Path | None = None,
            slice_index: int | None = None) -> dict:
@@ -148,36 +179,43 @@ def search(archive, query: str | Path | Query, *, index: str | None = None, k: i
     t0 = time.perf_counter()
     idx = open_index(archive, index)
     q = query if isinstance(query, Query) else parse_query(archive, query, dose=dose, slice_index=slice_index)
-    if same_patient is None:
-        same_patient = q.kind != "archive"
-    exclude_patient = q.patient_id if (q.patient_id and not same_patient) else None
-    excluded = None
-    if exclude_patient is not None:
-        excluded = [idx.patient_mask(exclude_patient)]
-    available = len(idx) - (0 if excluded is None else int(excluded[0].sum()))
-    if k < 1:
-        raise IndexError_(f"k must be at least 1, not {k}")
-    if k > available:
-        raise IndexError_(f"k = {k} is larger than the {available} slices the index {idx.name!r} can return"
-                          + (f" (patient {exclude_patient} excluded)" if exclude_patient else ""))
-    if rerank < 0:
-        raise IndexError_(f"--rerank must be 0 or a number >= k, not {rerank}")
-    rerank = min(rerank, available) if rerank else 0
+    same_patient, excluded, rerank = _check_request(idx, q, k, rerank, same_patient)
     t1 = time.perf_counter()
     feats = query_features(idx, q)
     t2 = time.perf_counter()
-    hits = idx.search(feats, k, rerank=rerank, exclude=excluded)[0]
+    hits = idx.search(feats, k, rerank=rerank, exclude=None if excluded is None else [excluded])[0]
     t3 = time.perf_counter()
-    table = archive.table()
-    results = []
-    for rank, h in enumerate(hits, 1):
-        r = {"rank": rank, "patient_id": str(table["patient_id"][h.row]), "slice_index": int(table["slice_index"][h.row]),
-             "z_mm": round(float(table["z_mm"][h.row]), 3), "hamming": h.hamming}
-        if h.euclidean is not None:
-            r["euclidean"] = round(h.euclidean, 6)
-        results.append(r)
-    return {"query": q.info, "index": idx.name, "channel": idx.channel, "n_bits": idx.n_bits, "k": k,
-            "rerank": rerank, "same_patient": bool(same_patient), "results": results,
-            "timing_ms": {"prepare": round((t1 - t0) * 1e3, 3), "encode": round((t2 - t1) * 1e3, 3),
-                          "search": round((t3 - t2) * 1e3, 3)}}
+    return _result(archive, idx, q, hits, k, rerank, same_patient,
+                   {"prepare": t1 - t0, "encode": t2 - t1, "search": t3 - t2})
 
+
+def search_many(archive, queries: list, *, index: str | None = None, k: int = 10, rerank: int = 0,
+                same_patient: bool | None = None) -> list[dict]:
+    """:func:`search` for many queries at once: one batched Hamming search on every core.
+
+    Parameters
+    ----------
+    queries : list of what :func:`search` takes (``"PATIENT:SLICE"``, files, :class:`Query`).
+    index, k, rerank, same_patient : as in :func:`search`, the same for every query.
+
+    Returns
+    -------
+    list of dict, one :func:`search` result per query, in order; ``timing_ms`` holds the whole
+    batch's times divided by the number of queries.
+    """
+    if not len(queries):
+        return []
+    t0 = time.perf_counter()
+    idx = open_index(archive, index)
+    qs = [q if isinstance(q, Query) else parse_query(archive, q) for q in queries]
+    checked = [_check_request(idx, q, k, rerank, same_patient) for q in qs]
+    depth = max(c[2] for c in checked)
+    t1 = time.perf_counter()
+    feats = np.concatenate([query_features(idx, q) for q in qs], axis=0)
+    t2 = time.perf_counter()
+    exclude = [c[1] for c in checked]
+    hits = idx.search(feats, k, rerank=depth, exclude=None if all(e is None for e in exclude) else exclude)
+    t3 = time.perf_counter()
+    n = len(qs)
+    timing = {"prepare": (t1 - t0) / n, "encode": (t2 - t1) / n, "search": (t3 - t2) / n}
+    return [_result(archive, idx, q, h, k, depth, c[0], timing) for q, h, c in zip(qs, hits, checked)]
