@@ -68,7 +68,8 @@ def test_params_and_nlist():
         resolve_params("lsh-forest", {})
     with pytest.raises(EngineError, match="whole number"):
         resolve_params("ivf", {"nlist": 0})
-    assert auto_nlist(10**7) == 16384 and auto_nlist(10**6) == 4096 and auto_nlist(5000) == 128
+    assert auto_nlist(10**7) == 1024 and auto_nlist(10**6) == 256 and auto_nlist(10**5) == 64 and auto_nlist(1000) == 16
+    assert auto_nlist(300) == 7                       # n / 39: enough training codes per centroid
     with pytest.raises(EngineError, match="needs at least 64 codes"):
         FaissApproxEngine.create("ivf", resolve_params("ivf", {"nlist": 64}), clustered_codes(40), seed=0)
 

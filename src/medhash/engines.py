@@ -21,10 +21,12 @@ Batches of queries go to faiss with every core instead.
 
 Parameters and their defaults (recorded in the index manifest):
 
-* ``ivf``: ``nlist`` (default ``"auto"``: the power of two nearest to 4 √n, at least 16, at
-  most n / 39 so that k-means has 39 training codes a centroid), ``nprobe`` (default 32: lists
-  scanned per query; more is slower and more exact), ``train_size`` (codes drawn, seeded, to train
-  the centroids; default 64 per centroid). When the archive drifts far from the codes the centroids
+* ``ivf``: ``nlist`` (default ``"auto"``: the power of two nearest to √n / 4, at least 16, at
+  most n / 39 so that k-means has 39 training codes a centroid; 1,024 lists at 10^7 codes: adding a
+  code compares it with every centroid, so more lists cost build time), ``nprobe``
+  (default 32: lists scanned per query; more is slower and more exact), ``train_size`` (codes drawn,
+  seeded, to train the centroids; default 40 per centroid: binary k-means runs in float space and
+  costs n_train x nlist x bits per iteration). When the archive drifts far from the codes the centroids
   were trained on (a new site, a new model), lists become unbalanced and recall falls: rebuild the
   index (``medhash index ... --rebuild``).
 * ``hnsw``: ``M`` (default 32: links per node), ``ef_construction`` (default 80), ``ef_search``
@@ -44,7 +46,7 @@ from .errors import MedhashError, ModelMismatchError
 
 INDEX_TYPES = ("flat", "ivf", "hnsw")
 DEFAULT_PARAMS = {"flat": {},
-                  "ivf": {"nlist": "auto", "nprobe": 32, "train_size": 64},
+                  "ivf": {"nlist": "auto", "nprobe": 32, "train_size": 40},
                   "hnsw": {"M": 32, "ef_construction": 80, "ef_search": 128}}
 ENGINE_FILE = "engine.faissbin"
 SHARD_MIN_CODES = 200_000
@@ -83,8 +85,8 @@ def resolve_params(index_type: str, params: dict | None) -> dict:
 
 
 def auto_nlist(n: int) -> int:
-    """Lists of an IVF over n codes: the power of two nearest 4 √n, within [16, n / 39]."""
-    target = 4.0 * np.sqrt(max(n, 1))
+    """Lists of an IVF over n codes: the power of two nearest √n / 4, within [16, n / 39]."""
+    target = np.sqrt(max(n, 1)) / 4.0
     nlist = int(2 ** round(np.log2(target)))
     return int(max(1, min(max(16, nlist), n // 39)))
 
