@@ -139,7 +139,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     man = build_index(archive, args.name, args.channel, args.bits, gamma, args.seed, models=models or None,
                       weights=weights or None, rebuild=args.rebuild, progress=not args.no_progress,
                       index_type=args.index_type,
-                      index_params={k: v for k, v in params.items() if v is not None} or None)
+                      index_params={k: v for k, v in params.items() if v is not None} or None,
+                      backend={"type": args.backend, "uri": args.uri, "collection": args.collection})
     if args.json:
         print(json.dumps(man, indent=2))
         return EXIT_OK
@@ -147,6 +148,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     print(f"index {man['name']}: {man['channel']}, {man['n_bits']} bits, gamma {man['gamma_']:.4g} "
           f"({'auto' if man['gamma'] == 'auto' else 'given'}), seed {man['seed']}, models {models_txt}")
     eng = man.get("engine") or {}
+    be = man.get("backend") or {}
+    if be.get("type") == "milvus":
+        print(f"backend Milvus: {be['uri']}, collection {be['collection']}, {be['index']} / {be['metric']}")
     if man.get("index_type", "flat") != "flat":
         print(f"engine {man['index_type']}: " + ", ".join(f"{k} {v}" for k, v in eng.items() if k != "index_type"))
     print(f"{man['added']} slices added, {man['items']} in the index "
@@ -318,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "the new slices are encoded and added.",
                 examples="examples:\n  medhash index --archive ./archive --name ct256 --channel ct --bits 256\n"
                          "  medhash index --archive ./archive --name joint --channel ct+dose --bits 1024\n"
-                         "  medhash index --archive ./archive --name big --bits 256 --index-type ivf --nprobe 64\n")
+                         "  medhash index --archive ./archive --name big --bits 256 --index-type ivf --nprobe 64\n"
+                         "  medhash index --archive ./archive --name mv --bits 256 --backend milvus --uri ./milvus.db\n")
     p.add_argument("--archive", required=True, type=Path, help="archive directory")
     p.add_argument("--name", required=True, help="index name (a folder under ARCHIVE/indexes)")
     p.add_argument("--channel", choices=("ct", "dose", "ct+dose"), default="ct",
@@ -339,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--M", type=int, help="hnsw: links per node (default 32)")
     p.add_argument("--ef-search", type=int, help="hnsw: candidates kept while searching (default 128)")
     p.add_argument("--ef-construction", type=int, help="hnsw: candidates kept while building (default 80)")
+    p.add_argument("--backend", choices=("local", "milvus"), default="local",
+                   help="where searches run: local faiss engine (default) or a Milvus collection")
+    p.add_argument("--uri", help="milvus: a Milvus Lite file (./milvus.db) or a server (http://HOST:19530)")
+    p.add_argument("--collection", help="milvus: collection name (default medhash_NAME)")
     p.add_argument("--rebuild", action="store_true", help="build again from scratch (after retraining a model)")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -284,7 +284,13 @@ class Index:
             else np.zeros((n, nbytes), dtype=np.uint8)
         self.rows = np.fromfile(self.path / "rows.i64", dtype=np.int64, count=n)
         self.index_type = self.manifest.get("index_type", "flat")
-        self.engine = open_engine(self.path, self.index_type, self.manifest.get("index_params") or {}, self.codes)
+        backend = self.manifest.get("backend") or {"type": "local"}
+        if backend["type"] == "milvus":
+            from .milvus import MilvusEngine
+            self.engine = MilvusEngine(backend, self.rows)
+        else:
+            self.engine = open_engine(self.path, self.index_type, self.manifest.get("index_params") or {},
+                                      self.codes)
         self._features = None
         self._models: dict[str, tuple] = {}
         self._patient_codes: tuple[np.ndarray, dict[str, int]] | None = None
@@ -446,7 +452,7 @@ def pick_model(archive, channel: str, name: str | None = None) -> dict:
 def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamma: float | str = "auto",
                 seed: int = 0, *, models: dict[str, str] | None = None, weights: dict[str, float] | None = None,
                 rebuild: bool = False, progress: bool = False, index_type: str = "flat",
-                index_params: dict | None = None) -> dict:
+                index_params: dict | None = None, backend: dict | None = None) -> dict:
     """Create the index ``name`` or add the archive's new slices to it.
 
     Parameters
@@ -467,6 +473,9 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
         :mod:`medhash.engines` for what each is for.
     index_params : engine parameters (``nlist``, ``nprobe``, ``train_size`` for ivf; ``M``,
         ``ef_construction``, ``ef_search`` for hnsw); defaults in :data:`medhash.engines.DEFAULT_PARAMS`.
+    backend : None (local faiss engine) or ``{"type": "milvus", "uri": URI, "collection": NAME}`` to
+        push the codes to Milvus and search there (see :mod:`medhash.milvus`); the collection
+        defaults to ``medhash_<name>``.
 
     Returns
     -------
@@ -488,12 +497,17 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
     request = {"channel": channel, "n_bits": int(n_bits), "gamma": gamma, "seed": int(seed),
                "models": {ch: {"name": m["name"], "sha256": m["sha256"]} for ch, m in chosen.items()},
                "weights": w, "index_type": index_type, "index_params": resolve_params(index_type, index_params)}
+    backend_req = _backend_request(name, backend, index_type)
     existing = json.loads(mpath.read_text()) if mpath.is_file() and not rebuild else None
     if existing is not None:
         existing.setdefault("index_type", "flat")
         existing.setdefault("index_params", {})
         diffs = [k for k in ("channel", "n_bits", "gamma", "seed", "models", "weights", "index_type", "index_params")
                  if existing[k] != request[k]]
+        had = existing.get("backend") or {"type": "local"}
+        if {k: had.get(k) for k in backend_req} != backend_req:
+            diffs.append("backend")
+            existing["backend"], request["backend"] = {k: had.get(k) for k in backend_req}, backend_req
         if diffs:
             what = "; ".join(f"{k}: index has {existing[k]!r}, asked {request[k]!r}" for k in diffs)
             raise ModelMismatchError(f"index {name!r} exists with other parameters ({what}); use --rebuild to "
@@ -532,8 +546,14 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
         total = items + len(new_rows)
         all_codes = np.fromfile(path / "codes.u8", dtype=np.uint8, count=total * code_bytes).reshape(total, code_bytes)
         engine_info = update_engine(path, index_type, request["index_params"], all_codes, items, seed, engine_info)
+    backend_info = existing.get("backend", {"type": "local"}) if existing else {"type": "local"}
+    if backend_req["type"] == "milvus" and (len(new_rows) or existing is None):
+        from .milvus import push
+        backend_info = push(backend_req["uri"], backend_req["collection"], codes, new_rows, archive.table(),
+                            create=existing is None, nprobe=int(request["index_params"].get("nprobe", 32)))
     manifest = dict(request)
     manifest["engine"] = engine_info
+    manifest["backend"] = backend_info
     manifest.update({
         "name": name, "scales": scales, "gamma_": float(hasher.gamma_), "code_bytes": code_bytes,
         "hasher": {"class": type(hasher).__name__, "params": hasher.get_params()},
@@ -543,6 +563,23 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
     write_json_atomic(mpath, manifest)
     manifest["added"] = int(len(new_rows))
     return manifest
+
+
+def _backend_request(name: str, backend: dict | None, index_type: str) -> dict:
+    """What identifies an index's backend: ``{"type": "local"}`` or milvus with its URI and collection."""
+    if not backend or backend.get("type", "local") == "local":
+        return {"type": "local"}
+    if backend.get("type") != "milvus":
+        raise IndexError_(f"backend must be local or milvus, not {backend.get('type')!r}")
+    if not backend.get("uri"):
+        raise IndexError_("the milvus backend needs --uri (a Milvus Lite file such as ./milvus.db, or "
+                          "http://HOST:19530)")
+    if index_type != "flat":
+        raise IndexError_("--index-type applies to local indexes; with --backend milvus the engine is Milvus's "
+                          "(BIN_FLAT in Milvus Lite, BIN_IVF_FLAT on a server)")
+    from .milvus import default_collection, normalise_uri
+    return {"type": "milvus", "uri": normalise_uri(str(backend["uri"])),
+            "collection": backend.get("collection") or default_collection(name)}
 
 
 def _features_of(archive, model_name: str, progress: bool) -> np.ndarray:
