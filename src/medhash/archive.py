@@ -108,6 +108,8 @@ class Archive:
     ----------
     path : the archive directory.
     create : create an empty archive when ``path`` holds none (else :class:`ArchiveError`).
+    read_only : open for reading only (the web server): the catalog connection refuses writes
+        (SQLite ``query_only``) and every writing method raises :class:`ArchiveError`.
 
     Examples
     --------
@@ -116,8 +118,11 @@ class Archive:
     (240, (128, 128))
     """
 
-    def __init__(self, path: str | Path, *, create: bool = False) -> None:
+    def __init__(self, path: str | Path, *, create: bool = False, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = bool(read_only)
+        if read_only and create:
+            raise ValueError("an archive cannot be created read-only")
         catalog = self.path / CATALOG
         if not catalog.is_file():
             if not create:
@@ -128,6 +133,14 @@ class Archive:
             (self.path / "arrays").mkdir(parents=True, exist_ok=True)
         try:
             self._con = sqlite3.connect(catalog, isolation_level=None, check_same_thread=False)
+            if read_only:
+                self._con.execute("PRAGMA query_only = ON")
+                version = self._meta("format_version")
+                if version is None or int(version) != FORMAT_VERSION:
+                    raise ArchiveError(f"{self.path}: archive format {version}, this medhash reads format "
+                                       f"{FORMAT_VERSION}")
+                self._maps, self._table = {}, None
+                return
             self._con.execute("PRAGMA journal_mode=WAL")
             self._con.execute("PRAGMA synchronous=FULL")
             self._con.executescript(_SCHEMA)
@@ -192,6 +205,8 @@ class Archive:
     # ---------------------------------------------------------------- writing
     @contextmanager
     def _writer(self) -> Iterator[None]:
+        if self.read_only:
+            raise ArchiveError(f"{self.path}: opened read-only; it cannot be changed from here")
         lock_path = self.path / ".lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
