@@ -203,10 +203,13 @@ class Archive:
         return self._array("dose")
 
     # ---------------------------------------------------------------- writing
-    @contextmanager
-    def _writer(self) -> Iterator[None]:
+    def _check_writable(self) -> None:
         if self.read_only:
             raise ArchiveError(f"{self.path}: opened read-only; it cannot be changed from here")
+
+    @contextmanager
+    def _writer(self) -> Iterator[None]:
+        self._check_writable()
         lock_path = self.path / ".lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -305,6 +308,7 @@ class Archive:
     def record_run(self, started_at: float, series_added: int, slices_added: int, skipped: int,
                    errors: int, warnings: int) -> None:
         """Log one ingest run (counts only: no paths, no names)."""
+        self._check_writable()
         self._con.execute("INSERT INTO ingest_runs (started_at, finished_at, series_added, slices_added, "
                           "slices_skipped_no_body, errors, warnings) VALUES (?,?,?,?,?,?,?)",
                           (started_at, time.time(), series_added, slices_added, skipped, errors, warnings))
@@ -312,6 +316,7 @@ class Archive:
     def ingest(self, sources: Iterable[str | Path], format: str = "auto", progress: bool = False):
         """Ingest DICOM or OpenKBP sources; see :func:`medhash.ingest.ingest`."""
         from .ingest import ingest
+        self._check_writable()
         return ingest(self, sources, format=format, progress=progress)
 
     # ---------------------------------------------------------------- reading
