@@ -44,6 +44,7 @@ from starlette.datastructures import UploadFile
 from .. import __version__
 from ..archive import Archive
 from ..errors import MedhashError, NotFoundError
+from ..grid import GRID_SIZE
 from ..render import ISODOSE_COLOURS, ISODOSE_GY, SOFT_TISSUE_WINDOW
 
 log = logging.getLogger(__name__)
@@ -361,14 +362,23 @@ def create_app(archive_dir: str | Path, *, token: str | None = None, max_upload:
         raise ValueError(f"max_upload must be a positive number of bytes, not {max_upload}")
     state = _State(archive_dir, token, max_upload)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    def load_indexes() -> None:
+        """Open every index (codes into faiss) and load its models, once, before the first request."""
+        from ..features import encode_arrays
         from ..search import open_index
-        for name in state.indexes():   # load every index (codes, models) once, before the first request
+        for name in state.indexes():
             try:
-                await run_in_threadpool(open_index, state.archive, name)
+                idx = open_index(state.archive, name)
+                for ch in idx.manifest["models"]:
+                    model, config = idx.model(ch)
+                    with state.search_lock:  # the first forward pass pays torch's start-up, not a user
+                        encode_arrays(model, config, np.zeros((1, GRID_SIZE, GRID_SIZE), np.float32))
             except MedhashError as exc:  # e.g. a model trained again: searching it reports the same error
                 log.warning("index %s not loaded: %s", name, exc)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await run_in_threadpool(load_indexes)
         yield
         state.archive.close()
 
