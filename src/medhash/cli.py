@@ -182,16 +182,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from .archive import Archive
-    from .index import export_index
-
-    files = export_index(Archive(args.archive), args.index, args.out)
-    for kind, path in files.items():
-        print(f"{kind:<9} {path}")
-    return EXIT_OK
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from .web import TOKEN_ENV, create_app
 
@@ -208,6 +198,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"medhash: serving {args.archive} at http://{host}:{args.port}/ (API schema: /api/openapi.json"
           f"{', token required' if token else ''}); Ctrl-C stops", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if not args.verbose else "info")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .archive import Archive
+    from .index import export_index
+
+    files = export_index(Archive(args.archive), args.index, args.out)
+    for kind, path in files.items():
+        print(f"{kind:<9} {path}")
     return EXIT_OK
 
 
