@@ -63,7 +63,7 @@ def browser():
         b.close()
 
 
-def wait_js(page, script: str, timeout: float = 30.0):
+def wait_js(page, script: str, timeout: float = 60.0):
     """Poll a JavaScript predicate from Python (the page's CSP forbids wait_for_function's eval)."""
     deadline = time.time() + timeout
     while True:
@@ -134,7 +134,7 @@ def test_upload_results_detail_and_slider(server, browser):
     # an archive patient, moved through with the slider, searched with its own slice
     page.click("nav a[data-view=search]")
     page.select_option("#patient", "DEMO003")
-    wait_js(page, "() => document.getElementById('slider-label').textContent.startsWith('')")
+    wait_js(page, "() => (document.getElementById('preview').dataset.src || '').includes('/DEMO003/')")
     page.locator("#slider").fill("10")
     wait_js(page, "() => document.getElementById('slider-label').textContent.startsWith('10 (z')")
     page.click("#slice-search")

@@ -125,7 +125,9 @@ def open_index(archive, name: str | None = None) -> Index:
     stamp = (mpath.stat().st_mtime_ns if mpath.is_file() else -1,
              tuple((str(p), p.stat().st_mtime_ns) for p in models))
     cached = _INDEX_CACHE.get(key)
-    if cached is None or cached[0] != stamp:
+    # an Index reads through the Archive it was opened with: another Archive object (the first one
+    # may be closed by now, e.g. a web app that stopped) gets its own
+    if cached is None or cached[0] != stamp or cached[1].archive is not archive:
         cached = (stamp, Index(archive, name))
         _INDEX_CACHE[key] = cached
     return cached[1]
