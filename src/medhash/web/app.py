@@ -145,15 +145,21 @@ class _State:
     # ------------------------------------------------------------------ pictures
     def png(self, key: tuple, ct: np.ndarray, dose: np.ndarray | None, **kw) -> bytes:
         """PNG bytes of one slice (see :func:`render_png`), cached by ``key`` when given."""
-        if key is not None and key in self._png:
-            return self._png[key]
+        data = self.cached_png(key)
+        if data is not None:
+            return data
         with self.render_lock:
-            data = render_png(ct, dose, **kw)
-        if key is not None:
-            self._png[key] = data
-            while len(self._png) > _PNG_CACHE_SIZE:
-                self._png.popitem(last=False)
+            data = self.cached_png(key)  # drawn by another thread meanwhile?
+            if data is None:
+                data = render_png(ct, dose, **kw)
+                if key is not None:
+                    self._png[key] = data
+                    while len(self._png) > _PNG_CACHE_SIZE:
+                        self._png.popitem(last=False)
         return data
+
+    def cached_png(self, key: tuple | None) -> bytes | None:
+        return None if key is None else self._png.get(key)
 
     # ------------------------------------------------------------------ search
     def search(self, query, params: SearchParams) -> dict:
@@ -491,7 +497,7 @@ def create_app(archive_dir: str | Path, *, token: str | None = None, max_upload:
                                                                               "full: the 500 mm grid")] = "body"):
         """CT in the window (default W400/L40) with the dose as isodose lines; ``size`` x ``size`` pixels."""
         key = (patient_id, slice_index, level, width, dose, size, crop)
-        cached = st._png.get(key)
+        cached = st.cached_png(key)
         if cached is None:
             s = st.get_slice(patient_id, slice_index)
             cached = st.png(key, s.ct, s.dose, level=level, width=width, show_dose=dose, size=size, crop=crop)
