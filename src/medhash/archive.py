@@ -108,6 +108,8 @@ class Archive:
     ----------
     path : the archive directory.
     create : create an empty archive when ``path`` holds none (else :class:`ArchiveError`).
+    read_only : open for reading only (the web server): the catalog connection refuses writes
+        (SQLite ``query_only``) and every writing method raises :class:`ArchiveError`.
 
     Examples
     --------
@@ -116,8 +118,11 @@ class Archive:
     (240, (128, 128))
     """
 
-    def __init__(self, path: str | Path, *, create: bool = False) -> None:
+    def __init__(self, path: str | Path, *, create: bool = False, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = bool(read_only)
+        if read_only and create:
+            raise ValueError("an archive cannot be created read-only")
         catalog = self.path / CATALOG
         if not catalog.is_file():
             if not create:
@@ -128,6 +133,14 @@ class Archive:
             (self.path / "arrays").mkdir(parents=True, exist_ok=True)
         try:
             self._con = sqlite3.connect(catalog, isolation_level=None, check_same_thread=False)
+            if read_only:
+                self._con.execute("PRAGMA query_only = ON")
+                version = self._meta("format_version")
+                if version is None or int(version) != FORMAT_VERSION:
+                    raise ArchiveError(f"{self.path}: archive format {version}, this medhash reads format "
+                                       f"{FORMAT_VERSION}")
+                self._maps, self._table = {}, None
+                return
             self._con.execute("PRAGMA journal_mode=WAL")
             self._con.execute("PRAGMA synchronous=FULL")
             self._con.executescript(_SCHEMA)
@@ -190,8 +203,13 @@ class Archive:
         return self._array("dose")
 
     # ---------------------------------------------------------------- writing
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ArchiveError(f"{self.path}: opened read-only; it cannot be changed from here")
+
     @contextmanager
     def _writer(self) -> Iterator[None]:
+        self._check_writable()
         lock_path = self.path / ".lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -290,6 +308,7 @@ class Archive:
     def record_run(self, started_at: float, series_added: int, slices_added: int, skipped: int,
                    errors: int, warnings: int) -> None:
         """Log one ingest run (counts only: no paths, no names)."""
+        self._check_writable()
         self._con.execute("INSERT INTO ingest_runs (started_at, finished_at, series_added, slices_added, "
                           "slices_skipped_no_body, errors, warnings) VALUES (?,?,?,?,?,?,?)",
                           (started_at, time.time(), series_added, slices_added, skipped, errors, warnings))
@@ -297,6 +316,7 @@ class Archive:
     def ingest(self, sources: Iterable[str | Path], format: str = "auto", progress: bool = False):
         """Ingest DICOM or OpenKBP sources; see :func:`medhash.ingest.ingest`."""
         from .ingest import ingest
+        self._check_writable()
         return ingest(self, sources, format=format, progress=progress)
 
     # ---------------------------------------------------------------- reading

@@ -63,9 +63,7 @@ def parse_query(archive, query: str | Path, *, dose: str | Path | None = None,
     if m and not Path(text).exists():
         if dose is not None:
             raise InputError("--dose is for file queries; an archive slice brings its own dose")
-        s = archive.get(m.group("pid"), int(m.group("idx")))
-        return Query(kind="archive", info={"type": "archive", **s.to_dict()}, ct=s.ct, dose=s.dose, row=s.row,
-                     patient_id=s.patient_id)
+        return archive_query(archive, m.group("pid"), int(m.group("idx")))
     path = Path(text)
     if not path.exists():
         raise InputError(f"query {text!r} is neither PATIENT:SLICE nor an existing file or folder")
@@ -77,6 +75,13 @@ def parse_query(archive, query: str | Path, *, dose: str | Path | None = None,
     info = {"type": "dicom", "file": str(path), "slice_index": int(vol.slice_index[k]), "z_mm": round(float(vol.z_mm[k]), 3),
             "has_dose": vol.dose is not None}
     return Query(kind="dicom", info=info, ct=vol.ct[k], dose=None if vol.dose is None else vol.dose[k])
+
+
+def archive_query(archive, patient_id: str, slice_index: int) -> Query:
+    """The :class:`Query` of the archive slice (patient_id, slice_index) (its stored features are used)."""
+    s = archive.get(patient_id, int(slice_index))
+    return Query(kind="archive", info={"type": "archive", **s.to_dict()}, ct=s.ct, dose=s.dose, row=s.row,
+                 patient_id=s.patient_id)
 
 
 def query_features(index: Index, query: Query) -> np.ndarray:
@@ -120,7 +125,9 @@ def open_index(archive, name: str | None = None) -> Index:
     stamp = (mpath.stat().st_mtime_ns if mpath.is_file() else -1,
              tuple((str(p), p.stat().st_mtime_ns) for p in models))
     cached = _INDEX_CACHE.get(key)
-    if cached is None or cached[0] != stamp:
+    # an Index reads through the Archive it was opened with: another Archive object (the first one
+    # may be closed by now, e.g. a web app that stopped) gets its own
+    if cached is None or cached[0] != stamp or cached[1].archive is not archive:
         cached = (stamp, Index(archive, name))
         _INDEX_CACHE[key] = cached
     return cached[1]

@@ -259,6 +259,9 @@ def read_ct_series(series_uid: str, items: list[tuple[Path, pydicom.Dataset]]) -
             continue
         groups[key].append((path, ds, row, col, spacing, ipp))
     if not groups:
+        if len(items) == 1 and warnings:  # one file (a query): its own reason says more
+            w = warnings[0]
+            raise InputError(f"{w.path}: {w.message.removesuffix('; slice skipped')}")
         raise InputError(f"CT series {series_uid}: no slice has a usable geometry")
     ordered = sorted(groups.values(), key=len, reverse=True)
     main = ordered[0]
@@ -307,6 +310,9 @@ def read_ct_series(series_uid: str, items: list[tuple[Path, pydicom.Dataset]]) -
         hu.append(img)
         kept.append(item)
     if not kept:
+        if len(items) == 1 and warnings:  # one file (a query): its own reason says more
+            w = warnings[0]
+            raise InputError(f"{w.path}: {w.message.removesuffix('; slice skipped')}")
         raise InputError(f"CT series {series_uid}: none of its {len(items)} slice(s) could be read")
 
     ipps = np.array([t[5] for t in kept])
@@ -671,7 +677,8 @@ def read_query(path: str | Path, *, slice_index: int | None = None, dose_path: s
         sop_class = str(ds.get("SOPClassUID", ""))
         modality = str(ds.get("Modality", "")).upper()
         if sop_class != CT_IMAGE_STORAGE and modality != "CT":
-            raise InputError(f"{path}: a query must be a CT image; this file is {modality or sop_class or 'unknown'}")
+            raise InputError(f"{path}: a query must be a CT image; this file is {modality or sop_class or 'of no known type'}"
+                             + ("" if modality or sop_class else " (no Modality, no SOP Class UID: truncated or corrupt?)"))
         uid, items = str(ds.get("SeriesInstanceUID", "") or "query"), [(path, ds)]
         if slice_index not in (None, 0):
             raise InputError(f"{path} is a single slice: --slice must be 0 or left out")

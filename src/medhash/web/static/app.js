@@ -1,0 +1,304 @@
+// medhash search page: plain JavaScript over the REST API (/api/*); nothing is loaded from elsewhere.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { archive: null, settings: loadSettings(), lastResult: null, patients: [], patientSlices: [] };
+
+function loadSettings() {
+  let s = {};
+  try { s = JSON.parse(localStorage.getItem("medhash.settings") || "{}"); } catch (e) { s = {}; }
+  return { index: s.index || "", k: s.k || 10, same: s.same || "", rerank: s.rerank || 0,
+           token: sessionStorage.getItem("medhash.token") || "" };
+}
+
+function saveSettings() {
+  const s = state.settings;
+  localStorage.setItem("medhash.settings", JSON.stringify({ index: s.index, k: s.k, same: s.same, rerank: s.rerank }));
+  sessionStorage.setItem("medhash.token", s.token);
+}
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+function headers() {
+  return state.settings.token ? { Authorization: "Bearer " + state.settings.token } : {};
+}
+
+// fetch JSON from the API; errors carry the server's {"detail": ...}
+async function api(path, options = {}) {
+  const resp = await fetch(path, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
+  let body = null;
+  try { body = await resp.json(); } catch (e) { body = null; }
+  if (!resp.ok) {
+    let detail = body && body.detail !== undefined ? body.detail : resp.statusText;
+    if (typeof detail !== "string") detail = JSON.stringify(detail);
+    throw new Error(`${resp.status}: ${detail}`);
+  }
+  return body;
+}
+
+// an <img> from the API: a plain URL, or (with a token) fetched with the header into a blob URL
+async function setImage(img, url) {
+  img.dataset.src = url;
+  if (!state.settings.token) { img.src = url; return; }
+  const resp = await fetch(url, { headers: headers() });
+  if (!resp.ok) throw new Error(`${resp.status}: picture ${url}`);
+  const blob = await resp.blob();
+  if (img.dataset.src === url) img.src = URL.createObjectURL(blob);
+}
+
+function sliceUrl(pid, idx, params = {}) {
+  const q = new URLSearchParams(params).toString();
+  return `/api/slices/${encodeURIComponent(pid)}/${idx}.png` + (q ? "?" + q : "");
+}
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v; else if (k === "text") e.textContent = v; else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+}
+
+function legend(box) {
+  box.replaceChildren(el("span", { text: "isodose lines:" }));
+  for (const lv of (state.archive ? state.archive.isodose : [])) {
+    const sw = el("span", { class: "swatch" });
+    sw.style.background = lv.colour;
+    box.append(el("span", {}, sw, `${lv.gy} Gy`));
+  }
+}
+
+// ------------------------------------------------------------------ views
+function route() {
+  const hash = location.hash.replace(/^#/, "") || "search";
+  const parts = hash.split("/");
+  const view = parts[0] === "slice" ? "detail" : parts[0];
+  for (const v of ["search", "detail", "archive", "settings"]) $("view-" + v).hidden = v !== view;
+  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.view === view));
+  if (view === "detail" && parts.length >= 3) showDetail(decodeURIComponent(parts[1]), parseInt(parts[2], 10));
+  if (view === "archive") showArchive().catch((e) => showError(e.message));
+  if (view === "settings") showSettings();
+}
+
+function settingsSummary() {
+  const s = state.settings;
+  const same = s.same === "" ? "own patient left out for archive slices" : (s.same === "true" ? "own patient included" : "own patient excluded");
+  $("settings-summary").textContent = `index ${s.index || "(the only one)"} · k ${s.k} · ${same}` +
+    (Number(s.rerank) > 0 ? ` · re-ranked from the Hamming top ${s.rerank}` : "") + " · change in Settings";
+}
+
+function searchFields() {
+  const s = state.settings;
+  const f = { k: String(s.k), rerank: String(s.rerank || 0), query_image: "true" };
+  if (s.index) f.index = s.index;
+  if (s.same !== "") f.same_patient = s.same;
+  return f;
+}
+
+async function runSearch(request) {
+  showError("");
+  const buttons = [$("upload-search"), $("slice-search")];
+  buttons.forEach((b) => (b.disabled = true));
+  try {
+    const res = await api("/api/search", request);
+    state.lastResult = res;
+    await showResults(res);
+  } catch (e) {
+    showError(e.message);
+  } finally {
+    buttons.forEach((b) => (b.disabled = false));
+  }
+}
+
+function searchUpload(ev) {
+  ev.preventDefault();
+  const file = $("file").files[0];
+  if (!file) { showError("choose a CT slice file first"); return; }
+  const form = new FormData();
+  form.append("file", file);
+  if ($("dose").files[0]) form.append("dose", $("dose").files[0]);
+  for (const [k, v] of Object.entries(searchFields())) form.append(k, v);
+  runSearch({ method: "POST", body: form });
+}
+
+function searchSlice(pid, idx) {
+  const body = { patient_id: pid, slice_index: idx, ...searchFields() };
+  body.k = Number(body.k); body.rerank = Number(body.rerank); body.query_image = false;
+  if (body.same_patient !== undefined) body.same_patient = body.same_patient === "true";
+  location.hash = "#search";
+  runSearch({ method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } });
+}
+
+function resultCaption(r) {
+  const dist = `Hamming ${r.hamming}` + (r.euclidean !== undefined ? ` · Euclidean ${Number(r.euclidean).toPrecision(3)}` : "");
+  return [el("b", { text: `#${r.rank} ${r.patient_id}:${r.slice_index}` }), el("br"), `z ${r.z_mm.toFixed(1)} mm · ${dist}`];
+}
+
+async function showResults(res) {
+  const q = res.query;
+  $("results").hidden = false;
+  $("results-meta").textContent = `index ${res.index} (${res.channel}, ${res.n_bits} bits) · top ${res.k}` +
+    (res.rerank ? ` re-ranked from ${res.rerank}` : "") + (res.same_patient ? "" : " · other patients only") +
+    ` · ${(res.timing_ms.encode + res.timing_ms.search).toFixed(1)} ms`;
+  legend($("legend"));
+  const grid = $("result-grid");
+  grid.replaceChildren();
+  const qimg = el("img", { alt: "query", class: "query-image" });
+  const qlabel = q.type === "archive" ? `${q.patient_id}:${q.slice_index}` : q.file;
+  const qcap = [el("b", { text: "query " + qlabel })];
+  if (q.z_mm !== undefined) qcap.push(el("br"), `z ${Number(q.z_mm).toFixed(1)} mm`);
+  grid.append(el("figure", { class: "result query" }, qimg, el("figcaption", {}, ...qcap)));
+  const loads = [];
+  if (res.query_image) qimg.src = res.query_image;
+  else if (q.type === "archive") loads.push(setImage(qimg, sliceUrl(q.patient_id, q.slice_index)));
+  for (const r of res.results) {
+    const img = el("img", { alt: `result ${r.rank}: ${r.patient_id}:${r.slice_index}`, class: "result-image" });
+    const fig = el("figure", { class: "result", "data-patient": r.patient_id, "data-slice": String(r.slice_index),
+                               title: "open the detail view" }, img, el("figcaption", {}, ...resultCaption(r)));
+    fig.addEventListener("click", () => { location.hash = `#slice/${encodeURIComponent(r.patient_id)}/${r.slice_index}`; });
+    grid.append(fig);
+    loads.push(setImage(img, sliceUrl(r.patient_id, r.slice_index)));
+  }
+  await Promise.all(loads);
+}
+
+// ------------------------------------------------------------------ archive slider
+async function loadPatient(pid) {
+  const p = await api(`/api/patients/${encodeURIComponent(pid)}`);
+  state.patientSlices = p.slices;
+  const slider = $("slider");
+  slider.max = String(Math.max(0, p.slices.length - 1));
+  slider.value = String(Math.floor(p.slices.length / 2));
+  updatePreview();
+}
+
+function currentSlice() {
+  const s = state.patientSlices[Number($("slider").value)];
+  return s ? { pid: $("patient").value, idx: s.slice_index, z: s.z_mm } : null;
+}
+
+function updatePreview() {
+  const c = currentSlice();
+  if (!c) return;
+  $("slider-label").textContent = `${c.idx} (z ${c.z.toFixed(1)} mm)`;
+  setImage($("preview"), sliceUrl(c.pid, c.idx, { size: 160 })).catch((e) => showError(e.message));
+}
+
+// ------------------------------------------------------------------ detail view
+async function showDetail(pid, idx) {
+  showError("");
+  $("detail-title").textContent = `${pid}:${idx}`;
+  let meta;
+  try { meta = await api(`/api/slices/${encodeURIComponent(pid)}/${idx}`); } catch (e) { showError(e.message); return; }
+  const drawn = () => {
+    const w = state.archive.windows[$("detail-window").value];
+    return { size: 512, dose: $("detail-dose").checked ? "true" : "false", level: w.level, width: w.width,
+             crop: $("detail-full").checked ? "full" : "body" };
+  };
+  const redraw = () => setImage($("detail-image"), sliceUrl(pid, idx, drawn())).catch((e) => showError(e.message));
+  $("detail-dose").onchange = redraw;
+  $("detail-window").onchange = redraw;
+  $("detail-full").onchange = redraw;
+  redraw();
+  legend($("detail-legend"));
+  const rows = [["patient", meta.patient_id], ["slice_index", meta.slice_index], ["z", `${meta.z_mm.toFixed(1)} mm`],
+    ["dose", meta.has_dose ? `max ${meta.dose_max_gy} Gy` : "none"], ["structures", meta.structures.join(", ") || "none"],
+    ["series UID", meta.series_uid]];
+  const hit = state.lastResult && state.lastResult.results.find((r) => r.patient_id === pid && r.slice_index === idx);
+  if (hit) rows.splice(3, 0, ["rank", `#${hit.rank} of ${state.lastResult.k}`], ["Hamming distance", hit.hamming],
+    ...(hit.euclidean !== undefined ? [["Euclidean distance", hit.euclidean]] : []));
+  $("detail-meta").replaceChildren(...rows.map(([k, v]) => el("tr", {}, el("td", { text: k }), el("td", { text: String(v) }))));
+  const strip = $("neighbours");
+  strip.replaceChildren();
+  for (const n of [...meta.neighbours.previous, idx, ...meta.neighbours.next]) {
+    const img = el("img", { alt: `${pid}:${n}` });
+    const fig = el("figure", { class: n === idx ? "current" : "" }, img, el("figcaption", { text: String(n) }));
+    fig.addEventListener("click", () => { location.hash = `#slice/${encodeURIComponent(pid)}/${n}`; });
+    strip.append(fig);
+    setImage(img, sliceUrl(pid, n, { size: 96 })).catch(() => {});
+  }
+  $("detail-search").onclick = () => searchSlice(pid, idx);
+}
+
+// ------------------------------------------------------------------ archive overview and settings
+async function showArchive() {
+  const [info, patients, indexes] = await Promise.all([api("/api/archive"), api("/api/patients"), api("/api/indexes")]);
+  const rows = [["archive", info.archive], ["patients", info.patients], ["series", info.series], ["slices", info.slices],
+    ["slices with dose", info.slices_with_dose],
+    ["structures", Object.entries(info.structures).map(([k, v]) => `${k} (${v})`).join(", ") || "none"],
+    ["size on disk", `${(info.size_bytes / 2 ** 20).toFixed(1)} MiB`],
+    ["model grid", `${info.grid.size} × ${info.grid.size} pixels of ${info.grid.spacing_mm} mm`]];
+  $("archive-summary").replaceChildren(...rows.map(([k, v]) => el("tr", {}, el("td", { text: k }), el("td", { text: String(v) }))));
+  $("patients-table").tBodies[0].replaceChildren(...patients.map((p) => el("tr", {},
+    el("td", { text: p.patient_id }), el("td", { text: String(p.slices) }),
+    el("td", { text: `${p.slice_index_min} – ${p.slice_index_max}` }), el("td", { text: String(p.slices_with_dose) }))));
+  $("indexes").replaceChildren(...indexes.map((ix) => {
+    const m = ix.manifest;
+    const models = Object.entries(m.models || {}).map(([ch, x]) => `${ch}: ${x.name}`).join(", ");
+    return el("details", {}, el("summary", { text: `${ix.name} — ${m.channel}, ${m.n_bits} bits, ${m.items} slices, models ${models}` }),
+      el("pre", { class: "manifest", text: JSON.stringify(m, null, 2) }));
+  }));
+}
+
+function showSettings() {
+  const s = state.settings;
+  const sel = $("set-index");
+  sel.replaceChildren(el("option", { value: "", text: "(the archive's only index)" }),
+    ...((state.archive && state.archive.indexes) || []).map((n) => el("option", { value: n, text: n })));
+  sel.value = s.index;
+  $("set-k").value = s.k;
+  $("set-same").value = s.same;
+  $("set-rerank").value = s.rerank;
+  $("set-token").value = s.token;
+}
+
+async function loadArchive() {
+  const health = await api("/api/health");
+  if (health.auth && !state.settings.token) {
+    showError("this server needs a token: enter it in Settings");
+    location.hash = "#settings";
+    return false;
+  }
+  state.archive = await api("/api/archive");
+  $("archive-name").textContent = `archive ${state.archive.archive}: ${state.archive.patients} patients, ${state.archive.slices} slices`;
+  if (!state.settings.index && state.archive.indexes.length > 0) state.settings.index = state.archive.indexes[0];
+  $("detail-window").replaceChildren(...Object.entries(state.archive.windows).map(([name, w]) =>
+    el("option", { value: name, text: `${name} (W${w.width} / L${w.level})` })));
+  const patients = await api("/api/patients");
+  state.patients = patients;
+  $("patient").replaceChildren(...patients.map((p) => el("option", { value: p.patient_id, text: `${p.patient_id} (${p.slices} slices)` })));
+  if (patients.length) await loadPatient(patients[0].patient_id);
+  settingsSummary();
+  return true;
+}
+
+async function start() {
+  $("upload-form").addEventListener("submit", searchUpload);
+  $("patient").addEventListener("change", () => loadPatient($("patient").value).catch((e) => showError(e.message)));
+  $("slider").addEventListener("input", updatePreview);
+  $("slice-search").addEventListener("click", () => { const c = currentSlice(); if (c) searchSlice(c.pid, c.idx); });
+  $("settings-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const s = state.settings;
+    s.index = $("set-index").value; s.k = Math.max(1, Number($("set-k").value) || 10);
+    s.same = $("set-same").value; s.rerank = Math.max(0, Number($("set-rerank").value) || 0);
+    s.token = $("set-token").value.trim();
+    saveSettings();
+    settingsSummary();
+    $("settings-saved").textContent = "saved";
+    if (!state.archive) loadArchive().then((ok) => { if (ok) { showError(""); route(); } }).catch((e) => showError(e.message));
+  });
+  window.addEventListener("hashchange", route);
+  try {
+    if (await loadArchive()) route();
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", start);
