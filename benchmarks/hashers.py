@@ -1,0 +1,127 @@
+"""Neighbour preservation of each hasher of medhash.hashers, by code length (a table on stdout).
+
+    .venv/bin/python benchmarks/hashers.py --archive A --model ct-shallow [--queries 400] [--seed 0]
+
+Features: ``medhash.features.archive_features(Archive(A), model)`` (the archive's cache, read only
+when it is complete). For each hasher (kernel LSH, PCA-sign, ITQ, the trained kernel hash) and each
+code length (16, 32, 64, 128, 256, 1024 bits; PCA-sign and ITQ only up to the feature dimension,
+"–" beyond): Dice@50 of the Hamming top-50 against the Euclidean top-50 on the same features, for
+``--queries`` archive rows drawn with ``--seed`` (the query itself excluded, same-patient results
+included, ties at the 50th Hamming distance counted as the expected overlap under random
+tie-breaking, as in benchmarks/retrieval.py); then the fit time (seconds, on all rows) and the
+transform time per 1,000 rows (milliseconds). Every hasher is fitted on every row with ``--seed``.
+Torch and BLAS run on one thread.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+from medhash import Archive  # noqa: E402
+from medhash.evaluate import dice_from_overlap, tie_aware_overlap  # noqa: E402
+from medhash.hashers import HASHERS, make_hasher  # noqa: E402
+from medhash.hashing import hamming_distances  # noqa: E402
+
+BITS = (16, 32, 64, 128, 256, 1024)
+ORDER = ("kernel-lsh", "pca-sign", "itq", "trained")
+K = 50
+
+
+def euclidean_truth(X: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """(nq, k) Euclidean top-k of each query (itself excluded), ties by row."""
+    Xd = X.astype(np.float64)
+    out = np.empty((len(queries), k), dtype=np.int64)
+    for j, q in enumerate(queries):
+        diff = Xd - Xd[q]
+        d = np.einsum("ij,ij->i", diff, diff)
+        d[q] = np.inf
+        out[j] = np.argsort(d, kind="stable")[:k]
+    return out
+
+
+def dice_at_k(codes: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int) -> float:
+    ham = hamming_distances(codes[queries], codes).astype(np.float64)
+    ham[np.arange(len(queries)), queries] = np.inf
+    ov = [tie_aware_overlap(ham[j], truth[j], k) for j in range(len(queries))]
+    return float(np.mean(dice_from_overlap(np.array(ov), k)))
+
+
+def run(X: np.ndarray, queries: np.ndarray, seed: int, bits=BITS, names=ORDER) -> dict:
+    """{(name, n_bits): {"dice": .., "fit_s": .., "transform_ms_per_1000": ..} or None}."""
+    truth = euclidean_truth(X, queries, K)
+    results = {}
+    for name in names:
+        for n_bits in bits:
+            if name in ("itq", "pca-sign") and n_bits > min(X.shape):
+                results[name, n_bits] = None
+                continue
+            h = make_hasher(name, n_bits, seed=seed)
+            t0 = time.perf_counter()
+            h.fit(X)
+            fit_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            codes = h.transform(X)
+            tr = (time.perf_counter() - t0) * 1000.0 / len(X) * 1000.0
+            results[name, n_bits] = {"dice": dice_at_k(codes, queries, truth, K), "fit_s": fit_s,
+                                     "transform_ms_per_1000": tr}
+            print(f"  {name:<10} {n_bits:>5} bits: Dice@{K} {results[name, n_bits]['dice']:.3f}, "
+                  f"fit {fit_s:.2f} s, transform {tr:.2f} ms / 1000", file=sys.stderr, flush=True)
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--archive", required=True, type=Path)
+    ap.add_argument("--model", required=True, help="trained model of the archive (e.g. ct-shallow)")
+    ap.add_argument("--queries", type=int, default=400)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    try:
+        import torch
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    from medhash.features import archive_features
+
+    arch = Archive(args.archive)
+    X = np.array(archive_features(arch, args.model, progress=False), dtype=np.float32)
+    if not np.isfinite(X).all():
+        sys.exit(f"{args.model}: some rows have no features (slices without dose?); this benchmark needs every row")
+    rng = np.random.default_rng(args.seed)
+    queries = np.sort(rng.choice(len(X), size=min(args.queries, len(X)), replace=False))
+    results = run(X, queries, args.seed)
+
+    print(f"command: {' '.join(sys.argv)}")
+    print(f"archive {args.archive}: {len(X)} slices, model {args.model} ({X.shape[1]} floats); {len(queries)} "
+          f"queries (seed {args.seed}); Dice@{K} Hamming vs Euclidean top-{K}, tie-aware")
+    print(f"{'hasher':<12}" + "".join(f"{b:>8}" for b in BITS))
+    for name in ORDER:
+        print(f"{name:<12}" + "".join(f"{'–':>8}" if results[name, b] is None else f"{results[name, b]['dice']:>8.3f}"
+                                      for b in BITS))
+    print("\nfit time, s (all rows, one thread)")
+    for name in ORDER:
+        print(f"{name:<12}" + "".join(f"{'–':>8}" if results[name, b] is None else f"{results[name, b]['fit_s']:>8.2f}"
+                                      for b in BITS))
+    print("\ntransform time, ms per 1,000 rows")
+    for name in ORDER:
+        print(f"{name:<12}" + "".join(
+            f"{'–':>8}" if results[name, b] is None else f"{results[name, b]['transform_ms_per_1000']:>8.2f}"
+            for b in BITS))
+    best = {b: max((n for n in ORDER if results[n, b] is not None), key=lambda n: results[n, b]["dice"]) for b in BITS}
+    print("\nbest per length: " + ", ".join(f"{b}: {best[b]} (+{results[best[b], b]['dice'] - results['kernel-lsh', b]['dice']:.3f} "
+                                            "vs kernel-lsh)" for b in BITS))
+    assert set(ORDER) == set(HASHERS)
+
+
+if __name__ == "__main__":
+    main()
