@@ -118,6 +118,22 @@ def test_search_archive_slice_is_the_cli_json(client, demo_arch):
     assert all(x["patient_id"] != "DEMO001" for x in other["results"])
 
 
+def test_batch_search_equals_single_searches(client, demo_arch):
+    slices = [{"patient_id": "DEMO001", "slice_index": i} for i in (5, 20, 33)] + \
+        [{"patient_id": "DEMO002", "slice_index": 12}]
+    r = client.post("/api/search/batch", json={"slices": slices, "index": "ct64", "k": 4, "rerank": 20})
+    assert r.status_code == 200, r.text
+    got = r.json()["results"]
+    assert len(got) == 4
+    for s, g in zip(slices, got):
+        one = client.post("/api/search", json={**s, "index": "ct64", "k": 4, "rerank": 20}).json()
+        assert g["results"] == one["results"] and g["query"] == one["query"]
+    assert client.post("/api/search/batch", json={"slices": [], "index": "ct64"}).status_code == 422
+    bad = client.post("/api/search/batch", json={"slices": [{"patient_id": "NOPE", "slice_index": 0}],
+                                                 "index": "ct64"})
+    assert bad.status_code == 404 and "NOPE" in bad.json()["detail"]
+
+
 def test_upload_dicom_png_npy(client, demo_arch):
     demo, archive_dir = demo_arch
     data = (demo / "DEMO002" / "CT_0012.dcm").read_bytes()

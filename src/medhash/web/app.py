@@ -103,6 +103,23 @@ class ArchiveSlice(SearchParams):
     slice_index: int = Field(..., description="0-based slice position in the patient's volume", examples=[25])
 
 
+class SliceRef(BaseModel):
+    """An archive slice."""
+
+    patient_id: str = Field(..., examples=["DEMO001"])
+    slice_index: int = Field(..., examples=[25])
+
+
+class BatchSearch(BaseModel):
+    """``POST /api/search/batch``: many archive slices, one batched search (every core)."""
+
+    slices: list[SliceRef] = Field(..., min_length=1, max_length=1000, description="the queries (1 to 1000)")
+    k: int = Field(10, ge=1, le=1000, description="number of results per query")
+    index: str | None = Field(None, description="index name (default: the archive's only index)")
+    rerank: int = Field(0, ge=0, le=100000, description="re-rank the Hamming top-N by Euclidean distance (0: off)")
+    same_patient: bool | None = Field(None, description="include each query's own patient (default: excluded)")
+
+
 class UploadForm(SearchParams):
     """``POST /api/search`` as multipart/form-data: search with an uploaded file."""
 
@@ -178,6 +195,16 @@ class _State:
         with self.archive_lock:
             query = archive_query(self.archive, body.patient_id, body.slice_index)
         return self.search(query, body)
+
+    def search_batch(self, body: BatchSearch) -> dict:
+        from ..search import archive_query, search_many
+        index = self.check_index(body.index)
+        with self.archive_lock:
+            queries = [archive_query(self.archive, r.patient_id, r.slice_index) for r in body.slices]
+        with self.search_lock:
+            res = search_many(self.archive, queries, index=index, k=body.k, rerank=body.rerank,
+                              same_patient=body.same_patient)
+        return {"results": res}
 
     def search_upload(self, data: bytes, name: str, dose: bytes | None, dose_name: str | None,
                       params: SearchParams) -> dict:
@@ -576,6 +603,15 @@ def create_app(archive_dir: str | Path, *, token: str | None = None, max_upload:
             raise HTTPException(415, f"unsupported request type {ctype or '(none)'}: send multipart/form-data "
                                      "(field 'file') or application/json naming an archive slice")
         return JSONResponse(jsonable_encoder(res))
+
+    @api.post("/search/batch", summary="Search with many archive slices at once",
+              responses={200: {"description": "{\"results\": [one `medhash search --json` answer per query]}"},
+                         404: {"description": "unknown patient, slice or index"},
+                         422: {"description": "bad settings or too many slices"}})
+    async def api_search_batch(body: BatchSearch, st: State):
+        """A JSON body with ``slices`` (a list of ``{patient_id, slice_index}``, up to 1000) and the search
+        settings; one batched Hamming search on every core (:func:`medhash.search_many`)."""
+        return JSONResponse(jsonable_encoder(await run_in_threadpool(st.search_batch, body)))
 
     app.include_router(open_api)
     app.include_router(api)
