@@ -11,7 +11,9 @@ near 128. Queries are drawn the same way (not in the database).
 For each size and engine (medhash's :mod:`medhash.engines`, searched through
 :func:`medhash.index.hamming_topk` exactly as ``Index.search`` does): build time, memory (RSS growth
 of this process), single-query p50 / p95 latency (one query at a time, 1 OpenMP thread a shard),
-batch queries/s (all queries in one call, every core) and recall@10 against the exact top-10 (an
+batch queries/s (all queries in one call, every core), load time (what opening an index costs: the
+codes file memory-mapped and copied into the shards for flat, the engine file read for ivf / hnsw)
+and recall@10 against the exact top-10 (an
 answer counts when its distance is within the exact 10th distance, so ties do not matter). The flat
 engine is compared with faiss ``IndexBinaryFlat.search`` called directly in the same run (default
 threads and 1 thread), and with the memory-bandwidth bound measured in the same run (bytes scanned
@@ -26,8 +28,10 @@ import os
 import platform
 import shlex
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -159,14 +163,19 @@ def main() -> None:
         flat_rows.append([f"{n:,}", len(flat.parts), fmt(np.median(lat_flat)), fmt(np.median(lat_direct)),
                           fmt(np.median(lat_direct1)), f"{np.median(lat_direct) / np.median(lat_flat):.2f}",
                           fmt(bound_ms), f"{bound_ms / np.median(lat_flat):.2f}"])
-        rows.append([f"{n:,}", "flat", f"{t_flat:.1f}", f"{mem_flat:.0f}", f"{mem_flat / n * 1e6:.0f}",
+        with tempfile.TemporaryDirectory() as tmp:        # load = open codes.u8 memory-mapped + build the shards
+            codes.tofile(Path(tmp) / "codes.u8")
+            t = time.perf_counter()
+            FlatEngine(np.memmap(Path(tmp) / "codes.u8", dtype=np.uint8, mode="r", shape=codes.shape))
+            t_load_flat = time.perf_counter() - t
+        rows.append([f"{n:,}", "flat", f"{t_flat:.1f}", f"{t_load_flat:.2f}", f"{mem_flat:.0f}", f"{mem_flat / n * 1e6:.0f}",
                      fmt(np.median(lat_flat)), fmt(np.percentile(lat_flat, 95)),
                      f"{len(Qb) / t_batch_flat:,.0f}", "1.000"])
         for kind in [t for t in types if t != "flat"]:
             if kind == "hnsw" and n > args.hnsw_max:
                 rate = build_rate.get("hnsw")
                 est = f"not built (est. {rate * n:,.0f} s)" if rate else "not built"
-                rows.append([f"{n:,}", kind, est, "", "", "", "", "", ""])
+                rows.append([f"{n:,}", kind, est, "", "", "", "", "", "", ""])
                 continue
             params = resolve_params(kind, {"nprobe": args.nprobe} if kind == "ivf" else {"ef_search": args.ef_search})
             log(f"{n:,}: building {kind} {params}")
@@ -176,6 +185,11 @@ def main() -> None:
             t_build = time.perf_counter() - t
             mem = rss_mib() - r0
             build_rate[kind] = t_build / n
+            with tempfile.TemporaryDirectory() as tmp:
+                eng.save(Path(tmp) / "engine")
+                t = time.perf_counter()
+                FaissApproxEngine.load(Path(tmp) / "engine", kind, params)
+                t_load = time.perf_counter() - t
             lat = single_latencies(lambda q: hamming_topk(eng, q, K, keys), Qs)
             t = time.perf_counter()
             D_a, _ = hamming_topk(eng, Qb, K, keys)
@@ -183,7 +197,7 @@ def main() -> None:
             rec = recall_at_k(D_a, D_exact)
             label = kind + (f" (nlist {eng.index.nlist}, nprobe {eng.index.nprobe})" if kind == "ivf"
                             else f" (M {params['M']}, ef {params['ef_search']})")
-            rows.append([f"{n:,}", label, f"{t_build:.1f}", f"{mem:.0f}", f"{mem / n * 1e6:.0f}", fmt(np.median(lat)),
+            rows.append([f"{n:,}", label, f"{t_build:.1f}", f"{t_load:.2f}", f"{mem:.0f}", f"{mem / n * 1e6:.0f}", fmt(np.median(lat)),
                          fmt(np.percentile(lat, 95)), f"{len(Qb) / t_batch:,.0f}", f"{rec:.3f}"])
             log(f"{n:,}: {kind} p50 {np.median(lat):.3f} ms, recall {rec:.3f}")
             del eng
@@ -191,7 +205,7 @@ def main() -> None:
     print()
     print(f"Engines, {N_BITS}-bit clustered codes, k = {K}; single queries: {args.queries}, batch: {args.batch} "
           f"queries in one call")
-    print(table(["codes", "engine", "build s", "RSS MiB", "MiB / 10^6", "p50 ms", "p95 ms", "batch q/s",
+    print(table(["codes", "engine", "build s", "load s", "RSS MiB", "MiB / 10^6", "p50 ms", "p95 ms", "batch q/s",
                  "recall@10"], rows))
     print()
     print("Flat scan of one query: medhash (shards on parallel threads) against faiss IndexBinaryFlat.search "
