@@ -204,3 +204,38 @@ def test_empty_archive_and_no_model(tmp_path):
         build_index(arch, "x", "ct", 64)
     with pytest.raises(NotFoundError, match="has no index"):
         search(arch, "a:1")
+
+
+# ---------------------------------------------------------------------- patient-level search
+def test_patient_search_ranks_a_planted_copy_first(archive_copy, capsys):
+    from medhash.patients import patient_search
+    root, arch = archive_copy
+    _plant_copy(root / "planted-pt", 0)
+    arch.ingest([root / "planted-pt"])
+    build_index(arch, "ct256", "ct", 256, seed=0)
+    res = patient_search(arch, patient="DEMO001", index="ct256", k=3)
+    first = res["results"][0]
+    assert first["patient_id"] == PLANTED and first["rank"] == 1
+    assert first["z_offset_mm"] == 0.0 and first["patient_score"] > 0.9
+    assert first["patient_score"] > res["results"][1]["patient_score"]
+    assert all(r["patient_id"] != "DEMO001" for r in res["results"])
+    # the pairs match query slices with the copy's slice at the same z (neighbouring phantom slices can
+    # be as near), always within the z tolerance of the offset
+    same = [p["z_mm"] == p["query_z_mm"] for p in first["pairs"]]
+    assert np.mean(same) > 0.8 and len(same) == first["matched_slices"]
+    assert all(abs(p["z_mm"] - p["query_z_mm"]) <= 10.0 for p in first["pairs"])
+    # and the other way round; and a DICOM series folder as the query (the archive's own copy is found first)
+    back = patient_search(arch, patient=PLANTED, index="ct256", k=1)
+    assert back["results"][0]["patient_id"] == "DEMO001"
+    folder = patient_search(arch, series=root / "planted-pt", index="ct256", k=2)
+    assert folder["query"]["type"] == "dicom" and folder["results"][0]["patient_id"] in (PLANTED, "DEMO001")
+    assert folder["results"][0]["patient_score"] > 0.9
+    # the command line, JSON and table
+    assert main(["search", "--archive", str(arch.path), "--patient", "DEMO001", "--index", "ct256", "--k", "2",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["results"][0]["patient_id"] == PLANTED and "patient_score" in out["results"][0]
+    assert main(["search", "--archive", str(arch.path), "--patient", "DEMO001", "--index", "ct256"]) == 0
+    assert PLANTED in capsys.readouterr().out
+    assert main(["search", "--archive", str(arch.path), "DEMO001:3", "--patient", "DEMO001"]) == 1
+    assert main(["search", "--archive", str(arch.path), "--patient", "NOBODY", "--index", "ct256"]) == 1

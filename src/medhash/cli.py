@@ -173,6 +173,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .search import parse_query, search
 
     archive = Archive(args.archive)
+    if (args.query is None) == (args.patient is None):
+        raise MedhashError("give a QUERY (one slice) or --patient PID|FOLDER (patient-level search), not both")
+    if args.patient is not None:
+        return _patient_search(archive, args)
     query = parse_query(archive, args.query, dose=args.dose, slice_index=args.slice)
     res = search(archive, query, index=args.index, k=args.k, rerank=args.rerank, same_patient=args.same_patient)
     if args.png:
@@ -214,6 +218,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"medhash: serving {args.archive} at http://{host}:{args.port}/ (API schema: /api/openapi.json"
           f"{', token required' if token else ''}); Ctrl-C stops", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if not args.verbose else "info")
+    return EXIT_OK
+
+
+def _patient_search(archive, args: argparse.Namespace) -> int:
+    from .patients import patient_search
+
+    folder = Path(args.patient)
+    is_series = folder.is_dir()
+    res = patient_search(archive, patient=None if is_series else args.patient, series=folder if is_series else None,
+                         dose=args.dose, index=args.index, k=args.k, per_slice=args.per_slice, rerank=args.rerank,
+                         tolerance_mm=args.tolerance_mm)
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return EXIT_OK
+    q = res["query"]
+    label = q["patient_id"] if q["type"] == "archive" else q["folder"]
+    print(f"patient query {label} ({res['query_slices_searched']} slices searched)  index {res['index']} "
+          f"({res['channel']}, {res['n_bits']} bits)  {res['per_slice']} neighbours a slice, z tolerance "
+          f"{res['tolerance_mm']:g} mm")
+    print(f"{'rank':>4}  {'patient':<14} {'score':>6} {'matched':>7} {'z offset mm':>11}")
+    for r in res["results"]:
+        print(f"{r['rank']:>4}  {r['patient_id']:<14} {r['patient_score']:>6.3f} {r['matched_slices']:>7} "
+              f"{r['z_offset_mm']:>11.1f}")
+    for r in res["results"][:3]:
+        pairs = r["pairs"][::max(1, len(r["pairs"]) // 6)][:6]
+        txt = ", ".join(f"{p['query_slice_index']}->{p['slice_index']} (H {p['hamming']})" for p in pairs)
+        print(f"  {r['patient_id']}: query slice -> matched slice, e.g. {txt}")
     return EXIT_OK
 
 
@@ -378,8 +409,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "in HU). Archive queries leave out the query's own patient unless "
                             "--include-same-patient.",
                 examples="examples:\n  medhash search --archive ./archive pt_1:60 --k 10 --png results.png\n"
-                         "  medhash search --archive ./archive CT_0042.dcm --dose RD.dcm --index joint --json\n")
-    p.add_argument("query", metavar="QUERY")
+                         "  medhash search --archive ./archive CT_0042.dcm --dose RD.dcm --index joint --json\n"
+                         "  medhash search --archive ./archive --patient pt_7 --k 5          # similar patients\n"
+                         "  medhash search --archive ./archive --patient /data/new/CT --index ct256\n")
+    p.add_argument("query", metavar="QUERY", nargs="?")
+    p.add_argument("--patient", metavar="PID|FOLDER",
+                   help="patient-level search: rank the other patients like an archive patient or a DICOM CT "
+                        "series folder (with --dose for dose indexes); --k patients")
+    p.add_argument("--per-slice", type=int, default=20,
+                   help="patient-level: slice neighbours per query slice (default 20)")
+    p.add_argument("--tolerance-mm", type=float, default=10.0,
+                   help="patient-level: z alignment tolerance of matched slices (default 10 mm)")
     p.add_argument("--archive", required=True, type=Path, help="archive directory")
     p.add_argument("--index", help="index name (default: the archive's only index)")
     p.add_argument("--k", type=int, default=10, help="number of results (default 10)")
