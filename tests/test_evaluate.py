@@ -212,3 +212,24 @@ def test_evaluate_without_a_model_says_what_to_do(tmp_path, capsys):
     assert main(["evaluate", "--archive", str(arch.path), "--quick", "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err
     assert "medhash train" in err
+
+
+def test_dose_prediction_leave_one_patient_out(tiny, tmp_path):
+    from medhash.evaluate.doseloo import leave_one_out, patient_truth
+    from medhash.evaluate.dosescore import dose_score
+    from medhash.index import build_index
+    _, arch = tiny
+    build_index(arch, "ct32", "ct", 32, seed=0)
+    res = leave_one_out(arch, index="ct32", k=1, rerank=50, progress=False)
+    assert res["patients"] == ["DEMO001", "DEMO002", "DEMO003"]
+    zero = np.mean([dose_score(t["dose"], 0 * t["dose"], t["mask"])
+                    for t in (patient_truth(arch, p) for p in res["patients"])])
+    assert res["methods"]["predict 0 Gy"]["dose_score"] == pytest.approx(zero)
+    for name, v in res["methods"].items():
+        assert set(v["per_patient"]) == set(res["patients"]) and v["dvh_score"] >= 0
+        assert np.isfinite(v["dose_score"]) and v["dose_score"] >= 0
+    out = tmp_path / "r"
+    m = __import__("medhash.evaluate", fromlist=["evaluate"]).evaluate(
+        arch, out, index="ct32", quick=True, progress=False, dose_prediction=True, dose_k=1)
+    assert m["dose_prediction"]["k"] == 1
+    assert "Dose from similar patients" in (out / "report.html").read_text()

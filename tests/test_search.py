@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from medhash import Archive, search
+from medhash import GRID_SPACING_MM, Archive, search
 from medhash.cli import main
 from medhash.demo import make_phantom, write_ct_series, write_demo_cohort
 from medhash.errors import ModelMismatchError, NotFoundError
@@ -239,3 +239,45 @@ def test_patient_search_ranks_a_planted_copy_first(archive_copy, capsys):
     assert PLANTED in capsys.readouterr().out
     assert main(["search", "--archive", str(arch.path), "DEMO001:3", "--patient", "DEMO001"]) == 1
     assert main(["search", "--archive", str(arch.path), "--patient", "NOBODY", "--index", "ct256"]) == 1
+
+
+# ---------------------------------------------------------------------- dose from similar patients
+def test_predict_dose_from_a_planted_twin_and_rtdose_readback(archive_copy, tmp_path, capsys):
+    from medhash.dosepredict import predict_dose, shift2d, write_prediction
+    from medhash.io.dicom import read_dose
+    root, arch = archive_copy
+    _plant_copy(root / "twin", 0)                       # DEMO001's anatomy, no dose
+    arch.ingest([root / "twin"])
+    build_index(arch, "ct256", "ct", 256, seed=0)
+    pred = predict_dose(arch, patient=PLANTED, index="ct256", k=1)
+    assert [p["patient_id"] for p in pred.patients] == ["DEMO001"]
+    # the twin's dose is DEMO001's dose on the same slices (inside the body; same outline: no shift)
+    src = {round(s.z_mm, 3): s for s in arch.slices("DEMO001")}
+    for i, z in enumerate(pred.z_mm):
+        s = src[round(float(z), 3)]
+        body = np.asarray(arch.slices(PLANTED)[i].ct) > -500
+        np.testing.assert_allclose(pred.dose[i][body], s.dose[body], atol=1e-5)
+    assert (pred.coverage == 1).all()
+    # a DICOM series folder: the prediction is written as an RTDOSE that reads back onto the same grid
+    series = root / "demo" / "DEMO002"
+    pred2 = predict_dose(arch, series=series, index="ct256", k=2)
+    files = write_prediction(pred2, tmp_path / "out" / "DEMO002")
+    assert set(files) == {"npy", "json", "rtdose"}
+    assert np.array_equal(np.load(files["npy"]), pred2.dose)
+    grid = read_dose(files["rtdose"])
+    vol = pred2.volume
+    order = np.argsort(vol.z_mm, kind="stable")
+    back = grid.sample_planes(vol.origins_mm[order], vol.row_dir, vol.col_dir, 128, GRID_SPACING_MM)
+    np.testing.assert_allclose(back, pred2.dose, atol=1e-6 * max(1.0, float(pred2.dose.max())))
+    import pydicom
+    ds = pydicom.dcmread(files["rtdose"])
+    assert ds.Modality == "RTDOSE" and ds.DoseUnits == "GY" and int(ds.NumberOfFrames) == len(pred2.z_mm)
+    assert ds.FrameOfReferenceUID == vol.info["frame_of_reference_uid"]
+    # body-outline alignment moves whole pixels with zeros shifted in
+    a = np.arange(16, dtype=np.float32).reshape(4, 4)
+    assert shift2d(a, 1, -1).tolist() == [[0, 0, 0, 0], [1, 2, 3, 0], [5, 6, 7, 0], [9, 10, 11, 0]]
+    # the command line
+    assert main(["predict-dose", "--archive", str(arch.path), "--patient", PLANTED, "--index", "ct256", "--k", "1",
+                 "--out", str(tmp_path / "cli" / "twin")]) == 0
+    out = capsys.readouterr().out
+    assert "from DEMO001" in out and (tmp_path / "cli" / "twin.npy").is_file()

@@ -275,7 +275,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     gamma = args.gamma if args.gamma == "auto" else _positive_float(args.gamma, "--gamma")
     m = evaluate(archive, args.out, index=args.index, channel=args.channel, queries=args.queries, bits=args.bits,
                  ks=args.k, seed=args.seed, gamma=gamma, rerank=args.rerank, quick=args.quick,
-                 progress=not args.no_progress, command="medhash " + " ".join(sys.argv[1:]))
+                 progress=not args.no_progress, command="medhash " + " ".join(sys.argv[1:]),
+                 dose_prediction=args.dose_prediction, dose_k=args.dose_k)
     s = m["overlap"]["summary"]
     kr = m["parameters"]["k_reference"]
     print(f"report: {Path(args.out) / 'report.html'}  (metrics.json and {len(list(Path(args.out).glob('*.png')))} "
@@ -297,6 +298,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"  dose MAE of the top-{k10} mean: Euclidean {dz['mae']['euclidean'][k10]:.2f} Gy, Hamming "
               f"{dz['mae']['hamming'][k10]:.2f} Gy, re-ranked {dz['mae']['rerank'][k10]:.2f} Gy; predicting 0 Gy "
               f"{dz['zero']:.2f} Gy")
+    L = m.get("dose_prediction")
+    if L:
+        print(f"  dose from the {L['k']} most similar patients, leave-one-patient-out over {len(L['patients'])} "
+              f"patients (OpenKBP dose / DVH score, Gy):")
+        for name, v in L["methods"].items():
+            print(f"    {name:<40} {v['dose_score']:.2f} / {v['dvh_score']:.2f}")
+    return EXIT_OK
+
+
+def cmd_predict_dose(args: argparse.Namespace) -> int:
+    from .archive import Archive
+    from .dosepredict import predict_dose, write_prediction
+
+    archive = Archive(args.archive)
+    folder = Path(args.patient)
+    is_series = folder.is_dir()
+    pred = predict_dose(archive, patient=None if is_series else args.patient, series=folder if is_series else None,
+                        dose=args.dose, index=args.index, k=args.k, per_slice=args.per_slice, rerank=args.rerank,
+                        tolerance_mm=args.tolerance_mm, weighting=args.weighting)
+    files = write_prediction(pred, args.out)
+    q = pred.query
+    print(f"predicted dose for {q.get('patient_id') or q.get('folder')}: {len(pred.z_mm)} slices, max "
+          f"{float(pred.dose.max()):.1f} Gy; slices covered by at least one patient: "
+          f"{int((pred.coverage > 0).sum())} of {len(pred.coverage)}")
+    for p in pred.patients:
+        print(f"  from {p['patient_id']:<14} score {p['patient_score']:.3f}  z offset {p['z_offset_mm']:+.1f} mm  "
+              f"{p['slices_used']} slices")
+    if not is_series:
+        from .evaluate.doseloo import _on_truth_slices, patient_truth
+        from .evaluate.dosescore import dose_score
+        truth = patient_truth(archive, args.patient)
+        if truth["mask"].any():
+            where = "possible-dose mask" if truth["possible_dose_mask"] else "body"
+            p = _on_truth_slices(pred, truth) * truth["mask"]
+            print(f"  against its own dose: OpenKBP dose score {dose_score(truth['dose'], p, truth['mask']):.2f} Gy "
+                  f"({where}; predicting 0 Gy: {dose_score(truth['dose'], 0 * p, truth['mask']):.2f} Gy)")
+    for kind, path in files.items():
+        print(f"{kind:<7} {path}")
     return EXIT_OK
 
 
@@ -458,8 +497,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerank", type=int, default=500, metavar="N",
                    help="depth of the Hamming shortlist re-ranked by Euclidean distance (default 500)")
     p.add_argument("--quick", action="store_true", help="a small fast run (about a minute on a small archive)")
+    p.add_argument("--dose-prediction", action="store_true",
+                   help="also score dose from similar patients leave-one-patient-out (OpenKBP dose and DVH scores)")
+    p.add_argument("--dose-k", type=int, default=5, help="patients averaged for --dose-prediction (default 5)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
+
+    p = command("predict-dose", help="estimate a patient's dose from the most similar other patients",
+                description="Rank the other patients (as search --patient), take the k most similar, and average "
+                            "their doses on the slices matched along z, aligned by the body outline. Writes "
+                            "OUT.npy ((slices, 128, 128) float32 Gy on the model grid), OUT.json and, for a "
+                            "DICOM series, OUT.dcm: an RTDOSE in the CT's frame of reference on its slices.",
+                examples="examples:\n  medhash predict-dose --archive ./archive --patient pt_7 --k 5 --out pred/pt_7\n"
+                         "  medhash predict-dose --archive ./archive --patient /data/new/CT --out pred/new\n")
+    p.add_argument("--archive", required=True, type=Path, help="archive directory")
+    p.add_argument("--patient", required=True, metavar="PID|FOLDER", help="archive patient or DICOM CT series folder")
+    p.add_argument("--out", required=True, type=Path, help="output path without suffix")
+    p.add_argument("--dose", type=Path, help="RTDOSE of the series (only for a dose / ct+dose index)")
+    p.add_argument("--index", help="index name (default: the archive's only index)")
+    p.add_argument("--k", type=int, default=5, help="patients averaged (default 5)")
+    p.add_argument("--per-slice", type=int, default=20, help="slice neighbours per query slice (default 20)")
+    p.add_argument("--rerank", type=int, default=0, metavar="N", help="re-rank each slice's Hamming top-N")
+    p.add_argument("--tolerance-mm", type=float, default=10.0, help="z alignment tolerance (default 10 mm)")
+    p.add_argument("--weighting", choices=("mean", "score"), default="mean",
+                   help="plain mean of the patients' doses, or weighted by patient score (default mean)")
+    p.set_defaults(func=cmd_predict_dose)
 
     p = command("export", help="export an index's features, codes and slice list",
                 description="Write features.npy (float32), codes.npy (packed uint8 codes) and slices.csv "

@@ -155,6 +155,27 @@ def write_report(m: dict, path: str | Path) -> Path:
                              "possible-dose mask"] + hdr[1:], rows))
     parts.append(_img(fig.get("relevance"), "relevance"))
 
+    # 6: dose from similar patients
+    L = m.get("dose_prediction")
+    if L:
+        from .dosescore import LEADERBOARD
+        parts.append("<h2>6. Dose from similar patients, leave-one-patient-out (OpenKBP scores)</h2>")
+        parts.append(f"<p>Each of the {len(L['patients'])} patients with dose is in turn the query; the "
+                     f"{L['k']} most similar other patients (index <code>{escape(L['index'])}</code>, z-aligned slice "
+                     "votes) give the mean of their doses on matched slices, aligned by z and the body outline. "
+                     "Dose score = MAE in Gy inside the possible-dose mask (else the body); DVH score = mean "
+                     "absolute difference of D99 / D95 / D1 of the PTVs and mean / D0.1cc of the organs.</p>")
+        rows = [[escape(name), _f(v["dose_score"], ".2f"), _f(v["dvh_score"], ".2f")] for name, v in L["methods"].items()]
+        if L.get("slice_level_euclidean_top10_pdm") is not None:
+            rows.append(["slice level: mean of the Euclidean top-10 slices (section 5, possible-dose mask)",
+                         _f(L["slice_level_euclidean_top10_pdm"], ".2f"), "–"])
+        rows.append(["slice level, raw pixels (mission.md reference)", "10.65", "–"])
+        rows += [[f"OpenKBP leaderboard: {escape(k)}", _f(v[0], ".2f"), _f(v[1], ".2f")] for k, v in LEADERBOARD.items()]
+        parts.append(_table(["method", "dose score (Gy)", "DVH score (Gy)"], rows))
+        parts.append("<p class=note>The leaderboard's models predict whole 3-D doses from the structures, trained on "
+                     "200 patients; retrieval uses no dose model at all and is scored here on the archive's own "
+                     "patients at the model grid's resolution, so the comparison is indicative.</p>")
+
     # timings
     T = m["timing"]
     parts.append("<h2>Speed and size</h2>")

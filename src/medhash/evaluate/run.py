@@ -52,7 +52,8 @@ def _parse_list(values, what: str, low: int, high: int | None = None) -> list[in
 
 def evaluate(archive, out: str | Path, *, index: str | None = None, channel: str | None = None,
              queries: int | None = None, bits=None, ks=None, seed: int = 0, gamma: float | str = "auto",
-             rerank: int = 500, quick: bool = False, progress: bool = True, command: str | None = None) -> dict:
+             rerank: int = 500, quick: bool = False, progress: bool = True, command: str | None = None,
+             dose_prediction: bool = False, dose_k: int = 5) -> dict:
     """Run the evaluation and write ``report.html``, ``metrics.json`` and the PNGs into ``out``.
 
     Parameters
@@ -68,6 +69,9 @@ def evaluate(archive, out: str | Path, *, index: str | None = None, channel: str
     gamma : kernel width of every hasher, or ``"auto"`` (4 / median squared distance of pairs).
     rerank : depth of the Hamming shortlist re-ranked by Euclidean distance (relevance section).
     quick : a small, fast run (fewer queries, lengths, k, pairs, examples).
+    dose_prediction : also score dose from the ``dose_k`` most similar patients leave-one-patient-out
+        with the OpenKBP dose and DVH scores (:mod:`.doseloo`; needs an index: ``index``, else the
+        archive's only one).
 
     Returns
     -------
@@ -178,6 +182,22 @@ def evaluate(archive, out: str | Path, *, index: str | None = None, channel: str
     timing = _timings(archive, fs, X, candidates, codes, q, rerank, p["timing_repeats"])
     lap("timing_s", t0)
 
+    dose_loo = None
+    if dose_prediction:
+        t0 = time.perf_counter()
+        from ..index import list_indexes
+        from .doseloo import leave_one_out
+        names = list_indexes(archive)
+        loo_index = index or (names[0] if len(names) == 1 else None)
+        if loo_index is None:
+            raise InputError("--dose-prediction searches patients in an index: give --index NAME "
+                             f"(indexes: {', '.join(names) or 'none'})")
+        say(f"dose from similar patients, leave-one-patient-out (index {loo_index}, k {dose_k})")
+        dose_loo = leave_one_out(archive, index=loo_index, k=dose_k, progress=progress)
+        dose_loo["slice_level_euclidean_top10_pdm"] = (dose["mae_pdm"]["euclidean"].get("10")
+                                                       if dose.get("mae_pdm") else None)
+        lap("dose_prediction_s", t0)
+
     metrics = {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -200,6 +220,7 @@ def evaluate(archive, out: str | Path, *, index: str | None = None, channel: str
         "reconstruction": recon,
         "relevance": {"bits": rel_bits, "rerank": rerank, "organ": organ, "dose": dose},
         "timing": timing,
+        "dose_prediction": dose_loo,
         "figures": figs,
         "elapsed_s": {**timings, "total_s": round(time.perf_counter() - t_start, 3)},
     }
