@@ -104,22 +104,17 @@ def main() -> None:
     print(f"command: {' '.join(sys.argv)}")
     print(f"archive {args.archive}: {len(X)} slices, model {args.model} ({X.shape[1]} floats); {len(queries)} "
           f"queries (seed {args.seed}); Dice@{K} Hamming vs Euclidean top-{K}, tie-aware")
-    print(f"{'hasher':<12}" + "".join(f"{b:>8}" for b in BITS))
-    for name in ORDER:
-        print(f"{name:<12}" + "".join(f"{'–':>8}" if results[name, b] is None else f"{results[name, b]['dice']:>8.3f}"
-                                      for b in BITS))
-    print("\nfit time, s (all rows, one thread)")
-    for name in ORDER:
-        print(f"{name:<12}" + "".join(f"{'–':>8}" if results[name, b] is None else f"{results[name, b]['fit_s']:>8.2f}"
-                                      for b in BITS))
-    print("\ntransform time, ms per 1,000 rows")
-    for name in ORDER:
-        print(f"{name:<12}" + "".join(
-            f"{'–':>8}" if results[name, b] is None else f"{results[name, b]['transform_ms_per_1000']:>8.2f}"
-            for b in BITS))
-    best = {b: max((n for n in ORDER if results[n, b] is not None), key=lambda n: results[n, b]["dice"]) for b in BITS}
-    print("\nbest per length: " + ", ".join(f"{b}: {best[b]} (+{results[best[b], b]['dice'] - results['kernel-lsh', b]['dice']:.3f} "
-                                            "vs kernel-lsh)" for b in BITS))
+    for title, key, fmt in ((f"Dice@{K}", "dice", ".3f"), ("fit time, s (all rows, one thread)", "fit_s", ".2f"),
+                            ("transform time, ms per 1,000 rows", "transform_ms_per_1000", ".2f")):
+        print(f"\n{title}\n{'hasher':<12}" + "".join(f"{b:>8}" for b in BITS))
+        for name in ORDER:
+            cells = [f"{'–':>8}" if results[name, b] is None else f"{results[name, b][key]:>8{fmt}}" for b in BITS]
+            print(f"{name:<12}" + "".join(cells))
+    print("\nbest per length:")
+    for b in BITS:
+        best = max((n for n in ORDER if results[n, b] is not None), key=lambda n: results[n, b]["dice"])
+        gain = results[best, b]["dice"] - results["kernel-lsh", b]["dice"]
+        print(f"  {b:>5} bits: {best} ({gain:+.3f} vs kernel-lsh)")
     assert set(ORDER) == set(HASHERS)
 
 

@@ -316,7 +316,8 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
     is_series = folder.is_dir()
     pred = predict_dose(archive, patient=None if is_series else args.patient, series=folder if is_series else None,
                         dose=args.dose, index=args.index, k=args.k, per_slice=args.per_slice, rerank=args.rerank,
-                        tolerance_mm=args.tolerance_mm, weighting=args.weighting)
+                        tolerance_mm=args.tolerance_mm, weighting=args.weighting, match=args.match,
+                        pool=args.pool or None)
     files = write_prediction(pred, args.out)
     q = pred.query
     print(f"predicted dose for {q.get('patient_id') or q.get('folder')}: {len(pred.z_mm)} slices, max "
@@ -499,7 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a small fast run (about a minute on a small archive)")
     p.add_argument("--dose-prediction", action="store_true",
                    help="also score dose from similar patients leave-one-patient-out (OpenKBP dose and DVH scores)")
-    p.add_argument("--dose-k", type=int, default=5, help="patients averaged for --dose-prediction (default 5)")
+    p.add_argument("--dose-k", type=int, default=10,
+                   help="similar patients considered for --dose-prediction (default 10; the 5 nearest per slice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
 
@@ -515,12 +517,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output path without suffix")
     p.add_argument("--dose", type=Path, help="RTDOSE of the series (only for a dose / ct+dose index)")
     p.add_argument("--index", help="index name (default: the archive's only index)")
-    p.add_argument("--k", type=int, default=5, help="patients averaged (default 5)")
+    p.add_argument("--k", type=int, default=10, help="similar patients considered (default 10)")
     p.add_argument("--per-slice", type=int, default=20, help="slice neighbours per query slice (default 20)")
     p.add_argument("--rerank", type=int, default=0, metavar="N", help="re-rank each slice's Hamming top-N")
     p.add_argument("--tolerance-mm", type=float, default=10.0, help="z alignment tolerance (default 10 mm)")
     p.add_argument("--weighting", choices=("mean", "score"), default="mean",
                    help="plain mean of the patients' doses, or weighted by patient score (default mean)")
+    p.add_argument("--match", choices=("feature", "z"), default="feature",
+                   help="which slice of a patient's aligned window: nearest in features (default) or in z")
+    p.add_argument("--pool", type=int, default=5,
+                   help="per query slice, average the POOL patients' slices nearest in features (default 5; "
+                        "0: all k)")
     p.set_defaults(func=cmd_predict_dose)
 
     p = command("export", help="export an index's features, codes and slice list",

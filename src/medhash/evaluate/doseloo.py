@@ -47,9 +47,9 @@ def _on_truth_slices(pred, truth: dict) -> np.ndarray:
     return out
 
 
-def leave_one_out(archive, *, index: str | None = None, k: int = 5, per_slice: int = 20, rerank: int = 200,
-                  tolerance_mm: float = 10.0, weighting: str = "mean", patients: list[str] | None = None,
-                  progress: bool = True) -> dict:
+def leave_one_out(archive, *, index: str | None = None, k: int = 10, pool: int | None = 5, per_slice: int = 20,
+                  rerank: int = 200, tolerance_mm: float = 10.0, weighting: str = "mean",
+                  patients: list[str] | None = None, progress: bool = True) -> dict:
     """Leave-one-patient-out dose and DVH scores per method (see the module docstring).
 
     Returns
@@ -83,11 +83,11 @@ def leave_one_out(archive, *, index: str | None = None, k: int = 5, per_slice: i
             pred = predict_dose(archive, patient=pid, index=idx.name, k=m["k"],
                                 per_slice=max(per_slice, 200) if pop else per_slice,
                                 rerank=m["rerank"], tolerance_mm=tolerance_mm,
-                                weighting="mean" if pop else weighting)
+                                weighting="mean" if pop else weighting, pool=None if pop else pool)
             p = _on_truth_slices(pred, truth) * truth["mask"]
             scores[name]["per_patient"][pid] = dose_score(truth["dose"], p, truth["mask"])
             scores[name]["dvh_pairs"].append((ref, dvh_metrics(p, truth["structures"], truth["voxel_mm3"])))
-    out = {"patients": patients, "k": k, "per_slice": per_slice, "tolerance_mm": tolerance_mm, "weighting": weighting,
+    out = {"patients": patients, "k": k, "pool": pool, "per_slice": per_slice, "tolerance_mm": tolerance_mm, "weighting": weighting,
            "index": idx.name, "methods": {}}
     for name, s in scores.items():
         vals = list(s["per_patient"].values())

@@ -160,9 +160,10 @@ def write_report(m: dict, path: str | Path) -> Path:
     if L:
         from .dosescore import LEADERBOARD
         parts.append("<h2>6. Dose from similar patients, leave-one-patient-out (OpenKBP scores)</h2>")
-        parts.append(f"<p>Each of the {len(L['patients'])} patients with dose is in turn the query; the "
+        parts.append(f"<p>Each of the {len(L['patients'])} patients with dose is in turn the query; of the "
                      f"{L['k']} most similar other patients (index <code>{escape(L['index'])}</code>, z-aligned slice "
-                     "votes) give the mean of their doses on matched slices, aligned by z and the body outline. "
+                     f"votes), the {L.get('pool') or L['k']} whose aligned slices are nearest in features give the mean "
+                     "of their doses, per slice, aligned by z and the body outline. "
                      "Dose score = MAE in Gy inside the possible-dose mask (else the body); DVH score = mean "
                      "absolute difference of D99 / D95 / D1 of the PTVs and mean / D0.1cc of the organs.</p>")
         rows = [[escape(name), _f(v["dose_score"], ".2f"), _f(v["dvh_score"], ".2f")] for name, v in L["methods"].items()]

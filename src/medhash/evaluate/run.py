@@ -53,7 +53,7 @@ def _parse_list(values, what: str, low: int, high: int | None = None) -> list[in
 def evaluate(archive, out: str | Path, *, index: str | None = None, channel: str | None = None,
              queries: int | None = None, bits=None, ks=None, seed: int = 0, gamma: float | str = "auto",
              rerank: int = 500, quick: bool = False, progress: bool = True, command: str | None = None,
-             dose_prediction: bool = False, dose_k: int = 5) -> dict:
+             dose_prediction: bool = False, dose_k: int = 10) -> dict:
     """Run the evaluation and write ``report.html``, ``metrics.json`` and the PNGs into ``out``.
 
     Parameters
