@@ -161,3 +161,25 @@ def test_search_many_equals_one_search_per_query(trained, tmp_path):
         assert m["results"] == one["results"] and m["query"] == one["query"]
         assert all(r["patient_id"] != "DEMO002" for r in m["results"])
     assert medhash.search_many(arch, [], index="ct64") == []
+
+
+@pytest.mark.parametrize("hasher", ["itq", "pca-sign", "trained"])
+def test_index_with_each_hasher(trained, tmp_path, hasher):
+    import medhash
+    from medhash.hashers import load_hasher
+    root, arch0 = trained
+    shutil.copytree(arch0.path, tmp_path / "arch")
+    arch = Archive(tmp_path / "arch")
+    params = {"epochs": 1} if hasher == "trained" else None
+    man = build_index(arch, "h", "ct", 16, seed=0, hasher=hasher, hasher_params=params)
+    assert man["hasher"]["name"] == hasher and man["code_bytes"] == 2
+    idx = Index(arch, "h")
+    # the stored codes are the hasher's codes of the features; the query slice is found at distance 0
+    assert np.array_equal(np.asarray(idx.codes), load_hasher(idx.path / "hasher.pkl").transform(idx.features()))
+    res = medhash.search(arch, "DEMO002:30", index="h", k=3, same_patient=True)
+    assert res["results"][0]["hamming"] == 0
+    with pytest.raises(ModelMismatchError, match=f"exists with hasher '{hasher}'"):
+        build_index(arch, "h", "ct", 16, seed=0)
+    if hasher != "trained":
+        with pytest.raises(medhash.MedhashError, match="at most 32 bits"):
+            build_index(arch, "wide", "ct", 64, seed=0, hasher=hasher)

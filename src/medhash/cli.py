@@ -136,7 +136,11 @@ def cmd_index(args: argparse.Namespace) -> int:
             params["nlist"] = int(args.nlist)
         except ValueError:
             raise MedhashError(f"--nlist must be 'auto' or a whole number, not {args.nlist!r}") from None
+    hasher_params = {"epochs": args.epochs} if args.epochs is not None else None
+    if hasher_params and args.hasher != "trained":
+        raise MedhashError("--epochs applies to --hasher trained")
     man = build_index(archive, args.name, args.channel, args.bits, gamma, args.seed, models=models or None,
+                      hasher=args.hasher, hasher_params=hasher_params,
                       weights=weights or None, rebuild=args.rebuild, progress=not args.no_progress,
                       index_type=args.index_type,
                       index_params={k: v for k, v in params.items() if v is not None} or None,
@@ -145,8 +149,11 @@ def cmd_index(args: argparse.Namespace) -> int:
         print(json.dumps(man, indent=2))
         return EXIT_OK
     models_txt = ", ".join(f"{ch}: {m['name']}" for ch, m in man["models"].items())
-    print(f"index {man['name']}: {man['channel']}, {man['n_bits']} bits, gamma {man['gamma_']:.4g} "
-          f"({'auto' if man['gamma'] == 'auto' else 'given'}), seed {man['seed']}, models {models_txt}")
+    hasher = (man.get("hasher") or {}).get("name", "kernel-lsh")
+    gamma_txt = (f", gamma {man['gamma_']:.4g} ({'auto' if man['gamma'] == 'auto' else 'given'})"
+                 if man.get("gamma_") is not None else "")
+    print(f"index {man['name']}: {man['channel']}, {man['n_bits']} bits, hasher {hasher}{gamma_txt}, "
+          f"seed {man['seed']}, models {models_txt}")
     eng = man.get("engine") or {}
     be = man.get("backend") or {}
     if be.get("type") == "milvus":
@@ -426,6 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dose-model", help="dose model name (default: the newest dose model)")
     p.add_argument("--ct-weight", type=float, help="weight of the CT block in ct+dose (default 1)")
     p.add_argument("--dose-weight", type=float, help="weight of the dose block in ct+dose (default 1)")
+    p.add_argument("--hasher", choices=("kernel-lsh", "itq", "pca-sign", "trained"), default="kernel-lsh",
+                   help="how features become bits: kernel-lsh (default, Raginsky & Lazebnik), itq or pca-sign "
+                        "(bits <= feature length), trained (kernel LSH whose w, b are learned; see README)")
+    p.add_argument("--epochs", type=int, help="trained hasher: training epochs (default 10)")
     p.add_argument("--index-type", choices=("flat", "ivf", "hnsw"), default="flat",
                    help="search engine: flat = exact scan (default; up to a few million slices), ivf or hnsw = "
                         "approximate, for 10^7 and more")

@@ -275,8 +275,13 @@ class Index:
             raise NotFoundError(f"no index named {name!r} in {archive.path}; {hint}")
         self.manifest = json.loads(mpath.read_text())
         self._check_models()
-        from .hashing import KernelLSH
-        self.hasher = KernelLSH.load(self.path / "hasher.pkl")
+        from .hashers import describe_hasher, load_hasher
+        self.hasher = load_hasher(self.path / "hasher.pkl")
+        want = (self.manifest.get("hasher") or {}).get("class", "KernelLSH")
+        if type(self.hasher).__name__ != want:
+            raise ModelMismatchError(f"index {name!r}: hasher.pkl holds a {type(self.hasher).__name__} but the manifest "
+                                     f"says {want}; rebuild the index (--rebuild)")
+        self.hasher_info = describe_hasher(self.hasher)
         from .engines import open_engine
         n, nbytes = int(self.manifest["items"]), int(self.manifest["code_bytes"])
         # memory-mapped: the engine holds its own copy, the file pages can be dropped by the OS
@@ -452,7 +457,8 @@ def pick_model(archive, channel: str, name: str | None = None) -> dict:
 def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamma: float | str = "auto",
                 seed: int = 0, *, models: dict[str, str] | None = None, weights: dict[str, float] | None = None,
                 rebuild: bool = False, progress: bool = False, index_type: str = "flat",
-                index_params: dict | None = None, backend: dict | None = None) -> dict:
+                index_params: dict | None = None, backend: dict | None = None, hasher: str = "kernel-lsh",
+                hasher_params: dict | None = None) -> dict:
     """Create the index ``name`` or add the archive's new slices to it.
 
     Parameters
@@ -473,6 +479,9 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
         :mod:`medhash.engines` for what each is for.
     index_params : engine parameters (``nlist``, ``nprobe``, ``train_size`` for ivf; ``M``,
         ``ef_construction``, ``ef_search`` for hnsw); defaults in :data:`medhash.engines.DEFAULT_PARAMS`.
+    hasher : ``"kernel-lsh"`` (default: Raginsky & Lazebnik), ``"itq"``, ``"pca-sign"`` or ``"trained"``
+        (see :mod:`medhash.hashers`); ``gamma`` applies to kernel-lsh and trained; hasher_params are
+        further constructor arguments (e.g. ``{"epochs": 10}``).
     backend : None (local faiss engine) or ``{"type": "milvus", "uri": URI, "collection": NAME}`` to
         push the codes to Milvus and search there (see :mod:`medhash.milvus`); the collection
         defaults to ``medhash_<name>``.
@@ -482,7 +491,6 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
     dict : the manifest, with ``added`` (items added by this call).
     """
     from .engines import ENGINE_FILE, resolve_params, update_engine
-    from .hashing import KernelLSH
 
     blocks = channel_blocks(channel)
     path = index_path(archive, name)
@@ -494,6 +502,9 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
         if not np.isfinite(val) or val <= 0:
             raise IndexError_(f"weight of {ch} must be a positive number, not {val}")
     mpath = path / "manifest.json"
+    from .hashers import HASHERS
+    if hasher not in HASHERS:
+        raise IndexError_(f"hasher must be one of {', '.join(sorted(HASHERS))}, not {hasher!r}")
     request = {"channel": channel, "n_bits": int(n_bits), "gamma": gamma, "seed": int(seed),
                "models": {ch: {"name": m["name"], "sha256": m["sha256"]} for ch, m in chosen.items()},
                "weights": w, "index_type": index_type, "index_params": resolve_params(index_type, index_params)}
@@ -501,6 +512,9 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
     existing = json.loads(mpath.read_text()) if mpath.is_file() and not rebuild else None
     if existing is not None:
         existing.setdefault("index_type", "flat")
+        if (existing.get("hasher") or {}).get("name", "kernel-lsh") != hasher:
+            raise ModelMismatchError(f"index {name!r} exists with hasher {existing['hasher'].get('name', 'kernel-lsh')!r}, "
+                                     f"asked {hasher!r}; use --rebuild to replace it or another --name")
         existing.setdefault("index_params", {})
         diffs = [k for k in ("channel", "n_bits", "gamma", "seed", "models", "weights", "index_type", "index_params")
                  if existing[k] != request[k]]
@@ -528,14 +542,25 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
     if existing is None:
         if len(new_rows) == 0:
             raise IndexError_(f"no slice of {archive.path} has {channel} features (no dose?)")
-        hasher = KernelLSH(n_bits=n_bits, gamma=gamma, seed=seed).fit(X_all[new_rows])
+        from .hashers import make_hasher
+        params = dict(hasher_params or {})
+        if hasher in ("kernel-lsh", "trained"):
+            params["gamma"] = gamma
+        elif gamma != "auto":
+            raise IndexError_(f"--gamma applies to the kernel-lsh and trained hashers, not {hasher}")
+        try:
+            hasher_name, hasher = hasher, make_hasher(hasher, int(n_bits), int(seed), **params)
+            hasher.fit(X_all[new_rows])
+        except ValueError as exc:
+            raise IndexError_(str(exc)) from None
         if rebuild and path.exists():
             for f in ("codes.u8", "rows.i64", "hasher.pkl", "manifest.json", ENGINE_FILE):
                 (path / f).unlink(missing_ok=True)
         path.mkdir(parents=True, exist_ok=True)
         hasher.save(path / "hasher.pkl")
     else:
-        hasher = KernelLSH.load(path / "hasher.pkl")
+        from .hashers import load_hasher
+        hasher_name, hasher = hasher, load_hasher(path / "hasher.pkl")
     code_bytes = (int(n_bits) + 7) // 8
     if len(new_rows):
         codes = hasher.transform(X_all[new_rows])
@@ -555,8 +580,9 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
     manifest["engine"] = engine_info
     manifest["backend"] = backend_info
     manifest.update({
-        "name": name, "scales": scales, "gamma_": float(hasher.gamma_), "code_bytes": code_bytes,
-        "hasher": {"class": type(hasher).__name__, "params": hasher.get_params()},
+        "name": name, "scales": scales, "gamma_": float(hasher.gamma_) if hasattr(hasher, "gamma_") else None,
+        "code_bytes": code_bytes,
+        "hasher": {"name": hasher_name, "class": type(hasher).__name__, "params": hasher.get_params()},
         "feature_dim": int(X_all.shape[1]), "items": items + len(new_rows), "rows_seen": n_rows,
         "versions": _versions(), "created": existing["created"] if existing else time.time(),
         "updated": time.time()})
