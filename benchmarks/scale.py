@@ -74,6 +74,22 @@ def single_latencies(fn, queries: np.ndarray, warmup: int = 3) -> np.ndarray:
     return ts * 1e3
 
 
+def interleaved(fns: dict, queries: np.ndarray, passes: int = 2, warmup: int = 3) -> dict[str, np.ndarray]:
+    """Latencies (ms) of several functions on the same queries, called in turn query by query (so that
+    drift of the machine hits all alike); ``passes`` rounds over the queries."""
+    for i in range(min(warmup, len(queries))):
+        for fn in fns.values():
+            fn(queries[i:i + 1])
+    out = {name: [] for name in fns}
+    for _ in range(passes):
+        for i in range(len(queries)):
+            for name, fn in fns.items():
+                t = time.perf_counter()
+                fn(queries[i:i + 1])
+                out[name].append(time.perf_counter() - t)
+    return {name: np.asarray(v) * 1e3 for name, v in out.items()}
+
+
 def recall_at_k(D_approx: np.ndarray, D_exact: np.ndarray) -> float:
     """Share of the k answers whose distance is within the exact k-th distance (ties do not count)."""
     kth = D_exact[:, -1:]
@@ -152,13 +168,20 @@ def main() -> None:
         t_batch_flat = time.perf_counter() - t
         direct = faiss.IndexBinaryFlat(N_BITS)
         direct.add(codes)
-        faiss.omp_set_num_threads(cores)
-        lat_direct = single_latencies(lambda q: direct.search(q, K), Qs)
-        faiss.omp_set_num_threads(1)
-        lat_direct1 = single_latencies(lambda q: direct.search(q, K), Qs)
+        log(f"{n:,}: flat single queries (medhash and faiss called directly, interleaved query by query)")
+
+        def faiss_default(q):
+            faiss.omp_set_num_threads(cores)
+            direct.search(q, K)
+
+        def faiss_one(q):
+            faiss.omp_set_num_threads(1)
+            direct.search(q, K)
+
+        lat = interleaved({"medhash": lambda q: hamming_topk(flat, q, K, keys), "faiss": faiss_default,
+                           "faiss1": faiss_one}, Qs)
+        lat_flat, lat_direct, lat_direct1 = lat["medhash"], lat["faiss"], lat["faiss1"]
         del direct
-        log(f"{n:,}: flat single queries")
-        lat_flat = single_latencies(lambda q: hamming_topk(flat, q, K, keys), Qs)
         bound_ms = n * N_BYTES / (bwn if len(flat.parts) > 1 else bw1) * 1e3
         flat_rows.append([f"{n:,}", len(flat.parts), fmt(np.median(lat_flat)), fmt(np.median(lat_direct)),
                           fmt(np.median(lat_direct1)), f"{np.median(lat_direct) / np.median(lat_flat):.2f}",
@@ -212,7 +235,8 @@ def main() -> None:
           "called directly, and against the memory-bandwidth bound (bytes scanned / measured read bandwidth of "
           "the threads used)")
     print(table(["codes", "shards", "medhash ms", f"faiss ms ({cores} thr)", "faiss ms (1 thr)",
-                 "speed ratio (faiss/medhash)", "bound ms", "bound / medhash"], flat_rows))
+                 f"speed ratio (faiss {cores} thr / medhash)", "bound ms", "bound / medhash"], flat_rows))
+    print("(medians of single queries, the three called in turn query by query, two passes)")
     print()
     # projection on paper
     print("Projection for 10^8 and 10^9 codes (arithmetic; not measured):")

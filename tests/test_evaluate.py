@@ -233,3 +233,14 @@ def test_dose_prediction_leave_one_patient_out(tiny, tmp_path):
         arch, out, index="ct32", quick=True, progress=False, dose_prediction=True, dose_k=1)
     assert m["dose_prediction"]["k"] == 1
     assert "Dose from similar patients" in (out / "report.html").read_text()
+
+
+def test_compare_hashers_quick(tiny, tmp_path):
+    from medhash.evaluate import evaluate
+    _, arch = tiny
+    m = evaluate(arch, tmp_path / "h", channel="ct", quick=True, progress=False, compare_hashers=True)
+    H = m["hashers"]
+    assert H["bits"] == [16, 64] and set(H["hashers"]) == {"kernel-lsh", "pca-sign", "itq", "trained"}
+    assert H["hashers"]["itq"]["dice"]["64"] is None                  # 32 features: at most 32 bits
+    assert 0 <= H["hashers"]["itq"]["dice"]["16"] <= 1 and H["hashers"]["trained"]["fit_s"]["64"] > 0
+    assert "Hashers compared" in (tmp_path / "h" / "report.html").read_text()

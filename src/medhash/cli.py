@@ -283,7 +283,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     m = evaluate(archive, args.out, index=args.index, channel=args.channel, queries=args.queries, bits=args.bits,
                  ks=args.k, seed=args.seed, gamma=gamma, rerank=args.rerank, quick=args.quick,
                  progress=not args.no_progress, command="medhash " + " ".join(sys.argv[1:]),
-                 dose_prediction=args.dose_prediction, dose_k=args.dose_k)
+                 dose_prediction=args.dose_prediction, dose_k=args.dose_k, compare_hashers=args.compare_hashers)
     s = m["overlap"]["summary"]
     kr = m["parameters"]["k_reference"]
     print(f"report: {Path(args.out) / 'report.html'}  (metrics.json and {len(list(Path(args.out).glob('*.png')))} "
@@ -511,6 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a small fast run (about a minute on a small archive)")
     p.add_argument("--dose-prediction", action="store_true",
                    help="also score dose from similar patients leave-one-patient-out (OpenKBP dose and DVH scores)")
+    p.add_argument("--compare-hashers", action="store_true",
+                   help="also compare kernel-lsh, pca-sign, itq and trained hashers (Dice@k against bits)")
     p.add_argument("--dose-k", type=int, default=10,
                    help="similar patients considered for --dose-prediction (default 10; the 5 nearest per slice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

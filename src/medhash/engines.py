@@ -3,8 +3,8 @@
 =========  ========================================  =====================================================
 type       faiss structure                           when
 =========  ========================================  =====================================================
-``flat``   ``IndexBinaryFlat``, sharded across       exact; up to a few 10^6 codes (about 1.2 ms a query
-           cores for a single query                  over 10^6 256-bit codes on 2 cores)
+``flat``   ``IndexBinaryFlat`` (1 thread for one     exact; up to a few 10^6 codes (about 2 ms a query
+           query, every core for a batch)            over 10^6 256-bit codes here)
 ``ivf``    ``IndexBinaryIVF`` (inverted lists around  approximate; 10^7 codes and more: scans ``nprobe`` of
            ``nlist`` binary k-means centroids)       ``nlist`` lists; trained once, new codes join the
                                                      lists of their nearest centroid
@@ -14,10 +14,14 @@ type       faiss structure                           when
 Every engine returns exact Hamming distances for the codes it returns; an approximate engine may
 miss some true neighbours (measured as recall@10 against ``flat`` by ``benchmarks/search.py``).
 
-A single query cannot use a second core in faiss's flat scan (faiss parallelises over queries), so
-:class:`FlatEngine` splits the codes into one shard per core once the index is large enough and
-scans the shards in parallel threads (faiss releases the GIL), each with one OpenMP thread.
-Batches of queries go to faiss with every core instead.
+A single query cannot use a second core in faiss's flat scan (faiss parallelises over queries): it
+runs on one OpenMP thread, which is faster than letting faiss start threads it cannot use (measured
+by ``benchmarks/scale.py``). :class:`FlatEngine` can also split the codes into shards scanned in
+parallel threads (faiss releases the GIL), each with one OpenMP thread: set ``MEDHASH_FLAT_SHARDS``
+to the number of shards (applied from :data:`SHARD_MIN_CODES` codes). It is off by default because
+on the 2-vCPU machine medhash is developed on two shards were no faster than one thread (the scan
+does not scale there); on a server with several real cores it may pay. Batches of queries go to
+faiss with every core instead.
 
 Parameters and their defaults (recorded in the index manifest):
 
@@ -50,7 +54,16 @@ DEFAULT_PARAMS = {"flat": {},
                   "hnsw": {"M": 32, "ef_construction": 80, "ef_search": 128}}
 ENGINE_FILE = "engine.faissbin"
 SHARD_MIN_CODES = 200_000
-"""A flat index with at least this many codes is split into one shard per core for single queries."""
+"""With ``MEDHASH_FLAT_SHARDS`` set, a flat index of at least this many codes is split into shards."""
+
+
+def default_shards(n: int) -> int:
+    """Shards of a flat engine over n codes: ``MEDHASH_FLAT_SHARDS`` (default 1) from SHARD_MIN_CODES codes."""
+    try:
+        want = int(os.environ.get("MEDHASH_FLAT_SHARDS", "1"))
+    except ValueError:
+        raise EngineError(f"MEDHASH_FLAT_SHARDS must be a whole number, not {os.environ['MEDHASH_FLAT_SHARDS']!r}")
+    return max(1, want) if n >= SHARD_MIN_CODES else 1
 
 
 class EngineError(MedhashError, ValueError):
@@ -114,7 +127,7 @@ class FlatEngine:
     Parameters
     ----------
     codes : (n, n_bytes) uint8 packed codes (copied into faiss).
-    shards : number of shards; default one per core when n >= :data:`SHARD_MIN_CODES`, else 1.
+    shards : number of shards; default :func:`default_shards`.
     """
 
     exact = True
@@ -125,7 +138,7 @@ class FlatEngine:
         codes = np.ascontiguousarray(codes, dtype=np.uint8)
         n, nb = codes.shape
         if shards is None:
-            shards = cpu_count() if n >= SHARD_MIN_CODES else 1
+            shards = default_shards(n)
         shards = max(1, min(int(shards), max(1, n)))
         bounds = np.linspace(0, n, shards + 1).astype(np.int64)
         self.offsets = bounds[:-1]
@@ -171,11 +184,13 @@ class FlatEngine:
     def range_search(self, code_q: np.ndarray, radius: int) -> tuple[None, np.ndarray, np.ndarray]:
         """Every code at Hamming distance < ``radius`` from one query: (None, D, I), faiss's order."""
         code_q = np.ascontiguousarray(code_q, dtype=np.uint8)
-        ds, is_ = [], []
-        for p, off in zip(self.parts, self.offsets):
-            _, d, i = p.range_search(code_q, int(radius))
-            ds.append(d)
-            is_.append(i + off)
+        if self._pool is not None:
+            _set_threads(1)
+            parts = list(self._pool.map(lambda p: p.range_search(code_q, int(radius)), self.parts))
+        else:
+            parts = [p.range_search(code_q, int(radius)) for p in self.parts]
+        ds = [r[1] for r in parts]
+        is_ = [r[2] + off for r, off in zip(parts, self.offsets)]
         return None, np.concatenate(ds), np.concatenate(is_)
 
     def save(self, path: Path) -> None:

@@ -177,6 +177,23 @@ def write_report(m: dict, path: str | Path) -> Path:
                      "200 patients; retrieval uses no dose model at all and is scored here on the archive's own "
                      "patients at the model grid's resolution, so the comparison is indicative.</p>")
 
+    # 7: hashers
+    H = m.get("hashers")
+    if H:
+        parts.append("<h2>7. Hashers compared on the same features</h2>")
+        parts.append(f"<p>Dice@{H['k']} of the Hamming against the Euclidean neighbours (same patient included) for "
+                     "kernel LSH (the talk's random codes), PCA-sign, ITQ (PCA + learned rotation; at most one bit "
+                     "per feature) and the trained kernel hash (w, b learned), with the fit time in seconds.</p>")
+        hb = H["bits"]
+        rows = []
+        for name, r in H["hashers"].items():
+            best = [r["dice"][str(b)] is not None and r["dice"][str(b)] >= max(
+                v["dice"][str(b)] for v in H["hashers"].values() if v["dice"][str(b)] is not None) for b in hb]
+            rows.append([escape(name)] + [("<b>" + _f(r["dice"][str(b)]) + "</b>") if best[i] else _f(r["dice"][str(b)])
+                                          for i, b in enumerate(hb)]
+                        + [", ".join(_f(r["fit_s"][str(b)], ".2f") for b in hb if r["fit_s"][str(b)] is not None)])
+        parts.append(_table(["hasher"] + [f"{b} bits" for b in hb] + ["fit s"], rows))
+
     # timings
     T = m["timing"]
     parts.append("<h2>Speed and size</h2>")

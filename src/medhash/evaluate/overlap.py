@@ -114,3 +114,40 @@ def summarise(per_query: dict) -> dict:
             out[mode]["dice"][str(b)] = {str(k): mean_ci(v) for k, v in by_k.items()}
             out[mode]["jaccard"][str(b)] = {str(k): mean_ci(jaccard_from_dice(v)) for k, v in by_k.items()}
     return out
+
+
+HASHER_BITS = (16, 32, 64, 128, 256, 1024)
+
+
+def compare_hashers(X: np.ndarray, queries: np.ndarray, eu: np.ndarray, excluded: np.ndarray, k: int, *,
+                    bits=HASHER_BITS, seed: int = 0, fit_rows: np.ndarray | None = None, trained_epochs: int = 10,
+                    progress=None) -> dict:
+    """Dice@k of every hasher of :mod:`medhash.hashers` at each code length, on the same features.
+
+    ITQ and PCA-sign give at most one bit per feature (None beyond). Returns ``{"bits", "k",
+    "hashers": name -> {"dice": bits -> mean Dice or None, "fit_s": bits -> seconds or None}}``.
+    """
+    import time
+
+    from ..hashers import HASHERS, make_hasher
+    fit_rows = np.flatnonzero(np.isfinite(X).all(axis=1)) if fit_rows is None else fit_rows
+    Xf = np.nan_to_num(np.asarray(X, dtype=np.float32))
+    out = {"bits": list(bits), "k": k, "hashers": {}}
+    for name in ("kernel-lsh", "pca-sign", "itq", "trained"):
+        assert name in HASHERS
+        res = {"dice": {}, "fit_s": {}}
+        for b in bits:
+            if name in ("itq", "pca-sign") and b > min(Xf.shape[1], len(fit_rows)):
+                res["dice"][str(b)] = res["fit_s"][str(b)] = None
+            else:
+                params = {"epochs": trained_epochs} if name == "trained" else {}
+                h = make_hasher(name, int(b), seed=seed, **params)
+                t0 = time.perf_counter()
+                h.fit(Xf[fit_rows])
+                res["fit_s"][str(b)] = time.perf_counter() - t0
+                ham = hamming_distances(h.transform(Xf[queries]), h.transform(Xf))
+                res["dice"][str(b)] = float(overlap_table(eu, ham, excluded, [k])[k].mean())
+            if progress is not None:
+                progress.update(1)
+        out["hashers"][name] = res
+    return out

@@ -53,7 +53,7 @@ def _parse_list(values, what: str, low: int, high: int | None = None) -> list[in
 def evaluate(archive, out: str | Path, *, index: str | None = None, channel: str | None = None,
              queries: int | None = None, bits=None, ks=None, seed: int = 0, gamma: float | str = "auto",
              rerank: int = 500, quick: bool = False, progress: bool = True, command: str | None = None,
-             dose_prediction: bool = False, dose_k: int = 10) -> dict:
+             dose_prediction: bool = False, dose_k: int = 10, compare_hashers: bool = False) -> dict:
     """Run the evaluation and write ``report.html``, ``metrics.json`` and the PNGs into ``out``.
 
     Parameters
@@ -72,6 +72,8 @@ def evaluate(archive, out: str | Path, *, index: str | None = None, channel: str
     dose_prediction : also score dose from the ``dose_k`` most similar patients leave-one-patient-out
         with the OpenKBP dose and DVH scores (:mod:`.doseloo`; needs an index: ``index``, else the
         archive's only one).
+    compare_hashers : also compare kernel LSH, PCA-sign, ITQ and the trained hash (Dice@k against code
+        length, fit time) on the same features (quick: 16, 64 bits and 2 training epochs).
 
     Returns
     -------
@@ -182,6 +184,17 @@ def evaluate(archive, out: str | Path, *, index: str | None = None, channel: str
     timing = _timings(archive, fs, X, candidates, codes, q, rerank, p["timing_repeats"])
     lap("timing_s", t0)
 
+    hasher_cmp = None
+    if compare_hashers:
+        t0 = time.perf_counter()
+        hb = (16, 64) if quick else overlap.HASHER_BITS
+        say(f"hashers compared at {list(hb)} bits")
+        with tqdm(total=4 * len(hb), desc="hashers", unit="fit", disable=not progress) as bar:
+            hasher_cmp = overlap.compare_hashers(X, q, eu, masks["included"], k_ref, bits=hb, seed=seed,
+                                                 fit_rows=candidates, trained_epochs=2 if quick else 10,
+                                                 progress=bar)
+        lap("hashers_s", t0)
+
     dose_loo = None
     if dose_prediction:
         t0 = time.perf_counter()
@@ -221,6 +234,7 @@ def evaluate(archive, out: str | Path, *, index: str | None = None, channel: str
         "relevance": {"bits": rel_bits, "rerank": rerank, "organ": organ, "dose": dose},
         "timing": timing,
         "dose_prediction": dose_loo,
+        "hashers": hasher_cmp,
         "figures": figs,
         "elapsed_s": {**timings, "total_s": round(time.perf_counter() - t_start, 3)},
     }
