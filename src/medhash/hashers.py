@@ -92,6 +92,15 @@ def _check_bits_vs_data(what: str, n_bits: int, n: int, d: int) -> None:
                          "'trained' for longer codes")
 
 
+def _pca_fit_input(hasher, X, what: str) -> tuple[int, int, np.ndarray]:
+    """Checked (n_bits, seed, X) of a PCA-based hasher's fit: at most one bit per feature and sample."""
+    n_bits = _check_int("n_bits", hasher.n_bits, 1, MAX_BITS)
+    seed = _check_int("seed", hasher.seed, 0)
+    X = _check_features(X, what)
+    _check_bits_vs_data(what, n_bits, *X.shape)
+    return n_bits, seed, X
+
+
 def _pca(X: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean (d,), the top principal directions (n_components, d) and their variances, float64.
 
@@ -285,11 +294,8 @@ class PCASign(_Hasher):
         -------
         self : PCASign
         """
-        n_bits = _check_int("n_bits", self.n_bits, 1, MAX_BITS)
-        _check_int("seed", self.seed, 0)
-        X = _check_features(X, "PCASign.fit")
-        n, d = X.shape
-        _check_bits_vs_data("PCASign.fit", n_bits, n, d)
+        n_bits, _seed, X = _pca_fit_input(self, X, "PCASign.fit")
+        d = X.shape[1]
         self.mean_, self.components_, self.explained_variance_ = _pca(X, n_bits)
         self.n_features_in_ = int(d)
         return self
@@ -400,12 +406,9 @@ class ITQ(_Hasher):
         -------
         self : ITQ
         """
-        n_bits = _check_int("n_bits", self.n_bits, 1, MAX_BITS)
-        seed = _check_int("seed", self.seed, 0)
+        n_bits, seed, X = _pca_fit_input(self, X, "ITQ.fit")
         n_iter = _check_int("n_iter", self.n_iter, 0)
-        X = _check_features(X, "ITQ.fit")
         n, d = X.shape
-        _check_bits_vs_data("ITQ.fit", n_bits, n, d)
         mean, comps, _ = _pca(X, n_bits)
         V = _project(X, mean, comps.T)                                  # (n, n_bits)
         G = np.random.default_rng([seed, 4]).standard_normal((n_bits, n_bits))
