@@ -249,7 +249,7 @@ def test_predict_dose_from_a_planted_twin_and_rtdose_readback(archive_copy, tmp_
     _plant_copy(root / "twin", 0)                       # DEMO001's anatomy, no dose
     arch.ingest([root / "twin"])
     build_index(arch, "ct256", "ct", 256, seed=0)
-    pred = predict_dose(arch, patient=PLANTED, index="ct256", k=1)
+    pred = predict_dose(arch, patient=PLANTED, index="ct256", k=1, match="z")
     assert [p["patient_id"] for p in pred.patients] == ["DEMO001"]
     # the twin's dose is DEMO001's dose on the same slices (inside the body; same outline: no shift)
     src = {round(s.z_mm, 3): s for s in arch.slices("DEMO001")}
@@ -258,6 +258,9 @@ def test_predict_dose_from_a_planted_twin_and_rtdose_readback(archive_copy, tmp_
         body = np.asarray(arch.slices(PLANTED)[i].ct) > -500
         np.testing.assert_allclose(pred.dose[i][body], s.dose[body], atol=1e-5)
     assert (pred.coverage == 1).all()
+    # matching by features picks, within the aligned window, slices at most the tolerance away
+    near = predict_dose(arch, patient=PLANTED, index="ct256", k=1)
+    assert (near.coverage == 1).all() and near.dose.max() > 0
     # a DICOM series folder: the prediction is written as an RTDOSE that reads back onto the same grid
     series = root / "demo" / "DEMO002"
     pred2 = predict_dose(arch, series=series, index="ct256", k=2)
