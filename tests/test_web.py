@@ -134,6 +134,18 @@ def test_batch_search_equals_single_searches(client, demo_arch):
     assert bad.status_code == 404 and "NOPE" in bad.json()["detail"]
 
 
+def test_similar_patients(client, demo_arch):
+    r = client.get("/api/patients/DEMO001/similar", params={"index": "ct64", "k": 2})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    from medhash.patients import patient_search
+    with Archive(demo_arch[1]) as arch:
+        want = patient_search(arch, patient="DEMO001", index="ct64", k=2)
+    assert got["results"] == json.loads(json.dumps(want["results"]))
+    assert all(x["patient_id"] != "DEMO001" for x in got["results"]) and "patient_score" in got["results"][0]
+    assert client.get("/api/patients/NOPE/similar", params={"index": "ct64"}).status_code == 404
+
+
 def test_upload_dicom_png_npy(client, demo_arch):
     demo, archive_dir = demo_arch
     data = (demo / "DEMO002" / "CT_0012.dcm").read_bytes()

@@ -513,6 +513,16 @@ def create_app(archive_dir: str | Path, *, token: str | None = None, max_upload:
                 "slices": [{"slice_index": int(t["slice_index"][r]), "z_mm": round(float(t["z_mm"][r]), 3),
                             "has_dose": bool(t["has_dose"][r])} for r in sel]}
 
+    @api.get("/patients/{patient_id}/similar", summary="The most similar other patients (patient-level search)")
+    def similar_patients(patient_id: str, st: State, index: str | None = None,
+                         k: int = Query(5, ge=1, le=100), per_slice: int = Query(20, ge=1, le=1000)) -> dict:
+        """The same JSON as ``medhash search --patient PID --json``: other patients ranked by z-aligned
+        slice votes, each with ``patient_score`` and its matched slice pairs."""
+        from ..patients import patient_search
+        name = st.check_index(index)
+        with st.search_lock, st.archive_lock:
+            return patient_search(st.archive, patient=patient_id, index=name, k=k, per_slice=per_slice)
+
     @api.get("/slices/{patient_id}/{slice_index}.png", summary="One slice as a PNG",
              response_class=Response, responses={200: {"content": {"image/png": {}}, "description": "the picture"}})
     def slice_png(patient_id: str, slice_index: int, st: State,
