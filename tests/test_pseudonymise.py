@@ -234,3 +234,15 @@ def test_problem_paths_name_the_original_files(cohort, tmp_path):
 def test_method_fits_its_vr():
     from medhash.pseudonymise import METHOD
     assert len(METHOD) <= 64  # DeidentificationMethod is LO
+
+
+def test_openkbp_patient_ids_are_pseudonymised(tmp_path):
+    from conftest import make_openkbp_patient
+
+    make_openkbp_patient(tmp_path / "pats", "pt_7")
+    arch = Archive(tmp_path / "a", create=True)
+    report = arch.ingest([tmp_path / "pats"], pseudonymise=KEY)
+    assert report.errors == [] and report.series_added == 1
+    assert arch.patients() == [Pseudonymiser(KEY).patient_id("pt_7")]
+    arch.close()
+    assert b"pt_7" not in (tmp_path / "a" / "catalog.sqlite").read_bytes()
