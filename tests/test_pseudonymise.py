@@ -246,3 +246,12 @@ def test_openkbp_patient_ids_are_pseudonymised(tmp_path):
     assert arch.patients() == [Pseudonymiser(KEY).patient_id("pt_7")]
     arch.close()
     assert b"pt_7" not in (tmp_path / "a" / "catalog.sqlite").read_bytes()
+
+
+def test_date_edge_cases():
+    from medhash.pseudonymise import _shift
+    assert _shift("20240301", -1, "DA") == "20240229"
+    assert _shift("2024.03.01", -1, "DA") == "20240229"
+    assert _shift("20240301103000.5+0100", -2, "DT") == "20240228103000.5+0100"
+    assert _shift("20240101-20240201", -1, "DA") is None  # a range would leak its second date
+    assert _shift("2024", -1, "DT") is None and _shift("garbage!", -1, "DA") is None

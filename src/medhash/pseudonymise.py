@@ -227,7 +227,7 @@ class Pseudonymiser:
             elif kw in ("PatientID", "PatientName"):
                 elem.value = pseudonym
             elif kw == "OtherPatientIDs":
-                elem.value = [self.patient_id(v) for v in _values(elem.value)]
+                elem.value = [self.patient_id(v) for v in _values(elem.value) if v] if elem.value else ""
             elif elem.VR == "SQ":
                 for item in elem.value:
                     self._rewrite(item, offset, pseudonym)
@@ -254,7 +254,7 @@ def _values(value) -> list:
 def _shift(value: str, days: int, vr: str) -> str | None:
     """``value`` (DA ``YYYYMMDD`` or DT ``YYYYMMDD...``) moved by ``days``; None when unparsable."""
     text = value.strip().replace(".", "") if vr == "DA" else value.strip()
-    if len(text) < 8 or not text[:8].isdigit():
+    if len(text) < 8 or not text[:8].isdigit() or (vr == "DA" and len(text) != 8):  # DA ranges: removed
         return None
     try:
         day = _dt.datetime.strptime(text[:8], "%Y%m%d").date()
