@@ -313,11 +313,13 @@ class Archive:
                           "slices_skipped_no_body, errors, warnings) VALUES (?,?,?,?,?,?,?)",
                           (started_at, time.time(), series_added, slices_added, skipped, errors, warnings))
 
-    def ingest(self, sources: Iterable[str | Path], format: str = "auto", progress: bool = False):
-        """Ingest DICOM or OpenKBP sources; see :func:`medhash.ingest.ingest`."""
+    def ingest(self, sources: Iterable[str | Path], format: str = "auto", progress: bool = False,
+               pseudonymise=None):
+        """Ingest DICOM or OpenKBP sources (pseudonymised with a key file or key when
+        ``pseudonymise`` is given); see :func:`medhash.ingest.ingest`."""
         from .ingest import ingest
         self._check_writable()
-        return ingest(self, sources, format=format, progress=progress)
+        return ingest(self, sources, format=format, progress=progress, pseudonymise=pseudonymise)
 
     # ---------------------------------------------------------------- reading
     def __len__(self) -> int:

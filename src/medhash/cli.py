@@ -45,7 +45,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from .archive import Archive
 
     archive = Archive(args.archive, create=True)
-    report = archive.ingest(args.sources, format=args.format, progress=not args.no_progress)
+    report = archive.ingest(args.sources, format=args.format, progress=not args.no_progress,
+                            pseudonymise=args.pseudonymise)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -59,6 +60,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if code == EXIT_NO_INPUT and not args.json:
         print("nothing was ingested: no usable DICOM CT series or OpenKBP patient found", file=sys.stderr)
     return code
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .pseudonymise import make_key
+
+    path = make_key(args.keyfile)
+    print(f"wrote a new pseudonymisation key to {path} (mode 0600); keep it safe and private: the same key "
+          "gives the same pseudonyms, and without it new data cannot be linked to what is archived")
+    return EXIT_OK
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -375,7 +385,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input format; auto: OpenKBP where pt_*/ct.csv folders are found, else DICOM")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--pseudonymise", metavar="KEYFILE", type=Path, default=None,
+                   help="pseudonymise on the way in with this key (see `medhash keygen`): PatientID -> keyed "
+                        "pseudonym, UIDs remapped consistently, dates shifted per patient, identifying free "
+                        "text and private elements removed (README: Pseudonymisation)")
     p.set_defaults(func=cmd_ingest)
+
+    p = command("keygen", help="create a pseudonymisation key file",
+                description="Write 32 random bytes to KEYFILE (mode 0600) for `medhash ingest --pseudonymise "
+                            "KEYFILE`. An existing file is never overwritten. Keep the key safe: the same key "
+                            "gives the same pseudonyms on every run.",
+                examples="example: medhash keygen ./medhash.key && "
+                         "medhash ingest demo-data --archive ./archive --pseudonymise ./medhash.key\n")
+    p.add_argument("keyfile", metavar="KEYFILE", type=Path, help="key file to create")
+    p.set_defaults(func=cmd_keygen)
 
     p = command("info", help="summarise an archive",
                 description="Patients, series, slices, slices with dose, structures, skipped slices and "

@@ -5,7 +5,9 @@ is never touched. :func:`ingest` is what ``medhash ingest`` and :meth:`Archive.i
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +83,7 @@ def detect_format(source: Path) -> str:
 
 
 def ingest(archive: Archive, sources: Iterable[str | Path], format: str = "auto",
-           progress: bool = False) -> IngestReport:
+           progress: bool = False, pseudonymise=None) -> IngestReport:
     """Read the sources and add every new series to ``archive``.
 
     Parameters
@@ -91,6 +93,11 @@ def ingest(archive: Archive, sources: Iterable[str | Path], format: str = "auto"
     format : ``"auto"`` (per source: OpenKBP if it holds ``pt_*`` folders with ``ct.csv``, else
         DICOM), ``"dicom"`` or ``"openkbp"``.
     progress : show progress bars (tqdm, on stderr).
+    pseudonymise : None, or a key file path, a key (bytes) or a
+        :class:`~medhash.pseudonymise.Pseudonymiser`: every DICOM file is pseudonymised into a
+        temporary folder (deleted afterwards) that is then ingested, so the archive never sees the
+        original PatientID, UIDs or dates; OpenKBP patient ids are mapped through the same
+        pseudonym. See :mod:`medhash.pseudonymise`.
 
     Returns
     -------
@@ -98,6 +105,16 @@ def ingest(archive: Archive, sources: Iterable[str | Path], format: str = "auto"
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, not {format!r}")
+    if pseudonymise is not None:
+        from .pseudonymise import as_pseudonymiser
+        pseudonymiser = as_pseudonymiser(pseudonymise)  # a bad key fails before anything is read
+        with tempfile.TemporaryDirectory(prefix="medhash-pseudo-") as tmp:
+            return _ingest(archive, sources, format, progress, pseudonymiser, Path(tmp))
+    return _ingest(archive, sources, format, progress, None, None)
+
+
+def _ingest(archive: Archive, sources, format: str, progress: bool, pseudonymiser, staging: Path | None
+            ) -> IngestReport:
     started = time.time()
     report = IngestReport()
     by_format: dict[str, list[Path]] = {"dicom": [], "openkbp": []}
@@ -113,6 +130,15 @@ def ingest(archive: Archive, sources: Iterable[str | Path], format: str = "auto"
 
     known = archive.series_uids()
     readers = []
+    dicom_inputs = by_format["dicom"]
+    staged: dict[str, str] = {}
+    if pseudonymiser is not None and dicom_inputs:
+        from .pseudonymise import pseudonymise_files
+        roots, problems = pseudonymise_files(dicom_inputs, staging, pseudonymiser)
+        report.problems += problems
+        staged = {str(staging / str(i)): str(src if src.is_dir() else src.parent)
+                  for i, src in enumerate(dicom_inputs)}
+        dicom_inputs = [r for r in roots if r.exists()]
     if by_format["openkbp"]:
         readers.append(read_openkbp(by_format["openkbp"], progress=progress, known_series=known))
         if format == "openkbp":
@@ -120,10 +146,15 @@ def ingest(archive: Archive, sources: Iterable[str | Path], format: str = "auto"
                 if not find_patients([src]):
                     report.problems.append(Problem(str(src), "no OpenKBP patient folder (pt_*/ct.csv with "
                                                    "voxel_dimensions.csv) found"))
-    if by_format["dicom"]:
-        readers.append(read_dicom(by_format["dicom"], progress=progress, known_series=known))
+    if dicom_inputs:
+        readers.append(read_dicom(dicom_inputs, progress=progress, known_series=known))
     for reader in readers:
         for item in reader:
+            if staged and isinstance(item, Problem):
+                item = _unstage(item, staged)
+            if pseudonymiser is not None and isinstance(item, Volume) and item.source == "openkbp":
+                pid = pseudonymiser.patient_id(item.patient_id)
+                item = dataclasses.replace(item, patient_id=pid, series_uid=f"openkbp:{pid}")
             if isinstance(item, Problem):
                 if item.level == "info":
                     report.series_existing += 1
@@ -137,6 +168,14 @@ def ingest(archive: Archive, sources: Iterable[str | Path], format: str = "auto"
     archive.record_run(started, report.series_added, report.slices_added, report.slices_skipped_no_body,
                        len(report.errors), len(report.warnings))
     return report
+
+
+def _unstage(problem: Problem, staged: dict[str, str]) -> Problem:
+    """The problem with staging paths (pseudonymised copies) replaced by the original folders."""
+    path, message = problem.path, problem.message
+    for tmp, orig in sorted(staged.items(), key=lambda kv: -len(kv[0])):  # .../1 after .../10
+        path, message = path.replace(tmp, orig), message.replace(tmp, orig)
+    return dataclasses.replace(problem, path=path, message=message)
 
 
 def _add(archive: Archive, vol: Volume, report: IngestReport) -> None:
