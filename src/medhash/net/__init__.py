@@ -1,0 +1,1 @@
+"""Network access to DICOM services: pulling from a PACS (DIMSE, DICOMweb) and listening for pushes."""
