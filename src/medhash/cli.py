@@ -324,6 +324,66 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise MedhashError(f"--pacs must be HOST:PORT (e.g. pacs.example.org:4242), not {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from .archive import Archive
+    from .net.pull import pull_dicomweb, pull_dimse
+
+    if not args.verbose:  # pynetdicom logs every refused connection as ERROR; our message says it once
+        logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+    if (args.pacs is None) == (args.dicomweb is None):
+        raise MedhashError("give --pacs HOST:PORT (DIMSE) or --dicomweb URL, one of them")
+    if (args.patient is None) == (args.study is None):
+        raise MedhashError("give --patient ID or --study UID, one of them")
+    # an existing archive is checked before the network is asked; a new one is created only when data arrived
+    archive = Archive(args.archive, create=True) if args.archive.exists() else args.archive
+    if args.pacs is not None:
+        if not args.aec:
+            raise MedhashError("--pacs needs --aec, the PACS's AE title (e.g. ORTHANC)")
+        host, port = _host_port(args.pacs)
+        report = pull_dimse(archive, host, port, args.aec, args.aet, patient=args.patient, study=args.study,
+                            move_port=args.move_port, progress=not args.no_progress, pseudonymise=args.pseudonymise,
+                            method="get" if args.get else ("move" if args.no_get_fallback else "auto"),
+                            timeout=args.timeout)
+    else:
+        if args.aec or args.get:
+            raise MedhashError("--aec and --get apply to --pacs, not to --dicomweb")
+        report = pull_dicomweb(archive, args.dicomweb, patient=args.patient, study=args.study,
+                               progress=not args.no_progress, pseudonymise=args.pseudonymise, timeout=args.timeout)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return report.exit_code
+    what = f"patient {args.patient}" if args.patient is not None else f"study {args.study}"
+    if not report.studies:
+        print(f"nothing found on {report.source} for {what}: nothing was ingested", file=sys.stderr)
+        return report.exit_code
+    for f in report.failed[:MAX_LISTED]:
+        print(f"error: {f['what']}: {f['reason']}", file=sys.stderr)
+    if len(report.failed) > MAX_LISTED:
+        print(f"error: ... and {len(report.failed) - MAX_LISTED} more (use --json for the full list)", file=sys.stderr)
+    print(f"pulled {what} from {report.source} by {report.method}: {len(report.studies)} study(ies) found, "
+          f"{report.files_received} file(s) received, {len(report.failed)} failed")
+    rep = report.ingest
+    if rep is None:
+        print("nothing arrived: nothing was ingested", file=sys.stderr)
+        return report.exit_code
+    _print_problems(rep.problems)
+    archive = archive if isinstance(archive, Archive) else Archive(args.archive)
+    print(f"ingested {rep.series_added} series ({rep.slices_added} slices with body, "
+          f"{rep.slices_skipped_no_body} without body skipped); {rep.series_existing} series already in the archive; "
+          f"{len(rep.errors)} error(s), {len(rep.warnings)} warning(s)")
+    print(f"archive: {archive.path} ({len(archive)} slices)")
+    if report.exit_code == EXIT_NO_INPUT:
+        print("nothing was ingested: no usable DICOM CT series arrived", file=sys.stderr)
+    return report.exit_code
+
+
 def cmd_predict_dose(args: argparse.Namespace) -> int:
     from .archive import Archive
     from .dosepredict import predict_dose, write_prediction
@@ -540,6 +600,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="similar patients considered for --dose-prediction (default 10; the 5 nearest per slice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
+
+    p = command("pull", help="fetch a patient or study from a PACS (DIMSE or DICOMweb) and ingest it",
+                description="Query a PACS for a patient's studies (or one study) and retrieve them into a temporary "
+                            "folder that is then ingested (as `medhash ingest`). DIMSE (--pacs): C-FIND, then "
+                            "C-MOVE to a storage SCP that medhash runs during the pull with AE title --aet on "
+                            "--move-port (the PACS must know that AE title with this host and port), falling back "
+                            "to C-GET when the PACS refuses the C-MOVE; --get uses C-GET only (nothing to "
+                            "configure on the PACS). DICOMweb (--dicomweb): QIDO-RS, then WADO-RS per series. "
+                            "What failed is listed; what arrived is ingested. Details: docs/pacs-pull.md.",
+                examples="examples:\n"
+                         "  medhash pull --archive ./archive --pacs 127.0.0.1:4242 --aec ORTHANC --aet MEDHASH "
+                         "--patient DEMO001\n"
+                         "  medhash pull --archive ./archive --pacs pacs.example.org:104 --aec PACS --get "
+                         "--study 1.2.840.113619.2.55.3\n"
+                         "  medhash pull --archive ./archive --dicomweb http://127.0.0.1:8042/dicom-web "
+                         "--patient DEMO001 --pseudonymise ./medhash.key\n")
+    p.add_argument("--archive", required=True, type=Path, help="archive directory (created if missing)")
+    p.add_argument("--pacs", metavar="HOST:PORT", help="DIMSE: the PACS's host and DICOM port")
+    p.add_argument("--aec", metavar="AE", help="DIMSE: the PACS's AE title (called AE)")
+    p.add_argument("--aet", metavar="AE", default="MEDHASH",
+                   help="DIMSE: medhash's AE title, calling AE and C-MOVE destination (default MEDHASH)")
+    p.add_argument("--move-port", type=int, default=None, metavar="PORT",
+                   help="DIMSE: port of medhash's temporary storage SCP for C-MOVE (default 11113); the PACS "
+                        "must know --aet at this host and port")
+    p.add_argument("--get", action="store_true", help="DIMSE: retrieve by C-GET only (no PACS configuration needed)")
+    p.add_argument("--no-get-fallback", action="store_true",
+                   help="DIMSE: C-MOVE only; do not retry a refused C-MOVE by C-GET")
+    p.add_argument("--dicomweb", metavar="URL", help="DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web")
+    p.add_argument("--patient", metavar="ID", help="PatientID to pull (all its studies)")
+    p.add_argument("--study", metavar="UID", help="StudyInstanceUID to pull")
+    p.add_argument("--timeout", type=float, default=60, metavar="S",
+                   help="network timeout in seconds (default 60)")
+    p.add_argument("--pseudonymise", metavar="KEYFILE", type=Path, default=None,
+                   help="pseudonymise on the way in with this key, as `medhash ingest --pseudonymise`")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_pull)
 
     p = command("predict-dose", help="estimate a patient's dose from the most similar other patients",
                 description="Rank the other patients (as search --patient), take the k most similar, and average "

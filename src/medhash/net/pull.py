@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import tempfile
 import threading
 import urllib.error
@@ -125,7 +126,18 @@ STORAGE_CLASSES = (
 """Storage SOP classes asked for as SCP role in a C-GET (a C-GET association has room for few)."""
 
 
+def _reachable(host: str, port: int, timeout: float) -> None:
+    """Raise a clear error when nothing accepts TCP connections at host:port (pynetdicom only says 'aborted')."""
+    try:
+        socket.create_connection((host, port), timeout=min(timeout, 10)).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise MedhashError(f"cannot reach the PACS at {host}:{port}: {reason} (is the host and port right, and "
+                           "is the PACS running and reachable from here?)") from None
+
+
 def _associate(ae, host: str, port: int, aec: str, what: str):
+    _reachable(host, port, ae.acse_timeout or 30)
     try:
         assoc = ae.associate(host, port, ae_title=aec)
     except OSError as exc:  # pragma: no cover - pynetdicom reports most failures through assoc

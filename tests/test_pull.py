@@ -1,0 +1,141 @@
+"""`medhash pull` against a real Orthanc (Debian's, started on free loopback ports; see tests/orthanc.py).
+
+C-MOVE, C-GET and DICOMweb must give the same archive as `medhash ingest` of the same folder; an
+unknown patient is exit code 4 and an unreachable PACS exit code 1, both with a message, no traceback.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from medhash.archive import Archive
+from medhash.cli import main
+from medhash.demo import write_demo_cohort
+
+sys.path.insert(0, str(Path(__file__).parent))
+from orthanc import SKIP_REASON, OrthancServer, free_port  # noqa: E402
+
+pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    return write_demo_cohort(tmp_path_factory.mktemp("cohort"), n_patients=2, rows=64)
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory, cohort):
+    with OrthancServer(tmp_path_factory.mktemp("orthanc")) as server:
+        files = sorted(p for folder in cohort for p in folder.glob("*.dcm"))
+        assert server.upload(files) == len(files)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cohort):
+    """`medhash ingest` of DEMO001's folder."""
+    path = tmp_path_factory.mktemp("ref") / "archive"
+    assert main(["ingest", str(cohort[0]), "--archive", str(path), "--no-progress"]) == 0
+    return Archive(path)
+
+
+def assert_same_archive(path: Path, reference: Archive) -> None:
+    got = Archive(path)
+    assert got.patients() == reference.patients() == ["DEMO001"]
+    assert got.series_uids() == reference.series_uids()
+    a, b = reference.slices("DEMO001"), got.slices("DEMO001")
+    assert len(a) == len(b) > 10
+    for sa, sb in zip(a, b):
+        assert (sa.slice_index, sa.z_mm) == (sb.slice_index, sb.z_mm)
+        assert sa.ct.tobytes() == sb.ct.tobytes()
+        assert sa.dose is not None and sa.dose.tobytes() == sb.dose.tobytes()
+    assert got.info()["structures"] == reference.info()["structures"]
+
+
+def test_pull_c_move(orthanc, reference, tmp_path, capsys):
+    arch = tmp_path / "archive"
+    code = main(["pull", "--archive", str(arch), "--pacs", f"127.0.0.1:{orthanc.dicom_port}", "--aec", "ORTHANC",
+                 "--aet", "MEDHASH", "--move-port", str(orthanc.move_port), "--no-get-fallback",
+                 "--patient", "DEMO001", "--no-progress"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "by move" in out.out and "ingested 1 series" in out.out
+    assert_same_archive(arch, reference)
+    # again: nothing new, exit 0
+    assert main(["pull", "--archive", str(arch), "--pacs", f"127.0.0.1:{orthanc.dicom_port}", "--aec", "ORTHANC",
+                 "--move-port", str(orthanc.move_port), "--patient", "DEMO001", "--no-progress", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["ingest"]["series_existing"] == 1 and rep["failed"] == []
+
+
+def test_pull_c_get_and_fallback(orthanc, reference, tmp_path, capsys):
+    """--get needs no modality on the PACS; a C-MOVE to an AE title the PACS does not know falls back to C-GET."""
+    arch = tmp_path / "get"
+    assert main(["pull", "--archive", str(arch), "--pacs", f"127.0.0.1:{orthanc.dicom_port}", "--aec", "ORTHANC",
+                 "--get", "--patient", "DEMO001", "--no-progress", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["method"] == "get" and len(rep["studies"]) == 1
+    assert_same_archive(arch, reference)
+    arch2 = tmp_path / "fallback"
+    assert main(["pull", "--archive", str(arch2), "--pacs", f"127.0.0.1:{orthanc.dicom_port}", "--aec", "ORTHANC",
+                 "--aet", "UNKNOWN", "--move-port", str(free_port()), "--study", rep["studies"][0],
+                 "--no-progress", "--json"]) == 0
+    rep2 = json.loads(capsys.readouterr().out)
+    assert rep2["method"] == "get" and rep2["files_received"] == rep["files_received"]
+    assert_same_archive(arch2, reference)
+
+
+def test_pull_dicomweb(orthanc, reference, tmp_path, capsys):
+    arch = tmp_path / "archive"
+    code = main(["pull", "--archive", str(arch), "--dicomweb", orthanc.dicomweb, "--patient", "DEMO001",
+                 "--no-progress"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "by dicomweb" in out.out and "ingested 1 series" in out.out
+    assert_same_archive(arch, reference)
+
+
+def test_pull_pseudonymise(orthanc, tmp_path, capsys):
+    key = tmp_path / "key"
+    assert main(["keygen", str(key)]) == 0
+    arch = tmp_path / "archive"
+    assert main(["pull", "--archive", str(arch), "--dicomweb", orthanc.dicomweb, "--patient", "DEMO002",
+                 "--pseudonymise", str(key), "--no-progress"]) == 0
+    (pid,) = Archive(arch).patients()
+    assert pid.startswith("P") and pid != "DEMO002"
+
+
+def test_unknown_patient_is_exit_4(orthanc, tmp_path, capsys):
+    for source in (["--pacs", f"127.0.0.1:{orthanc.dicom_port}", "--aec", "ORTHANC"],
+                   ["--dicomweb", orthanc.dicomweb]):
+        assert main(["pull", "--archive", str(tmp_path / "a"), *source, "--patient", "NOBODY", "--no-progress"]) == 4
+        err = capsys.readouterr().err
+        assert "nothing found" in err and "NOBODY" in err and "Traceback" not in err
+    assert not (tmp_path / "a").exists()  # no archive created for nothing
+
+
+def test_unreachable_pacs_is_exit_1(tmp_path, capsys):
+    port = free_port()
+    assert main(["pull", "--archive", str(tmp_path / "a"), "--pacs", f"127.0.0.1:{port}", "--aec", "PACS",
+                 "--patient", "DEMO001", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot reach the PACS at 127.0.0.1:{port}" in err and "Traceback" not in err
+    assert main(["pull", "--archive", str(tmp_path / "a"), "--dicomweb", f"http://127.0.0.1:{port}/dicom-web",
+                 "--patient", "DEMO001", "--no-progress"]) == 1
+    assert "cannot reach the DICOMweb server" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+
+
+def test_pull_command_line_errors(tmp_path, capsys):
+    a = str(tmp_path / "a")
+    assert main(["pull", "--archive", a, "--patient", "X"]) == 1
+    assert "--pacs HOST:PORT" in capsys.readouterr().err
+    assert main(["pull", "--archive", a, "--pacs", "h:1", "--patient", "X"]) == 1
+    assert "--aec" in capsys.readouterr().err
+    assert main(["pull", "--archive", a, "--pacs", "nocolon", "--aec", "P", "--patient", "X"]) == 1
+    assert "HOST:PORT" in capsys.readouterr().err
+    assert main(["pull", "--archive", a, "--dicomweb", "http://x", "--patient", "X", "--study", "1.2"]) == 1
+    assert "one of them" in capsys.readouterr().err
