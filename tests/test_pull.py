@@ -88,6 +88,16 @@ def test_pull_c_get_and_fallback(orthanc, reference, tmp_path, capsys):
     assert_same_archive(arch2, reference)
 
 
+def test_refused_c_move_without_fallback_is_exit_1(orthanc, tmp_path, capsys):
+    arch = tmp_path / "a"
+    assert main(["pull", "--archive", str(arch), "--pacs", f"127.0.0.1:{orthanc.dicom_port}", "--aec", "ORTHANC",
+                 "--aet", "UNKNOWN", "--move-port", str(free_port()), "--no-get-fallback", "--patient", "DEMO001",
+                 "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "C-MOVE to UNKNOWN" in err and "must know AE title 'UNKNOWN'" in err and "Traceback" not in err
+    assert not arch.exists()
+
+
 def test_pull_dicomweb(orthanc, reference, tmp_path, capsys):
     arch = tmp_path / "archive"
     code = main(["pull", "--archive", str(arch), "--dicomweb", orthanc.dicomweb, "--patient", "DEMO001",

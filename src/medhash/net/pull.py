@@ -64,9 +64,11 @@ class PullReport:
 
     @property
     def exit_code(self) -> int:
-        """4 when nothing was found or nothing could be ingested, 1 when something failed, else 0."""
-        if not self.studies or self.ingest is None:
+        """4 when nothing was found (or nothing usable arrived), 1 when something failed, else 0."""
+        if not self.studies:
             return EXIT_NO_INPUT
+        if self.ingest is None:
+            return EXIT_PARTIAL if self.failed else EXIT_NO_INPUT
         code = self.ingest.exit_code
         if code == EXIT_OK and self.failed:
             return EXIT_PARTIAL
