@@ -194,9 +194,10 @@ def find_studies(host: str, port: int, aec: str, aet: str = DEFAULT_AET, patient
 def _store_handler(folder: Path, bar, counter: dict, lock: threading.Lock):
     def handle(event):
         try:
-            ds = event.dataset
-            name = str(ds.SOPInstanceUID) + ".dcm"
             data = event.encoded_dataset()
+            with lock:
+                counter["seq"] = counter.get("seq", 0) + 1
+                name = f"{counter['seq']:06d}.dcm"  # never a name sent by the peer (no path tricks)
             (folder / name).write_bytes(data)
         except Exception as exc:  # a bad instance is reported, the others go on
             with lock:
