@@ -8,7 +8,6 @@ then kill). Tests skip cleanly with :data:`SKIP_REASON` when Orthanc is not inst
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -67,7 +66,7 @@ class OrthancServer:
             "AuthenticationEnabled": False,
             "HttpServerEnabled": True,
             "DicomServerEnabled": True,
-            "DicomCheckCalledAet": False,
+            "DicomCheckCalledAet": True,  # a wrong --aec is rejected, as by most PACS
             "DicomAlwaysAllowEcho": True,
             "DicomAlwaysAllowStore": True,
             "DicomAlwaysAllowFind": True,

@@ -139,6 +139,13 @@ def test_unreachable_pacs_is_exit_1(tmp_path, capsys):
     assert not (tmp_path / "a").exists()
 
 
+def test_rejected_association_is_exit_1(orthanc, tmp_path, capsys):
+    assert main(["pull", "--archive", str(tmp_path / "a"), "--pacs", f"127.0.0.1:{orthanc.dicom_port}",
+                 "--aec", "WRONG", "--patient", "DEMO001", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "rejected the association" in err and "'WRONG'" in err and "Traceback" not in err
+
+
 def test_pull_command_line_errors(tmp_path, capsys):
     a = str(tmp_path / "a")
     assert main(["pull", "--archive", a, "--patient", "X"]) == 1
