@@ -156,3 +156,7 @@ def test_pull_command_line_errors(tmp_path, capsys):
     assert "HOST:PORT" in capsys.readouterr().err
     assert main(["pull", "--archive", a, "--dicomweb", "http://x", "--patient", "X", "--study", "1.2"]) == 1
     assert "one of them" in capsys.readouterr().err
+    for bad in ("*", "DEMO*", ""):
+        assert main(["pull", "--archive", a, "--dicomweb", "http://x", "--patient", bad]) == 1
+        assert "one exact value" in capsys.readouterr().err
+    assert not Path(a).exists()

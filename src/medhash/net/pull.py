@@ -100,6 +100,11 @@ def _bar(total, desc, progress):
 def _check_query(patient, study) -> None:
     if (patient is None) == (study is None):
         raise MedhashError("give a patient id or a study instance UID (one of them)")
+    value = patient if patient is not None else study
+    if not value.strip() or any(c in value for c in "*?\\"):
+        # a wildcard (or an empty value, which matches everything) could pull a whole PACS
+        raise MedhashError(f"{'patient id' if patient is not None else 'study UID'} must be one exact value, "
+                           f"without wildcards (* ?) or backslashes: {value!r}")
 
 
 # ----------------------------------------------------------------------------------------- DIMSE
@@ -211,7 +216,7 @@ def _store_handler(folder: Path, bar, counter: dict, lock: threading.Lock):
 
 
 def _retrieve_one(assoc, uid: str, method: str, aet: str, model):
-    """Send one C-MOVE / C-GET for a study; returns (completed, failed, warning, last status or None)."""
+    """Send one C-MOVE / C-GET for a study; returns its final status (None: no answer)."""
     from pydicom.dataset import Dataset
     q = Dataset()
     q.QueryRetrieveLevel = "STUDY"
