@@ -185,6 +185,8 @@ class Listener:
         path = self.archive_dir
         if path.exists() and not path.is_dir():
             raise ArchiveError(f"{path}: exists and is not a directory")
+        if not path.exists() and not path.parent.is_dir():
+            raise ArchiveError(f"{path}: archive missing and its parent folder {path.parent} does not exist")
         if path.is_dir() and not (path / CATALOG).is_file() and any(path.iterdir()):
             raise ArchiveError(f"{path}: not a medhash archive (no {CATALOG}) and not empty; give an archive "
                                "folder, or a new or empty folder to create one")
