@@ -265,6 +265,31 @@ def _patient_search(archive, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_listen(args: argparse.Namespace) -> int:
+    from .net import Listener
+
+    if args.quiet < 0:
+        raise MedhashError(f"--quiet must be 0 or more seconds, not {args.quiet}")
+    net_log = logging.getLogger("medhash.net")
+    if not args.verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        net_log.addHandler(handler)
+        net_log.propagate = False
+    net_log.setLevel(logging.INFO)
+    listener = Listener(args.archive, ae_title=args.ae_title, host=args.host, port=args.port,
+                        allow_ae=args.allow_ae, pseudonymise=args.pseudonymise, quiet_s=args.quiet)
+    listener.start()
+    print(f"medhash: receiving DICOM as {listener.ae_title} on {args.host}:{listener.port} into {args.archive} "
+          f"(CT, RTDOSE, RTSTRUCT, RTPLAN; ingest {args.quiet:g} s after a transfer ends); Ctrl-C stops",
+          file=sys.stderr, flush=True)
+    listener.serve_forever()
+    s = listener.stats
+    print(f"stopped: {s['associations']} association(s), {s['files']} file(s) received, {s['series_ingested']} "
+          f"series ingested ({s['slices_ingested']} slices), {s['errors']} error(s)", file=sys.stderr)
+    return EXIT_PARTIAL if s["errors"] else EXIT_OK
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .archive import Archive
     from .index import export_index
@@ -662,6 +687,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per query slice, average the POOL patients' slices nearest in features (default 5; "
                         "0: all k)")
     p.set_defaults(func=cmd_predict_dose)
+
+    p = command("listen", help="receive DICOM from a planning system or PACS (storage SCP) into an archive",
+                description="A DICOM storage SCP for CT Image, RT Dose, RT Structure Set and RT Plan storage "
+                            "(other SOP classes are refused; C-ECHO answered). Each file is written to "
+                            "ARCHIVE/spool before it is acknowledged; once the association has ended and nothing "
+                            "new arrived for --quiet seconds, the spool is ingested like `medhash ingest` (RT "
+                            "Plans are accepted but not stored). A killed listener loses nothing acknowledged: "
+                            "the spool is ingested at the next start. One log line per association.",
+                examples="examples:\n  medhash listen --archive ./archive --port 11112\n"
+                         "  TCP_NODELAY=1 storescu -aet PLANNING -aec MEDHASH 127.0.0.1 11112 +sd +r /data/export\n"
+                         "  medhash listen --archive ./archive --host 0.0.0.0 --allow-ae PLANNING PACS "
+                         "--pseudonymise ./medhash.key\n")
+    p.add_argument("--archive", required=True, type=Path, help="archive directory (created if missing or empty)")
+    p.add_argument("--ae-title", default="MEDHASH", help="this listener's AE title (default MEDHASH)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=11112, help="TCP port (default 11112)")
+    p.add_argument("--allow-ae", nargs="+", metavar="AE", default=None,
+                   help="accept associations only from these calling AE titles (default: any)")
+    p.add_argument("--pseudonymise", metavar="KEYFILE", type=Path, default=None,
+                   help="pseudonymise every received file before it is spooled (see `medhash keygen`)")
+    p.add_argument("--quiet", type=float, default=5.0, metavar="SECONDS",
+                   help="ingest once an association has ended and no file arrived for this long (default 5)")
+    p.set_defaults(func=cmd_listen)
 
     p = command("export", help="export an index's features, codes and slice list",
                 description="Write features.npy (float32), codes.npy (packed uint8 codes) and slices.csv "

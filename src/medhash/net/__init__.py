@@ -1,1 +1,7 @@
-"""Network access to DICOM services: pulling from a PACS (DIMSE, DICOMweb) and listening for pushes."""
+"""DICOM networking: :class:`Listener`, the storage SCP behind ``medhash listen``, and
+:mod:`.pull` (``medhash pull``: C-FIND + C-MOVE / C-GET, or DICOMweb) for pulling from a PACS."""
+from __future__ import annotations
+
+from .listen import ACCEPTED_SOP_CLASSES, Listener
+
+__all__ = ["ACCEPTED_SOP_CLASSES", "Listener"]

@@ -1,0 +1,162 @@
+"""`medhash listen`: dcmtk's storescu → the storage SCP → the same archive as `medhash ingest`."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from medhash import Archive
+from medhash.demo import write_demo_cohort
+from medhash.net import Listener
+from medhash.pseudonymise import Pseudonymiser, load_key, make_key
+
+pytestmark = pytest.mark.skipif(shutil.which("storescu") is None,
+                                reason="dcmtk's storescu is not installed (apt install dcmtk)")
+ENV = {**os.environ, "TCP_NODELAY": "1"}  # dcmtk: no Nagle delay (40 ms a file otherwise)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cohort")
+    write_demo_cohort(root, n_patients=2, rows=64)
+    return root
+
+
+def storescu(port: int, folder: Path, aet: str = "TESTSCU") -> subprocess.CompletedProcess:
+    return subprocess.run(["storescu", "-aet", aet, "-aec", "MEDHASH", "127.0.0.1", str(port), "+sd", "+r",
+                           str(folder)], capture_output=True, text=True, env=ENV, timeout=60)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def assert_same_archive(a: Archive, b: Archive, map_pid=lambda p: p) -> None:
+    assert (len(a), a.info()["series"]) == (len(b), b.info()["series"])
+    assert sorted(map_pid(p) for p in a.patients()) == b.patients()
+    for pid in a.patients():
+        sa, sb = a.slices(pid), b.slices(map_pid(pid))
+        assert len(sa) == len(sb) > 0
+        for x, y in zip(sa, sb):
+            assert x.ct.tobytes() == y.ct.tobytes()
+            assert (x.dose is None) == (y.dose is None)
+            if x.dose is not None:
+                assert x.dose.tobytes() == y.dose.tobytes()
+
+
+def test_storescu_gives_the_same_archive_as_ingest(cohort, tmp_path):
+    plain = Archive(tmp_path / "plain", create=True)
+    assert plain.ingest([cohort]).errors == []
+    with Listener(tmp_path / "recv", port=0, quiet_s=0.2) as listener:
+        out = storescu(listener.port, cohort)
+        assert out.returncode == 0, out.stderr
+    assert listener.stats["files"] == sum(1 for _ in cohort.rglob("*.dcm"))
+    assert listener.stats["series_ingested"] == 2 and listener.stats["errors"] == 0
+    recv = Archive(tmp_path / "recv")
+    assert_same_archive(plain, recv)
+    # a single-patient archive compares byte for byte on the arrays as well
+    assert (tmp_path / "recv" / "arrays" / "ct.i16").stat().st_size == (tmp_path / "plain" / "arrays" / "ct.i16").stat().st_size
+    assert [p.name for p in (tmp_path / "recv" / "spool").iterdir()] == [".lock"]
+
+
+def test_unknown_calling_ae_is_refused(cohort, tmp_path):
+    with Listener(tmp_path / "a", port=0, allow_ae=["GOOD"], quiet_s=0) as listener:
+        out = storescu(listener.port, cohort / "DEMO001", aet="EVIL")
+        assert out.returncode != 0 and "Calling AE Title Not Recognized" in out.stderr
+        echo = subprocess.run(["echoscu", "-aet", "GOOD", "-aec", "MEDHASH", "127.0.0.1", str(listener.port)],
+                              capture_output=True, text=True, env=ENV, timeout=30)
+        assert echo.returncode == 0, echo.stderr
+    assert len(Archive(tmp_path / "a")) == 0 and listener.stats["files"] == 0
+
+
+def test_other_sop_classes_are_refused(tmp_path):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
+    ds.SOPInstanceUID = generate_uid()
+    ds.PatientID, ds.Modality = "X", "MR"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    (tmp_path / "mr").mkdir()
+    ds.save_as(tmp_path / "mr" / "mr.dcm", enforce_file_format=True)
+    with Listener(tmp_path / "a", port=0, quiet_s=0) as listener:
+        out = storescu(listener.port, tmp_path / "mr")
+    assert out.returncode != 0 and listener.stats["files"] == 0
+    assert not any((tmp_path / "a" / "spool").glob("*/*.dcm"))
+
+
+def test_killed_listener_loses_nothing_acknowledged(cohort, tmp_path):
+    arch, port = tmp_path / "arch", free_port()
+    cmd = [sys.executable, "-m", "medhash.cli", "listen", "--archive", str(arch), "--port", str(port),
+           "--quiet", "600"]  # nothing is ingested before the kill
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "receiving DICOM" in proc.stderr.readline() + proc.stderr.readline()
+        out = storescu(port, cohort)
+        assert out.returncode == 0, out.stderr  # every file acknowledged
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert len(Archive(arch)) == 0
+    assert len(list((arch / "spool").glob("*/*.dcm"))) == sum(1 for _ in cohort.rglob("*.dcm"))
+    # restarted: the spool is ingested first; stopped with SIGTERM (as Ctrl-C)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 40
+        while time.time() < deadline and len(Archive(arch)) == 0:
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=30)[1]
+    assert proc.returncode == 0, err
+    assert "2 series ingested" in err and "Traceback" not in err
+    plain = Archive(tmp_path / "plain", create=True)
+    plain.ingest([cohort])
+    assert_same_archive(plain, Archive(arch))
+    assert not list((arch / "spool").glob("*/*.dcm"))
+
+
+def test_pseudonymised_listen_keeps_originals_out(cohort, tmp_path):
+    key = make_key(tmp_path / "key")
+    with Listener(tmp_path / "pseudo", port=0, pseudonymise=key, quiet_s=0.2) as listener:
+        # while spooled, the files are already pseudonymised
+        out = storescu(listener.port, cohort)
+        assert out.returncode == 0, out.stderr
+    plain = Archive(tmp_path / "plain", create=True)
+    plain.ingest([cohort])
+    p = Pseudonymiser(load_key(key))
+    assert_same_archive(plain, Archive(tmp_path / "pseudo"), map_pid=p.patient_id)
+    originals = [b"DEMO00"]
+    for ds in (pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(cohort.rglob("*.dcm"))):
+        originals += [str(ds[k].value).encode() for k in ("StudyInstanceUID", "SeriesInstanceUID",
+                                                           "SOPInstanceUID", "FrameOfReferenceUID") if k in ds]
+    blob = b"".join(f.read_bytes() for f in (tmp_path / "pseudo").rglob("*") if f.is_file())
+    assert not {o for o in originals if o in blob}
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    from medhash.cli import main
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        code = main(["listen", "--archive", str(tmp_path / "a"), "--port", str(s.getsockname()[1])])
+    err = capsys.readouterr().err
+    assert code == 1 and "the port is in use" in err and "Traceback" not in err
+    assert main(["listen", "--archive", str(tmp_path / "no" / "such" / "a")]) == 3
+    assert "archive missing" in capsys.readouterr().err
+    (tmp_path / "short.key").write_bytes(b"0123")
+    assert main(["listen", "--archive", str(tmp_path / "b"), "--pseudonymise", str(tmp_path / "short.key")]) == 1
+    assert "must hold at least 32" in capsys.readouterr().err
