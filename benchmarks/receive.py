@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 MEDHASH = [sys.executable, "-m", "medhash.cli"]
+STORESCU = "/usr/bin/storescu" if os.path.exists("/usr/bin/storescu") else shutil.which("storescu")  # not pynetdicom's
 
 
 def free_port() -> int:
@@ -35,7 +36,7 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=6)
     ap.add_argument("--rows", type=int, default=512, help="CT matrix of the demo series (default 512)")
     args = ap.parse_args()
-    if shutil.which("storescu") is None:
+    if STORESCU is None:
         sys.exit("storescu (dcmtk) is not installed")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -64,7 +65,7 @@ def main() -> None:
         threading.Thread(target=read, daemon=True).start()
         while not any("receiving DICOM" in ln for ln in lines):
             time.sleep(0.05)
-        cmd = ["storescu", "-aet", "BENCH", "-aec", "MEDHASH", "127.0.0.1", str(port), "+sd", "+r", str(tmp / "dicom")]
+        cmd = [STORESCU, "-aet", "BENCH", "-aec", "MEDHASH", "127.0.0.1", str(port), "+sd", "+r", str(tmp / "dicom")]
         t = time.perf_counter()
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TCP_NODELAY": "1"})
         t_recv = time.perf_counter() - t

@@ -110,19 +110,21 @@ def test_killed_listener_loses_nothing_acknowledged(cohort, tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert len(Archive(arch)) == 0
-    assert len(list((arch / "spool").glob("*/*.dcm"))) == sum(1 for _ in cohort.rglob("*.dcm"))
+    # studies the association moved on from may already be ingested (in their own process); the rest
+    # is in the spool: nothing acknowledged is missing
+    spooled = len(list((arch / "spool").glob("*/*.dcm")))
+    assert spooled > 0
     # restarted: the spool is ingested first; stopped with SIGTERM (as Ctrl-C)
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 40
-        while time.time() < deadline and len(Archive(arch)) == 0:
+        while time.time() < deadline and (len(Archive(arch)) == 0 or list((arch / "spool").glob("*/*.dcm"))):
             time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGTERM)
         err = proc.communicate(timeout=30)[1]
     assert proc.returncode == 0, err
-    assert "2 series ingested" in err and "Traceback" not in err
+    assert "series ingested" in err and "Traceback" not in err
     plain = Archive(tmp_path / "plain", create=True)
     plain.ingest([cohort])
     assert_same_archive(plain, Archive(arch))

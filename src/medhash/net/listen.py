@@ -2,16 +2,31 @@
 
 Flow of one file::
 
-    C-STORE ──▶ ARCHIVE/spool/<association>/<SOPInstanceUID>.dcm   (tmp + fsync + rename, then 0x0000)
-                       │  association ended, then ``quiet_s`` seconds without a new file
+    C-STORE ──▶ ARCHIVE/spool/<association>.<n>/<SOPInstanceUID>.dcm   (tmp + fsync + rename, then 0x0000)
+                       │  one spool folder per study (StudyInstanceUID, else FrameOfReferenceUID) of an
+                       │  association; the study is *closed* when the association has moved on to other
+                       │  studies for CLOSE_AFTER_FILES files, or when the association ends
                        ▼
-               medhash.ingest.ingest(archive, [spool folders])        (the code path of `medhash ingest`)
+               ingest worker (one ingest at a time, while receiving goes on):
+               medhash.ingest.ingest(archive, [closed study folders])  (the code path of `medhash ingest`)
                        │
                        ├─▶ series in the archive; the spool folder is deleted
-                       └─▶ files that could not be ingested: ARCHIVE/spool/failed/<association>/ + problems.txt
+                       └─▶ files that could not be ingested: ARCHIVE/spool/failed/<association>.<n>/ + problems.txt
+
+When a study is ingested:
+
+* closed because the association moved on (the sender sends study after study): at once, while the
+  association goes on sending the next studies;
+* still open when its association ended (released or aborted): once ``quiet_s`` seconds passed with
+  no new file, so that a sender using one association per series (CT, then RTDOSE, then RTSTRUCT)
+  still has them ingested together;
+* never while another association has the same study open (its files would miss their CT); the
+  folders of one study waiting together are ingested together. CT, RTDOSE and RTSTRUCT of a study
+  sent in one association are therefore always in the same ingest.
 
 A file is acknowledged (status 0x0000) only once it is on disk, so a listener killed at any moment
-loses nothing it acknowledged: whatever is left in the spool is ingested at the next start.
+loses nothing it acknowledged: whatever is left in the spool is ingested at the next start (all
+folders together), and a folder is deleted only after its ingest has committed.
 Accepted SOP classes: CT Image Storage, RT Dose, RT Structure Set, RT Plan (plans are accepted so a
 planning system's export does not fail, but the archive stores no plans) and Verification (C-ECHO).
 Other SOP classes get no presentation context (the sender reports them as not sent).
@@ -58,19 +73,64 @@ SPOOL = "spool"
 FAILED = "failed"
 _PART = ".part"
 _counter = itertools.count(1)
+CLOSE_AFTER_FILES = 16
+"""A study of an association is closed (and ingested) once the association has sent this many files of
+other studies since the study's last file."""
 
 
 @dataclass
 class _Assoc:
-    """One association's spool folder and what happened on it."""
+    """One association: what it received, its open study folders, what its ingests gave."""
 
     id: str
     calling_ae: str
     peer: str
-    folder: Path
     files: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    open: dict[str, "_Group"] = field(default_factory=dict)   # study key -> its open group
+    groups: int = 0            # groups made so far (folder numbering)
+    pending: int = 0           # groups closed or open, not yet ingested
+    ended: bool = False
+    series: int = 0
+    slices: int = 0
+    existing: int = 0
+    problems: int = 0
+    failed: set[str] = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class _Group:
+    """The spool folder of one study received on one association."""
+
+    assoc: _Assoc
+    key: str
+    folder: Path
+    files: int = 0
+    last: int = 0              # the association's file count at this group's last file
+    quiet: bool = False        # closed by the association's end: wait for the quiet period
+
+
+_child_archive: Archive | None = None
+
+
+def _child_init() -> None:
+    """In the ingest process: die with the listener (a killed listener leaves no ingest running)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the listener, which stops us
+
+
+def _child_ingest(archive_dir: str, folders: list[str]):
+    """``medhash.ingest.ingest`` in the ingest process (the archive stays open between calls)."""
+    global _child_archive
+    from ..ingest import ingest
+    if _child_archive is None:
+        _child_archive = Archive(archive_dir)
+    return ingest(_child_archive, folders)
 
 
 def _check_ae_title(title: str) -> str:
@@ -127,8 +187,9 @@ class Listener:
     allow_ae : calling AE titles accepted; None or empty: any.
     pseudonymise : None, or a key file path, a key (bytes) or a Pseudonymiser: data sets are
         pseudonymised before they are spooled.
-    quiet_s : seconds without a new file, after an association has ended, before its spool folder
-        is ingested (so that series sent over several associations are ingested together).
+    quiet_s : seconds without a new file before the studies still open when their association ended
+        are ingested (so that series sent over several associations are ingested together); studies
+        an association has moved on from are ingested at once (see the module docstring).
 
     Examples
     --------
@@ -158,11 +219,13 @@ class Listener:
         self._lock_fd: int | None = None
         self._cond = threading.Condition()
         self._assocs: dict[object, _Assoc] = {}
-        self._ready: list[_Assoc] = []
+        self._ready: list[_Group] = []
+        self._retry_at = 0.0
         self._last_activity = time.monotonic()
         self._flush = False
         self._stopping = False
         self._worker: threading.Thread | None = None
+        self._pool = None
         self._stopped = threading.Event()
         self.stats = {"associations": 0, "files": 0, "series_ingested": 0, "slices_ingested": 0, "errors": 0}
 
@@ -237,6 +300,7 @@ class Listener:
 
     def _recover(self) -> None:
         """Queue the spool folders an earlier (killed) run left; drop half-written files (never acknowledged)."""
+        earlier = _Assoc("(earlier run)", "(earlier run)", "", ended=True)
         left = []
         for folder in sorted(p for p in self.spool.iterdir() if p.is_dir() and p.name != FAILED):
             for part in folder.glob("*" + _PART):
@@ -245,10 +309,12 @@ class Listener:
             if files == 0:
                 shutil.rmtree(folder, ignore_errors=True)
                 continue
-            left.append(_Assoc(folder.name, "(earlier run)", "", folder, files=files))
+            left.append(_Group(earlier, folder.name, folder, files=files))
         if left:
+            earlier.files = sum(g.files for g in left)
+            earlier.pending = len(left)
             log.info("spool: %d folder(s) with %d file(s) left by an earlier run; ingesting them first", len(left),
-                     sum(a.files for a in left))
+                     earlier.files)
             with self._cond:
                 self._ready += left
                 self._flush = True
@@ -309,8 +375,7 @@ class Listener:
         req = event.assoc.requestor
         aid = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{next(_counter)}"
         with self._cond:
-            self._assocs[event.assoc] = _Assoc(aid, str(req.ae_title).strip(), f"{req.address}:{req.port}",
-                                               self.spool / aid)
+            self._assocs[event.assoc] = _Assoc(aid, str(req.ae_title).strip(), f"{req.address}:{req.port}")
             self.stats["associations"] += 1
             self._last_activity = time.monotonic()
 
@@ -330,25 +395,32 @@ class Listener:
             a.errors.append(f"SOP class {sop_class} not supported")
             return STATUS_SOP_CLASS_NOT_SUPPORTED
         try:
+            ds = event.dataset
             if self.pseudonymiser is None:
                 data = event.encoded_dataset(include_meta=True)
                 name = str(event.request.AffectedSOPInstanceUID)
             else:
-                ds = event.dataset
                 ds.file_meta = event.file_meta
                 self.pseudonymiser.dataset(ds)
                 buf = BytesIO()
                 ds.save_as(buf, enforce_file_format=True)
                 data, name = buf.getvalue(), str(ds.SOPInstanceUID)
+            study = str(ds.get("StudyInstanceUID", "") or ds.get("FrameOfReferenceUID", "") or "")
         except Exception as exc:
             a.errors.append(f"{event.request.AffectedSOPInstanceUID}: cannot decode ({type(exc).__name__}: {exc})")
             log.error("association %s: %s", a.id, a.errors[-1])
             return STATUS_CANNOT_UNDERSTAND
+        with self._cond:  # only this association's thread adds to or closes its open groups
+            g = a.open.get(study)
+            if g is None:
+                a.groups += 1
+                a.pending += 1
+                g = a.open[study] = _Group(a, study, self.spool / f"{a.id}.{a.groups}")
         try:
-            if not a.folder.exists():
-                a.folder.mkdir(parents=True)
+            if not g.folder.exists():
+                g.folder.mkdir(parents=True)
                 _fsync_dir(self.spool)
-            write_atomic(a.folder / f"{_safe_name(name)}.dcm", data)
+            write_atomic(g.folder / f"{_safe_name(name)}.dcm", data)
         except OSError as exc:
             a.errors.append(f"{name}: cannot write to the spool ({exc})")
             log.error("association %s: %s", a.id, a.errors[-1])
@@ -356,86 +428,168 @@ class Listener:
         with self._cond:
             a.files += 1
             a.kinds[kind] = a.kinds.get(kind, 0) + 1
+            g.files += 1
+            g.last = a.files
             self.stats["files"] += 1
             self._last_activity = time.monotonic()
+            for key, other in list(a.open.items()):  # studies the association has moved on from
+                if other is not g and a.files - other.last >= CLOSE_AFTER_FILES:
+                    self._close(a, key, quiet=False)
         return STATUS_SUCCESS
 
     def _on_end(self, event) -> None:
         with self._cond:
             self._end(event.assoc)
 
+    def _close(self, a: _Assoc, key: str, quiet: bool) -> None:
+        """Hand an association's study folder to the ingest worker (caller holds the condition)."""
+        g = a.open.pop(key)
+        if g.files == 0:
+            shutil.rmtree(g.folder, ignore_errors=True)
+            a.pending -= 1
+            return
+        g.quiet = quiet
+        self._ready.append(g)
+        self._cond.notify_all()
+
     def _end(self, key) -> None:
-        """Hand an ended association's folder to the ingest worker (caller holds the condition)."""
+        """An association ended: its open studies wait for the quiet period (caller holds the condition)."""
         a = self._assocs.pop(key, None)
         if a is None:
             return
         self._last_activity = time.monotonic()
-        if a.files == 0:
-            self._log_association(a, None, [])
-            return
-        self._ready.append(a)
+        a.ended = True
+        for study in list(a.open):
+            self._close(a, study, quiet=True)
+        if a.pending == 0:
+            self._log_association(a)
         self._cond.notify_all()
 
     # ------------------------------------------------------------------ ingest worker
+    def _pick(self) -> list[_Group]:
+        """The groups to ingest now, or [] (caller holds the condition)."""
+        if not self._ready:
+            return []
+        if self._flush or self._stopping:
+            self._flush = False
+            batch, self._ready = self._ready, []
+            return batch
+        now = time.monotonic()
+        if now < self._retry_at:
+            return []
+        quiet_over = now - self._last_activity >= self.quiet_s
+        busy = {k for a in self._assocs.values() for k in a.open}  # studies still being received
+        keys = {g.key for g in self._ready if g.key not in busy and (quiet_over or not g.quiet)}
+        batch = [g for g in self._ready if g.key in keys]
+        self._ready = [g for g in self._ready if g.key not in keys]
+        return batch
+
     def _work(self) -> None:
+        # the ingest runs in a process of its own (started from this thread, which it does not outlive):
+        # reading series is CPU-bound and would otherwise take the GIL from the threads receiving
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        try:
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_child_init)
+            self._pool.submit(int).result()  # started now, not at the first study
+        except Exception as exc:  # pragma: no cover - then in this process
+            log.debug("no ingest process (%s); ingesting in the listener process", exc)
+            self._pool = None
+        try:
+            self._work_loop()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+
+    def _run_ingest(self, folders: list[Path]):
+        from ..ingest import ingest
+        if self._pool is not None:
+            from concurrent.futures.process import BrokenProcessPool
+            try:
+                return self._pool.submit(_child_ingest, str(self.archive_dir), [str(f) for f in folders]).result()
+            except BrokenProcessPool:
+                log.warning("the ingest process died; ingesting in the listener process from now on")
+                self._pool = None
+        return ingest(self.archive, folders)
+
+    def _work_loop(self) -> None:
         while True:
             with self._cond:
                 while True:
-                    idle = time.monotonic() - self._last_activity
-                    if self._ready and (self._flush or self._stopping or idle >= self.quiet_s):
+                    batch = self._pick()
+                    if batch:
                         break
                     if self._stopping:
                         return
-                    self._cond.wait(max(0.05, self.quiet_s - idle) if self._ready else None)
-                batch, self._ready = self._ready, []
-                self._flush = False
+                    wait = None
+                    if self._ready:
+                        now = time.monotonic()
+                        wait = max(0.05, self._retry_at - now, self.quiet_s - (now - self._last_activity))
+                    self._cond.wait(wait)
             try:
                 self._ingest(batch)
             except Exception:  # keep listening whatever happens; the files stay in the spool
                 log.exception("ingest of the spool failed; the files stay in %s", self.spool)
 
-    def _ingest(self, batch: list[_Assoc]) -> None:
-        from ..ingest import ingest
-
-        folders = [a.folder for a in batch if a.folder.is_dir()]
+    def _ingest(self, batch: list[_Group]) -> None:
+        folders = [g.folder for g in batch if g.folder.is_dir()]
         try:
-            report = ingest(self.archive, folders)
+            report = self._run_ingest(folders)
         except ArchiveError as exc:
             retry = max(self.quiet_s, 2.0)
             log.warning("cannot ingest the spool now (%s); trying again in %g s", exc, retry)
             with self._cond:
                 self._ready = batch + self._ready
-                self._last_activity = time.monotonic() + retry - self.quiet_s
+                self._retry_at = time.monotonic() + retry
                 if self._stopping:  # do not spin at stop: the next start ingests them
                     self._ready = []
             return
         problems = [p for p in report.problems if p.level == "error" or "not ingested" in p.message]
         failed = self._set_aside(problems, batch)
-        for a in batch:
-            shutil.rmtree(a.folder, ignore_errors=True)
-        with self._cond:
-            self.stats["series_ingested"] += report.series_added
-            self.stats["slices_ingested"] += report.slices_added
-            self.stats["errors"] += len(failed) + sum(len(a.errors) for a in batch)
-        for a in batch:
-            mine = [p for p in problems if p.path.startswith(str(a.folder))]
-            self._log_association(a, report if len(batch) == 1 else None, mine,
-                                  shared=(report, len(batch)) if len(batch) > 1 else None)
+        for g in batch:
+            shutil.rmtree(g.folder, ignore_errors=True)
         for p in report.problems:
             if p not in problems and p.level == "warning":
                 log.debug("ingest warning: %s: %s", p.path, p.message)
+        log.debug("ingested %d study folder(s) (%s): %d series (%d slices)", len(batch),
+                  ", ".join(g.folder.name for g in batch), report.series_added, report.slices_added)
+        with self._cond:
+            self.stats["series_ingested"] += report.series_added
+            self.stats["slices_ingested"] += report.slices_added
+            self.stats["errors"] += len(failed)
+            # series and slices are counted for the first association of the batch that ended up
+            # with them; with one association per batch (the usual case) they are exact
+            shares = {}
+            for g in batch:
+                shares.setdefault(id(g.assoc), g.assoc)
+            first = True
+            for a in shares.values():
+                mine = [p for p in problems if any(p.path.startswith(str(g.folder) + os.sep) for g in batch if g.assoc is a)]
+                a.problems += len(mine)
+                a.failed |= {g.folder.name for g in batch if g.assoc is a and any(
+                    p.path.startswith(str(g.folder) + os.sep) for p in mine)}
+                if first:
+                    a.series += report.series_added
+                    a.slices += report.slices_added
+                    a.existing += report.series_existing
+                    first = False
+                a.pending -= sum(1 for g in batch if g.assoc is a)
+                if a.ended and a.pending == 0:
+                    self._log_association(a)
 
-    def _set_aside(self, problems, batch: list[_Assoc]) -> list[str]:
-        """Move the files named by ingest problems to spool/failed/<association>/, with problems.txt."""
+    def _set_aside(self, problems, batch: list[_Group]) -> list[str]:
+        """Move the files named by ingest problems to spool/failed/<association>.<n>/, with problems.txt."""
         moved = []
-        by_folder = {str(a.folder): a for a in batch}
+        by_folder = {str(g.folder): g for g in batch}
         for p in problems:
             path = Path(p.path)
             a = by_folder.get(str(path.parent))
             log.error("%s: %s", p.path, p.message)
             if a is None or not path.is_file():
                 continue
-            dest = self.spool / FAILED / a.id
+            dest = self.spool / FAILED / a.folder.name
             dest.mkdir(parents=True, exist_ok=True)
             os.replace(path, dest / path.name)
             with open(dest / "problems.txt", "a", encoding="utf-8") as fh:
@@ -443,20 +597,18 @@ class Listener:
             moved.append(str(dest / path.name))
         return moved
 
-    def _log_association(self, a: _Assoc, report, problems, shared=None) -> None:
+    def _log_association(self, a: _Assoc) -> None:
+        """The association's one log line, once it has ended and all its studies are ingested."""
+        self.stats["errors"] += len(a.errors)
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(a.kinds.items()))
         head = (f"association {a.id} from {a.calling_ae}" + (f" ({a.peer})" if a.peer else "")
                 + f": {a.files} file(s) received" + (f" ({kinds})" if kinds else ""))
-        if report is not None:
-            head += f", {report.series_added} series ingested ({report.slices_added} slices)"
-            if report.series_existing:
-                head += f", {report.series_existing} already in the archive"
-        elif shared is not None:
-            rep, n = shared
-            head += (f", ingested together with {n - 1} other association(s): {rep.series_added} series "
-                     f"({rep.slices_added} slices)")
-        errors = len(a.errors) + len(problems)
+        if a.files:
+            head += f", {a.series} series ingested ({a.slices} slices)"
+            if a.existing:
+                head += f", {a.existing} already in the archive"
+        errors = len(a.errors) + a.problems
         head += f", {errors} error(s)"
-        if problems:
-            head += f" (files set aside in {self.spool / FAILED / a.id})"
+        if a.failed:
+            head += f" (files set aside in {self.spool / FAILED}/: {', '.join(sorted(a.failed))})"
         (log.warning if errors else log.info)(head)
