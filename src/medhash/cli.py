@@ -708,7 +708,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pseudonymise", metavar="KEYFILE", type=Path, default=None,
                    help="pseudonymise every received file before it is spooled (see `medhash keygen`)")
     p.add_argument("--quiet", type=float, default=5.0, metavar="SECONDS",
-                   help="ingest once an association has ended and no file arrived for this long (default 5)")
+                   help="a study is ingested as soon as the sender has moved on to other studies (16 files); "
+                        "studies still open when an association ends are ingested once no file arrived for this "
+                        "long (default 5)")
     p.set_defaults(func=cmd_listen)
 
     p = command("export", help="export an index's features, codes and slice list",
