@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 
+import pydicom
+
 from ..archive import CATALOG, Archive
 from ..errors import ArchiveError, MedhashError
 
@@ -395,11 +397,14 @@ class Listener:
             a.errors.append(f"SOP class {sop_class} not supported")
             return STATUS_SOP_CLASS_NOT_SUPPORTED
         try:
-            ds = event.dataset
             if self.pseudonymiser is None:
+                # the bytes as received; only the header up to the study is parsed (no pixel data)
                 data = event.encoded_dataset(include_meta=True)
                 name = str(event.request.AffectedSOPInstanceUID)
+                ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True,
+                                     specific_tags=["StudyInstanceUID", "FrameOfReferenceUID"])
             else:
+                ds = event.dataset
                 ds.file_meta = event.file_meta
                 self.pseudonymiser.dataset(ds)
                 buf = BytesIO()
