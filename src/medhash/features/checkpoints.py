@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..errors import ModelMismatchError, NotFoundError
-from ..storage import write_json_atomic
+from ..storage import fsync_dir, write_json_atomic
 from .models import ARCH_REVISION, ARCHITECTURES, AutoEncoder, build_model
 from .preprocess import CHANNELS, preprocessing_constants
 
@@ -63,14 +63,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(archive: Any, name: str, model: AutoEncoder, config: dict, metrics: dict) -> dict:
     """Write ``models/<name>/`` atomically; returns ``config`` with ``sha256`` filled in.
 
@@ -93,7 +85,7 @@ def save_checkpoint(archive: Any, name: str, model: AutoEncoder, config: dict, m
         config = {**config, "sha256": sha256_file(weights)}
         write_json_atomic(tmp / METRICS, metrics)
         write_json_atomic(tmp / CONFIG, config)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if target.exists():
             old = root / f".{name}.old-{os.getpid()}-{time.time_ns()}"
             os.rename(target, old)
@@ -101,7 +93,7 @@ def save_checkpoint(archive: Any, name: str, model: AutoEncoder, config: dict, m
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, target)
-        _fsync_dir(root)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

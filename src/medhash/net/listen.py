@@ -54,6 +54,7 @@ import pydicom
 
 from ..archive import CATALOG, Archive
 from ..errors import ArchiveError, MedhashError
+from ..storage import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -146,14 +147,6 @@ def _safe_name(uid: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]", "_", uid.strip().strip("\0")) or "instance"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that the file is complete and on disk when this returns."""
     tmp = path.with_name(path.name + _PART)
@@ -166,7 +159,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _no_delay(event) -> None:
@@ -424,7 +417,7 @@ class Listener:
         try:
             if not g.folder.exists():
                 g.folder.mkdir(parents=True)
-                _fsync_dir(self.spool)
+                fsync_dir(self.spool)
             write_atomic(g.folder / f"{_safe_name(name)}.dcm", data)
         except OSError as exc:
             a.errors.append(f"{name}: cannot write to the spool ({exc})")
