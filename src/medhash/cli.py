@@ -429,14 +429,12 @@ def cmd_predict_dose(args: argparse.Namespace) -> int:
         print(f"  from {p['patient_id']:<14} score {p['patient_score']:.3f}  z offset {p['z_offset_mm']:+.1f} mm  "
               f"{p['slices_used']} slices")
     if not is_series:
-        from .evaluate.doseloo import _on_truth_slices, patient_truth
-        from .evaluate.dosescore import dose_score
-        truth = patient_truth(archive, args.patient)
-        if truth["mask"].any():
-            where = "possible-dose mask" if truth["possible_dose_mask"] else "body"
-            p = _on_truth_slices(pred, truth) * truth["mask"]
-            print(f"  against its own dose: OpenKBP dose score {dose_score(truth['dose'], p, truth['mask']):.2f} Gy "
-                  f"({where}; predicting 0 Gy: {dose_score(truth['dose'], 0 * p, truth['mask']):.2f} Gy)")
+        from .evaluate.doseloo import own_dose_score
+        sc = own_dose_score(archive, pred, args.patient)
+        if sc is not None:
+            where = "possible-dose mask" if sc["possible_dose_mask"] else "body"
+            print(f"  against its own dose: OpenKBP dose score {sc['dose_score']:.2f} Gy ({where}; predicting 0 Gy: "
+                  f"{sc['zero']:.2f} Gy)")
     for kind, path in files.items():
         print(f"{kind:<7} {path}")
     return EXIT_OK

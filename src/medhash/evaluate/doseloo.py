@@ -36,7 +36,7 @@ def patient_truth(archive, patient_id: str) -> dict:
             "voxel_mm3": GRID_SPACING_MM * GRID_SPACING_MM * abs(dz)}
 
 
-def _on_truth_slices(pred, truth: dict) -> np.ndarray:
+def on_truth_slices(pred, truth: dict) -> np.ndarray:
     """The prediction on the truth's slices (archive queries: the same rows, in the same z order)."""
     pos = {round(float(z), 3): i for i, z in enumerate(pred.z_mm)}
     out = np.zeros_like(truth["dose"])
@@ -45,6 +45,18 @@ def _on_truth_slices(pred, truth: dict) -> np.ndarray:
         if i is not None:
             out[j] = pred.dose[i]
     return out
+
+
+def own_dose_score(archive, pred, patient_id: str) -> dict | None:
+    """OpenKBP dose score of a prediction for an archive patient against its own dose, beside predicting
+    0 Gy: ``{"dose_score", "zero", "possible_dose_mask"}`` in Gy, or None when it has no dose to score."""
+    truth = patient_truth(archive, patient_id)
+    if not len(truth["rows"]) or not truth["mask"].any():
+        return None
+    p = on_truth_slices(pred, truth) * truth["mask"]
+    return {"dose_score": dose_score(truth["dose"], p, truth["mask"]),
+            "zero": dose_score(truth["dose"], np.zeros_like(p), truth["mask"]),
+            "possible_dose_mask": truth["possible_dose_mask"]}
 
 
 def leave_one_out(archive, *, index: str | None = None, k: int = 10, pool: int | None = 5, per_slice: int = 20,
@@ -84,7 +96,7 @@ def leave_one_out(archive, *, index: str | None = None, k: int = 10, pool: int |
                                 per_slice=max(per_slice, 200) if pop else per_slice,
                                 rerank=m["rerank"], tolerance_mm=tolerance_mm,
                                 weighting="mean" if pop else weighting, pool=None if pop else pool)
-            p = _on_truth_slices(pred, truth) * truth["mask"]
+            p = on_truth_slices(pred, truth) * truth["mask"]
             scores[name]["per_patient"][pid] = dose_score(truth["dose"], p, truth["mask"])
             scores[name]["dvh_pairs"].append((ref, dvh_metrics(p, truth["structures"], truth["voxel_mm3"])))
     out = {"patients": patients, "k": k, "pool": pool, "per_slice": per_slice, "tolerance_mm": tolerance_mm, "weighting": weighting,
