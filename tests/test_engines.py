@@ -11,7 +11,6 @@ from medhash import Archive
 from medhash.demo import write_demo_cohort
 from medhash.engines import ENGINE_FILE, EngineError, FaissApproxEngine, FlatEngine, auto_nlist, resolve_params
 from medhash.errors import ModelMismatchError
-from medhash.features import train_model
 from medhash.index import Index, _faiss_binary, build_index, hamming_topk
 
 
@@ -75,16 +74,6 @@ def test_params_and_nlist():
 
 
 # ------------------------------------------------------------------ indexes in an archive
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("engines")
-    write_demo_cohort(root / "demo", n_patients=3, rows=96)
-    arch = Archive(root / "arch", create=True)
-    assert arch.ingest([root / "demo"]).exit_code == 0
-    train_model(arch, "ct", "shallow", epochs=1, latent_dim=32, seed=0, progress=False)
-    return root, arch
-
-
 def _results(idx: Index, k: int = 8):
     feats = idx.features()[::11]
     return [[(h.row, h.hamming) for h in hits] for hits in idx.search(feats, k)]

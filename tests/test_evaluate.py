@@ -13,7 +13,6 @@ from medhash.cli import main
 from medhash.demo import write_demo_cohort
 from medhash.evaluate import distances, overlap, relevance
 from medhash.evaluate.metrics import jaccard_from_dice
-from medhash.features import train_model
 
 SCHEMA_DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics-schema.md"
 
@@ -113,14 +112,9 @@ def test_organ_scores_hand_made():
 
 # ------------------------------------------------------------------ a tiny archive
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("evaluate")
-    write_demo_cohort(root / "demo", n_patients=3, rows=96)
-    arch = Archive(root / "arch", create=True)
-    assert arch.ingest([root / "demo"]).exit_code == 0
-    train_model(arch, "ct", "shallow", epochs=1, latent_dim=32, seed=0, progress=False)
-    train_model(arch, "dose", "shallow", epochs=1, latent_dim=32, seed=0, progress=False)
-    return root, arch
+def tiny(trained):
+    """The conftest's trained demo archive (3 patients, CT and dose models)."""
+    return trained
 
 
 def test_dose_from_neighbours_is_exact(tiny):

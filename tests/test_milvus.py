@@ -14,18 +14,7 @@ from medhash import Archive  # noqa: E402
 from medhash.cli import main  # noqa: E402
 from medhash.demo import write_demo_cohort  # noqa: E402
 from medhash.errors import ModelMismatchError  # noqa: E402
-from medhash.features import train_model  # noqa: E402
 from medhash.index import Index, build_index  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("milvus")
-    write_demo_cohort(root / "demo", n_patients=3, rows=96)
-    arch = Archive(root / "arch", create=True)
-    assert arch.ingest([root / "demo"]).exit_code == 0
-    train_model(arch, "ct", "shallow", epochs=1, latent_dim=32, seed=0, progress=False)
-    return root, arch
 
 
 def test_milvus_lite_equals_local_exact_index(trained, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from medhash import GRID_SPACING_MM, Archive, search
 from medhash.cli import main
-from medhash.demo import make_phantom, write_ct_series, write_demo_cohort
+from medhash.demo import make_phantom, write_ct_series
 from medhash.errors import ModelMismatchError, NotFoundError
 from medhash.features import archive_features, train_model
 from medhash.index import Index, IndexError_, build_index, list_indexes
@@ -25,18 +25,6 @@ def _plant_copy(dest, index=0, rows=96):
                     study_uid="1.2.826.0.1.3680043.8.498.1", series_uid="1.2.826.0.1.3680043.8.498.2",
                     frame_of_reference_uid="1.2.826.0.1.3680043.8.498.3")
     return ph
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("search")
-    write_demo_cohort(root / "demo", n_patients=3, rows=96)
-    arch = Archive(root / "arch", create=True)
-    rep = arch.ingest([root / "demo"])
-    assert rep.exit_code == 0
-    train_model(arch, "ct", "shallow", epochs=1, latent_dim=32, seed=0, progress=False)
-    train_model(arch, "dose", "shallow", epochs=1, latent_dim=32, seed=0, progress=False)
-    return root, arch
 
 
 @pytest.fixture
