@@ -4,16 +4,22 @@ beside the folder-ingest rate (`medhash ingest` of the same folder) measured in 
     .venv/bin/python benchmarks/receive.py                       # 6 demo patients at 512 x 512
     .venv/bin/python benchmarks/receive.py --patients 2 --rows 256
 
-The listener runs in its own process (`medhash listen --quiet 0`); "received" is storescu's wall
-time, "received + ingested" runs until the listener's log says the series are in the archive.
+The listener runs in its own process (`medhash listen --quiet 0`), started before the clock (it is a
+service waiting for senders); "received" is storescu's wall time, "received + ingested" runs until the
+listener's log says the series are in the archive. `medhash ingest FOLDER` is timed as a user runs it,
+its start-up included. The paths are run --repeat times, interleaved, and the median is printed with the
+range: timings on a shared machine vary by 10-30 %. CPU seconds are those of every process of the path
+(storescu's included), which tells what a machine with fewer or more cores can expect.
 storescu runs with TCP_NODELAY=1 (without it dcmtk's Nagle delay costs about 40 ms a file).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,13 +37,87 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def children_cpu() -> float:
+    """CPU seconds of this process's finished children (and theirs)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a running process and its running children (with the children they reaped)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    total = 0.0
+    for p in [pid, *map(int, kids)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(v) for v in fields[11:15]) / tick  # utime, stime, cutime, cstime
+    return total
+
+
+def folder_ingest(dicom: Path, archive: Path) -> tuple[float, float]:
+    """(seconds, CPU seconds) of ``medhash ingest FOLDER`` as a user runs it (start-up included)."""
+    t, c = time.perf_counter(), children_cpu()
+    subprocess.run(MEDHASH + ["ingest", str(dicom), "--archive", str(archive), "--no-progress"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t, children_cpu() - c
+
+
+def receive(dicom: Path, archive: Path) -> tuple[float, float, float, str]:
+    """(seconds storescu took, seconds until the listener logged the series ingested, CPU seconds of
+    storescu and the listener's processes in that time, the log line).
+
+    The listener is started (and its start-up excluded: it is a running service) before the clock.
+    """
+    port = free_port()
+    proc = subprocess.Popen(MEDHASH + ["listen", "--archive", str(archive), "--port", str(port), "--quiet", "0"],
+                            stderr=subprocess.PIPE, text=True)
+    done = threading.Event()
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if "series ingested" in line and "association" in line:
+                done.set()
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        while not any("receiving DICOM" in ln for ln in lines):
+            if proc.poll() is not None:
+                sys.exit("medhash listen did not start:\n" + "".join(lines))
+            time.sleep(0.05)
+        cmd = [STORESCU, "-aet", "BENCH", "-aec", "MEDHASH", "127.0.0.1", str(port), "+sd", "+r", str(dicom)]
+        time.sleep(0.5)  # the listener idle, as a service waiting for a sender
+        cpu0, c = tree_cpu(proc.pid), children_cpu()
+        t = time.perf_counter()
+        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TCP_NODELAY": "1"})
+        t_recv = time.perf_counter() - t
+        cpu = children_cpu() - c
+        if out.returncode != 0:
+            sys.exit(f"storescu failed:\n{out.stderr}")
+        if not done.wait(600):
+            sys.exit("the listener did not ingest within 600 s:\n" + "".join(lines))
+        t_total = time.perf_counter() - t
+        cpu += tree_cpu(proc.pid) - cpu0
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    line = next(ln for ln in lines if "series ingested" in ln).strip()
+    return t_recv, t_total, cpu, line.split(": ", 1)[-1] if ": " in line else line
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--patients", type=int, default=6)
     ap.add_argument("--rows", type=int, default=512, help="CT matrix of the demo series (default 512)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of each path, interleaved; the median is reported (default 3)")
     args = ap.parse_args()
     if STORESCU is None:
         sys.exit("storescu (dcmtk) is not installed")
+    runs: dict[str, list[float]] = {"ingest": [], "recv": [], "total": [], "cpu_ingest": [], "cpu_total": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         subprocess.run([sys.executable, "-c", "import sys; from medhash.demo import write_demo_cohort; "
@@ -45,46 +125,32 @@ def main() -> None:
                         str(tmp / "dicom"), str(args.patients), str(args.rows)], check=True)
         files = sum(1 for _ in (tmp / "dicom").rglob("*.dcm"))
         ct_slices = sum(1 for _ in (tmp / "dicom").rglob("CT_*.dcm"))
-
-        t = time.perf_counter()
-        subprocess.run(MEDHASH + ["ingest", str(tmp / "dicom"), "--archive", str(tmp / "a-ingest"), "--no-progress"],
-                       check=True, stdout=subprocess.DEVNULL)
-        t_ingest = time.perf_counter() - t
-
-        port = free_port()
-        proc = subprocess.Popen(MEDHASH + ["listen", "--archive", str(tmp / "a-listen"), "--port", str(port),
-                                           "--quiet", "0"], stderr=subprocess.PIPE, text=True)
-        done = threading.Event()
-        lines: list[str] = []
-
-        def read() -> None:
-            for line in proc.stderr:
-                lines.append(line)
-                if "series ingested" in line and "association" in line:
-                    done.set()
-        threading.Thread(target=read, daemon=True).start()
-        while not any("receiving DICOM" in ln for ln in lines):
-            time.sleep(0.05)
-        cmd = [STORESCU, "-aet", "BENCH", "-aec", "MEDHASH", "127.0.0.1", str(port), "+sd", "+r", str(tmp / "dicom")]
-        t = time.perf_counter()
-        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TCP_NODELAY": "1"})
-        t_recv = time.perf_counter() - t
-        if out.returncode != 0:
-            sys.exit(f"storescu failed:\n{out.stderr}")
-        done.wait(600)
-        t_total = time.perf_counter() - t
-        proc.terminate()
-        proc.wait(60)
-        ingested = next(ln for ln in lines if "series ingested" in ln).strip()
+        for i in range(args.repeat):
+            t_ingest, cpu_ingest = folder_ingest(tmp / "dicom", tmp / f"a-ingest{i}")
+            t_recv, t_total, cpu_total, listener = receive(tmp / "dicom", tmp / f"a-listen{i}")
+            for key, value in (("ingest", t_ingest), ("cpu_ingest", cpu_ingest), ("recv", t_recv),
+                               ("total", t_total), ("cpu_total", cpu_total)):
+                runs[key].append(value)
+            shutil.rmtree(tmp / f"a-ingest{i}")
+            shutil.rmtree(tmp / f"a-listen{i}")
 
     print(f"command: {' '.join(sys.argv)}")
-    print(f"input: {args.patients} demo patients, {args.rows}x{args.rows}, {files} files ({ct_slices} CT slices)")
-    print(f"listener: {ingested.split(': ', 1)[-1] if ': ' in ingested else ingested}")
-    print(f"{'path':<52} {'seconds':>8} {'CT slices/s':>11}")
-    for name, sec in (("medhash ingest FOLDER (folder ingest)", t_ingest),
-                      ("storescu -> medhash listen: received", t_recv),
-                      ("storescu -> medhash listen: received + ingested", t_total)):
-        print(f"{name:<52} {sec:>8.1f} {ct_slices / sec:>11.0f}")
+    print(f"input: {args.patients} demo patients, {args.rows}x{args.rows}, {files} files ({ct_slices} CT slices); "
+          f"{args.repeat} interleaved runs of each path, median (min-max)")
+    print(f"listener: {listener}")
+    print(f"{'path':<50} {'seconds':>18} {'CT slices/s':>12} {'CPU seconds':>12}")
+    for name, key, cpu in (("medhash ingest FOLDER (folder ingest)", "ingest", "cpu_ingest"),
+                           ("storescu -> medhash listen: received", "recv", None),
+                           ("storescu -> medhash listen: received + ingested", "total", "cpu_total")):
+        sec = statistics.median(runs[key])
+        spread = f"{sec:.2f} ({min(runs[key]):.2f}-{max(runs[key]):.2f})"
+        cpu_s = f"{statistics.median(runs[cpu]):.2f}" if cpu else ""
+        print(f"{name:<50} {spread:>18} {ct_slices / sec:>12.0f} {cpu_s:>12}")
+    ratio = statistics.median(runs["ingest"]) / statistics.median(runs["total"])
+    print(f"received + ingested / folder-ingest rate: {ratio:.2f} (target: at least 1.00)")
+    print(f"CPU seconds: folder ingest {statistics.median(runs['cpu_ingest']):.2f} (its start-up included); "
+          f"storescu + listener {statistics.median(runs['cpu_total']):.2f} (storescu, receiving, writing with "
+          f"fsync, ingest) on {os.cpu_count()} CPU(s)")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,31 @@ def test_not_an_archive_and_locked(tmp_path):
         os.close(fd)
 
 
+def test_lock_wait_waits_for_the_other_writer(tmp_path):
+    """With lock_wait_s, a write waits for another process's write to end instead of failing."""
+    import fcntl
+    import threading
+    make_openkbp_patient(tmp_path / "src", "pt_1")
+    arch = Archive(tmp_path / "arch", create=True, lock_wait_s=0.05)
+    fd = os.open(tmp_path / "arch" / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        t = time.monotonic()
+        with pytest.raises(ArchiveError, match="another medhash process is writing"):
+            arch.ingest([tmp_path / "src"])
+        assert time.monotonic() - t >= 0.05  # it waited before giving up
+        arch.lock_wait_s = 30.0
+        threading.Timer(0.3, os.close, (fd,)).start()  # the other writer ends 0.3 s from now
+        t = time.monotonic()
+        report = arch.ingest([tmp_path / "src"])
+        assert report.series_added == 1 and time.monotonic() - t >= 0.25
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def test_failure_between_arrays_and_catalog_leaves_the_archive_as_it_was(openkbp_root, tmp_path, monkeypatch):
     root, _ = openkbp_root
     arch = Archive(tmp_path / "arch", create=True)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,33 @@ def assert_same_archive(a: Archive, b: Archive, map_pid=lambda p: p) -> None:
             assert (x.dose is None) == (y.dose is None)
             if x.dose is not None:
                 assert x.dose.tobytes() == y.dose.tobytes()
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"])
+def test_received_bytes_are_written_as_pynetdicom_would(cohort, syntax):
+    """The fast path of the C-STORE handler: the File Meta Information encoded by hand reads back as
+    pynetdicom's own (``create_file_meta``), and the study key is read from the header alone, in
+    implicit, explicit and deflated transfer syntaxes."""
+    from pynetdicom.dsutils import create_file_meta, encode
+    from medhash.net.listen import file_meta_bytes, read_study_key
+    ds = pydicom.dcmread(sorted((cohort / "DEMO001").glob("CT_*.dcm"))[3])
+    implicit, deflated = syntax == "1.2.840.10008.1.2", syntax.endswith(".99")
+
+    def as_sent(ds) -> bytes:  # the data set as a C-STORE carries it
+        return encode(ds, implicit, True, deflated)
+    raw = as_sent(ds)
+    mine = file_meta_bytes(str(ds.SOPClassUID), str(ds.SOPInstanceUID), syntax)
+    theirs = create_file_meta(sop_class_uid=ds.SOPClassUID, sop_instance_uid=ds.SOPInstanceUID,
+                              transfer_syntax=pydicom.uid.UID(syntax))
+    back = pydicom.dcmread(BytesIO(mine + raw))
+    for keyword in theirs.dir():
+        if keyword != "FileMetaInformationGroupLength":
+            assert back.file_meta[keyword].value == theirs[keyword].value, keyword
+    assert back.SOPInstanceUID == ds.SOPInstanceUID
+    assert np.array_equal(back.pixel_array, ds.pixel_array)
+    assert read_study_key(raw, syntax) == str(ds.StudyInstanceUID)
+    del ds.StudyInstanceUID  # then the frame of reference groups the files
+    assert read_study_key(as_sent(ds), syntax) == str(ds.FrameOfReferenceUID)
 
 
 def test_storescu_gives_the_same_archive_as_ingest(cohort, tmp_path):
@@ -129,6 +157,96 @@ def test_killed_listener_loses_nothing_acknowledged(cohort, tmp_path):
     plain.ingest([cohort])
     assert_same_archive(plain, Archive(arch))
     assert not list((arch / "spool").glob("*/*.dcm"))
+
+
+def _start_listener(cmd: list[str]) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    head = ""
+    for _ in range(5):
+        head += proc.stderr.readline()
+        if "receiving DICOM" in head:
+            return proc
+    proc.kill()
+    raise AssertionError(head)
+
+
+def test_listener_killed_mid_transfer_keeps_every_acknowledged_file(cohort, tmp_path):
+    """SIGKILL while an association is sending (one study complete, the next one's CT half sent): the
+    restarted listener ends with exactly the acknowledged files, as `medhash ingest` of them gives."""
+    from pynetdicom import AE
+    arch, port = tmp_path / "arch", free_port()
+    cmd = [sys.executable, "-m", "medhash.cli", "listen", "--archive", str(arch), "--port", str(port),
+           "--quiet", "600"]
+    files = [f for pt in ("DEMO001", "DEMO002") for f in sorted((cohort / pt).glob("*.dcm"), key=lambda f: (
+        not f.name.startswith("CT_"), f.name))]  # DEMO001's CT, RTDOSE, RTSTRUCT, then DEMO002's CT
+    kill_after = 50 + 2 + 25   # the first study, and 25 of the second study's 60 CT slices
+    ae = AE(ae_title="KILLTEST")
+    for uid in {str(pydicom.dcmread(f, stop_before_pixels=True).SOPClassUID) for f in files}:
+        ae.add_requested_context(uid)
+    proc = _start_listener(cmd)
+    acknowledged: list[Path] = []
+    try:
+        assoc = ae.associate("127.0.0.1", port, ae_title="MEDHASH")
+        assert assoc.is_established
+        for f in files:
+            status = assoc.send_c_store(pydicom.dcmread(f))
+            assert status and status.Status == 0x0000, f
+            acknowledged.append(f)
+            if len(acknowledged) == kill_after:
+                break
+        proc.send_signal(signal.SIGKILL)  # the association is still open, the second study half sent
+        proc.wait()
+        assoc.abort()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert len(acknowledged) == kill_after
+    # the first study was closed (the sender moved on by more than CLOSE_AFTER_FILES) and may have been
+    # ingested, or been killed while ingesting; the rest is in the spool
+    assert list((arch / "spool").glob("*/*.dcm"))
+    proc = _start_listener(cmd[:-1] + ["0.2"])
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and (len(Archive(arch).patients()) < 2
+                                          or list((arch / "spool").glob("*/*.dcm"))):
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=30)[1]
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert not list((arch / "spool").glob("*/*.dcm*"))
+    sent = tmp_path / "acknowledged"
+    for f in acknowledged:
+        (sent / f.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, sent / f.parent.name / f.name)
+    reference = Archive(tmp_path / "reference", create=True)
+    reference.ingest([sent])
+    assert len(reference.slices("DEMO002")) > 0
+    assert_same_archive(reference, Archive(arch))
+
+
+def test_half_written_spool_files_are_dropped_at_start(cohort, tmp_path):
+    """A file being written when the listener died (``*.dcm.part``, never acknowledged) is dropped; the
+    complete files beside it are ingested."""
+    arch = tmp_path / "arch"
+    Archive(arch, create=True)
+    folder = arch / "spool" / "20260101T000000-1-1.1"
+    folder.mkdir(parents=True)
+    cts = sorted((cohort / "DEMO001").glob("CT_*.dcm"))
+    for f in cts[:-1]:
+        shutil.copy(f, folder / f.name)
+    half = cts[-1].read_bytes()
+    (folder / (cts[-1].name + ".part")).write_bytes(half[: len(half) // 2])
+    with Listener(arch, port=0, quiet_s=0.1) as listener:
+        deadline = time.time() + 60
+        while time.time() < deadline and list((arch / "spool").glob("*/*")):
+            time.sleep(0.1)
+    left = list((arch / "spool").glob("*/*"))
+    assert not left, (left, listener.stats)
+    reference = Archive(tmp_path / "reference", create=True)
+    reference.ingest(cts[:-1])
+    assert_same_archive(reference, Archive(arch))
 
 
 def test_pseudonymised_listen_keeps_originals_out(cohort, tmp_path):

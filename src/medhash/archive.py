@@ -110,6 +110,9 @@ class Archive:
     create : create an empty archive when ``path`` holds none (else :class:`ArchiveError`).
     read_only : open for reading only (the web server): the catalog connection refuses writes
         (SQLite ``query_only``) and every writing method raises :class:`ArchiveError`.
+    lock_wait_s : how long a write waits for another process's write to this archive to end
+        (default 0: it fails at once with :class:`ArchiveError`). A write holds the lock for one
+        series (tens of milliseconds); ``medhash listen``'s ingest processes wait for each other.
 
     Examples
     --------
@@ -118,9 +121,11 @@ class Archive:
     (240, (128, 128))
     """
 
-    def __init__(self, path: str | Path, *, create: bool = False, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path, *, create: bool = False, read_only: bool = False,
+                 lock_wait_s: float = 0.0) -> None:
         self.path = Path(path)
         self.read_only = bool(read_only)
+        self.lock_wait_s = float(lock_wait_s)
         if read_only and create:
             raise ValueError("an archive cannot be created read-only")
         catalog = self.path / CATALOG
@@ -213,11 +218,16 @@ class Archive:
         lock_path = self.path / ".lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ArchiveError(f"{self.path}: another medhash process is writing to this archive; "
-                                   "wait for it to finish") from None
+            deadline = time.monotonic() + self.lock_wait_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise ArchiveError(f"{self.path}: another medhash process is writing to this archive; "
+                                           "wait for it to finish") from None
+                    time.sleep(0.005)
             yield
         finally:
             os.close(fd)
