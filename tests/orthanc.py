@@ -43,8 +43,9 @@ class OrthancServer:
     """
 
     def __init__(self, tmp_path: Path, aet: str = "ORTHANC", move_aet: str = "MEDHASH",
-                 move_port: int | None = None, startup_timeout: float = 30.0):
+                 move_port: int | None = None, startup_timeout: float = 30.0, users: dict | None = None):
         self.root = Path(tmp_path)
+        self.users = dict(users or {})  # HTTP basic authentication (REST and DICOMweb) when given
         self.aet, self.move_aet = aet, move_aet
         self.http_port, self.dicom_port = free_port(), free_port()
         self.move_port = move_port or free_port()
@@ -63,7 +64,8 @@ class OrthancServer:
             "DicomPort": self.dicom_port,
             "DicomAet": self.aet,
             "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
+            "AuthenticationEnabled": bool(self.users),
+            "RegisteredUsers": self.users,
             "HttpServerEnabled": True,
             "DicomServerEnabled": True,
             "DicomCheckCalledAet": True,  # a wrong --aec is rejected, as by most PACS
@@ -125,8 +127,12 @@ class OrthancServer:
     # REST helpers
     def request(self, method: str, path: str, data: bytes | None = None,
                 content_type: str = "application/json") -> bytes:
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": content_type} if data is not None else {})
+        headers = {"Content-Type": content_type} if data is not None else {}
+        if self.users:
+            import base64
+            user, password = next(iter(self.users.items()))
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.read()
 

@@ -160,3 +160,72 @@ def test_pull_command_line_errors(tmp_path, capsys):
         assert main(["pull", "--archive", a, "--dicomweb", "http://x", "--patient", bad]) == 1
         assert "one exact value" in capsys.readouterr().err
     assert not Path(a).exists()
+
+
+def test_pull_dicomweb_with_basic_authentication(tmp_path, cohort, reference, capsys, monkeypatch):
+    """An Orthanc that requires a login: no credentials and a wrong password are clear errors (exit 1,
+    nothing created); --dicomweb-user with $MEDHASH_DICOMWEB_PASSWORD pulls the same archive."""
+    with OrthancServer(tmp_path / "orthanc", users={"alice": "s3cret pass"}) as server:
+        files = sorted(cohort[0].glob("*.dcm"))
+        assert server.upload(files) == len(files)
+        arch = tmp_path / "archive"
+        cmd = ["pull", "--archive", str(arch), "--dicomweb", server.dicomweb, "--patient", "DEMO001", "--no-progress"]
+        monkeypatch.delenv("MEDHASH_DICOMWEB_TOKEN", raising=False)
+        monkeypatch.delenv("MEDHASH_DICOMWEB_PASSWORD", raising=False)
+        assert main(cmd) == 1
+        err = capsys.readouterr().err
+        assert "HTTP 401" in err and "needs credentials" in err and "--dicomweb-user" in err
+        monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
+        assert main(cmd + ["--dicomweb-user", "alice"]) == 1
+        assert "MEDHASH_DICOMWEB_PASSWORD" in capsys.readouterr().err
+        monkeypatch.setenv("MEDHASH_DICOMWEB_PASSWORD", "wrong")
+        assert main(cmd + ["--dicomweb-user", "alice"]) == 1
+        err = capsys.readouterr().err
+        assert "credentials given were refused" in err and "wrong" not in err
+        assert not arch.exists()
+        monkeypatch.setenv("MEDHASH_DICOMWEB_PASSWORD", "s3cret pass")
+        assert main(cmd + ["--dicomweb-user", "alice"]) == 0
+        out = capsys.readouterr()
+        assert "s3cret" not in out.out + out.err
+    assert_same_archive(arch, reference)
+
+
+def test_dicomweb_bearer_token_from_file_or_environment(tmp_path, capsys, monkeypatch):
+    """--dicomweb-token-file (or $MEDHASH_DICOMWEB_TOKEN) sends 'Authorization: Bearer TOKEN'."""
+    import http.server
+    import threading
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            seen.append(self.headers.get("Authorization"))
+            ok = self.headers.get("Authorization") == "Bearer tok-123"
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Type", "application/dicom+json")
+            self.end_headers()
+            self.wfile.write(b"[]" if ok else b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+        cmd = ["pull", "--archive", str(tmp_path / "a"), "--dicomweb", url, "--patient", "X", "--no-progress"]
+        token = tmp_path / "token"
+        token.write_text("tok-123\n")
+        monkeypatch.delenv("MEDHASH_DICOMWEB_TOKEN", raising=False)
+        assert main(cmd + ["--dicomweb-token-file", str(token)]) == 4  # authorised; nothing found
+        assert "nothing found" in capsys.readouterr().err
+        monkeypatch.setenv("MEDHASH_DICOMWEB_TOKEN", "tok-123")
+        assert main(cmd) == 4
+        monkeypatch.setenv("MEDHASH_DICOMWEB_TOKEN", "other")
+        assert main(cmd) == 1
+        assert "credentials given were refused" in capsys.readouterr().err
+        assert main(cmd + ["--dicomweb-token-file", str(tmp_path / "missing")]) == 1
+        assert "cannot read the DICOMweb token file" in capsys.readouterr().err
+    finally:
+        server.shutdown()
+    assert seen[:3] == ["Bearer tok-123", "Bearer tok-123", "Bearer other"]

@@ -356,6 +356,32 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _dicomweb_auth(args: argparse.Namespace) -> dict:
+    """The Authorization header of `medhash pull --dicomweb` from --dicomweb-user / --dicomweb-token-file
+    or the environment; credentials are never taken from the command line itself."""
+    from .net.pull import dicomweb_headers
+
+    token = None
+    if args.dicomweb_token_file is not None:
+        try:
+            token = args.dicomweb_token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise MedhashError(f"cannot read the DICOMweb token file {args.dicomweb_token_file}: "
+                               f"{exc.strerror or exc}") from None
+    elif os.environ.get("MEDHASH_DICOMWEB_TOKEN") and args.dicomweb_user is None:
+        token = os.environ["MEDHASH_DICOMWEB_TOKEN"]
+    password = None
+    if args.dicomweb_user is not None:
+        password = os.environ.get("MEDHASH_DICOMWEB_PASSWORD")
+        if password is None:
+            if not sys.stdin.isatty():
+                raise MedhashError(f"no password for DICOMweb user {args.dicomweb_user!r}: set "
+                                   "$MEDHASH_DICOMWEB_PASSWORD (there is no terminal to ask on)")
+            import getpass
+            password = getpass.getpass(f"DICOMweb password for {args.dicomweb_user}: ")
+    return dicomweb_headers(args.dicomweb_user, password, token)
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
     from .archive import Archive
     from .net.pull import pull_dicomweb, pull_dimse
@@ -369,6 +395,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
     # an existing archive is checked before the network is asked; a new one is created only when data arrived
     archive = Archive(args.archive, create=True) if args.archive.exists() else args.archive
     if args.pacs is not None:
+        if args.dicomweb_user is not None or args.dicomweb_token_file is not None:
+            raise MedhashError("--dicomweb-user and --dicomweb-token-file apply to --dicomweb, not to --pacs")
         if not args.aec:
             raise MedhashError("--pacs needs --aec, the PACS's AE title (e.g. ORTHANC)")
         host, port = _host_port(args.pacs)
@@ -380,7 +408,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
         if args.aec or args.get:
             raise MedhashError("--aec and --get apply to --pacs, not to --dicomweb")
         report = pull_dicomweb(archive, args.dicomweb, patient=args.patient, study=args.study,
-                               progress=not args.no_progress, pseudonymise=args.pseudonymise, timeout=args.timeout)
+                               progress=not args.no_progress, pseudonymise=args.pseudonymise, timeout=args.timeout,
+                               headers=_dicomweb_auth(args))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return report.exit_code
@@ -651,6 +680,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-get-fallback", action="store_true",
                    help="DIMSE: C-MOVE only; do not retry a refused C-MOVE by C-GET")
     p.add_argument("--dicomweb", metavar="URL", help="DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web")
+    p.add_argument("--dicomweb-user", metavar="USER",
+                   help="DICOMweb: HTTP basic authentication as USER; the password is read from "
+                        "$MEDHASH_DICOMWEB_PASSWORD, else asked for on the terminal (never on the command line)")
+    p.add_argument("--dicomweb-token-file", metavar="FILE", type=Path,
+                   help="DICOMweb: send 'Authorization: Bearer TOKEN' with the token read from FILE (default: "
+                        "$MEDHASH_DICOMWEB_TOKEN when set)")
     p.add_argument("--patient", metavar="ID", help="PatientID to pull (all its studies)")
     p.add_argument("--study", metavar="UID", help="StudyInstanceUID to pull")
     p.add_argument("--timeout", type=float, default=60, metavar="S",

@@ -18,6 +18,7 @@ errors of the query) raise :class:`~medhash.errors.MedhashError` with a message 
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import socket
@@ -363,11 +364,35 @@ def _http(url: str, accept: str, timeout: float, headers: dict | None = None):
     return urllib.request.urlopen(req, timeout=timeout)
 
 
+def dicomweb_headers(user: str | None = None, password: str | None = None, token: str | None = None) -> dict:
+    """HTTP headers that authenticate to a DICOMweb server: basic (``user`` and ``password``) or bearer
+    (``token``), or none. The credentials go only into the ``Authorization`` header, never into a log."""
+    if token is not None and user is not None:
+        raise MedhashError("give a DICOMweb user or a token, not both")
+    if token is not None:
+        token = token.strip()
+        if not token or any(c in token for c in "\r\n"):
+            raise MedhashError("the DICOMweb token is empty or spans several lines")
+        return {"Authorization": f"Bearer {token}"}
+    if user is not None:
+        if password is None:
+            raise MedhashError(f"no password for DICOMweb user {user!r}")
+        raw = f"{user}:{password}".encode("utf-8")
+        return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
+    return {}
+
+
 def _qido(url: str, timeout: float, headers: dict | None) -> list[dict]:
     try:
         with _http(url, "application/dicom+json", timeout, headers) as resp:
             body = resp.read()
     except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            given = "the credentials given were refused" if headers and "Authorization" in headers else \
+                "it needs credentials: give --dicomweb-user USER (password in $MEDHASH_DICOMWEB_PASSWORD) or " \
+                "--dicomweb-token-file FILE"
+            raise MedhashError(f"the DICOMweb server refused QIDO-RS {url} (HTTP {exc.code} {exc.reason}): "
+                               f"{given}") from None
         raise MedhashError(f"QIDO-RS {url} failed: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
