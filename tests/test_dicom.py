@@ -708,3 +708,47 @@ def test_demo_cohort_ingests_with_dose_structures_and_air(tmp_path):
             if corner.any():
                 assert np.all(s.ct[corner] == -1000.0)
     assert n_air > 10000 and n_pad > 1000
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])
+@pytest.mark.parametrize("alloc,stored,signed,frames", [(16, 16, 1, 1), (16, 12, 1, 1), (16, 12, 0, 1),
+                                                        (16, 16, 0, 1), (8, 8, 0, 1), (32, 32, 0, 3),
+                                                        (32, 20, 1, 2), (16, 10, 0, 4)])
+def test_native_pixels_decode_as_pydicom(syntax, alloc, stored, signed, frames):
+    """The fast decoder gives pydicom's pixel_array exactly, garbage in the unused high bits included."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from medhash.io.dicom import native_pixels
+    rng = np.random.default_rng([alloc, stored, signed, frames])
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 5, 3, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = alloc, stored, stored - 1, signed
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    raw = rng.integers(0, 2 ** alloc, size=frames * 15, dtype=np.uint64).astype(f"<u{alloc // 8}")
+    ds.PixelData = raw.tobytes() + (b"\0" if len(raw.tobytes()) % 2 else b"")
+    ours = native_pixels(ds)
+    assert ours is not None
+    theirs = ds.pixel_array
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_native_pixels_leaves_other_encodings_to_pydicom():
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from medhash.io.dicom import native_pixels
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.PixelRepresentation = 2, 2, 1, 16, 16, 0
+    ds.PixelData = bytes(8)
+    for syntax in ("1.2.840.10008.1.2.2", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.1.99"):
+        ds.file_meta.TransferSyntaxUID = syntax  # big endian, JPEG, deflated
+        assert native_pixels(ds) is None
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    assert native_pixels(ds) is not None
+    ds.SamplesPerPixel = 3  # colour
+    assert native_pixels(ds) is None
+    ds.SamplesPerPixel = 1
+    ds.PixelData = bytes(6)  # truncated: pydicom's error message says so
+    assert native_pixels(ds) is None
