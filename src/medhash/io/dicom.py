@@ -81,6 +81,8 @@ class DicomScan:
     not_dicom: int = 0
     other: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     problems: list[Problem] = field(default_factory=list)
+    pixel_offsets: dict[Path, int] = field(default_factory=dict)
+    """Byte offset of the Pixel Data element of each file read (where the header stopped)."""
 
 
 def iter_files(sources: Iterable[str | Path]) -> Iterator[Path]:
@@ -106,10 +108,20 @@ def _looks_like_dataset(path: Path) -> bool:
     return len(head) == 4 and head[:2] in (b"\x08\x00", b"\x00\x08")
 
 
-def read_header(path: Path) -> pydicom.Dataset:
-    """The data set of ``path`` without pixel data; raises InputError when it is not DICOM."""
+def read_header(path: Path, offsets: dict[Path, int] | None = None) -> pydicom.Dataset:
+    """The data set of ``path`` without pixel data; raises InputError when it is not DICOM.
+
+    With ``offsets``, ``offsets[path]`` is set to the byte offset where the header stopped (the Pixel
+    Data element, if the file has one), so that :func:`attach_pixel_data` can read it later without
+    parsing the header again.
+    """
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        if offsets is None:
+            return pydicom.dcmread(path, stop_before_pixels=True)
+        with open(path, "rb") as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            offsets[path] = fh.tell()
+            return ds
     except InvalidDicomError:
         if not _looks_like_dataset(path):
             raise InputError(f"{path}: not a DICOM file (no 'DICM' prefix at byte 128); skipped") from None
@@ -137,7 +149,7 @@ def scan(sources: Iterable[str | Path], progress: bool = False) -> DicomScan:
     for path in tqdm(files, desc="reading headers", unit="file", disable=not progress, leave=False):
         out.files += 1
         try:
-            ds = read_header(path)
+            ds = read_header(path, out.pixel_offsets)
         except InputError as exc:
             out.not_dicom += 1
             out.problems.append(Problem(str(path), str(exc).removeprefix(f"{path}: ")))
@@ -250,6 +262,47 @@ def native_pixels(ds: pydicom.Dataset) -> np.ndarray | None:
         arr = (arr << shift) >> shift if signed else arr & ((1 << stored) - 1)
     arr = arr.astype(arr.dtype.newbyteorder("="), copy=False)
     return arr.reshape((frames, rows, cols) if frames > 1 else (rows, cols))
+
+
+_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"UC", b"UR", b"SQ"}
+
+
+def attach_pixel_data(ds: pydicom.Dataset, path: Path, offset: int | None) -> bool:
+    """Read the Pixel Data element of ``path`` at ``offset`` (where :func:`read_header` stopped) into
+    the header ``ds``: the file's header is not parsed a second time.
+
+    Only for uncompressed little-endian files; False (``ds`` unchanged) for anything else or anything
+    unexpected (encapsulated or truncated data, another element there), and the caller reads the file
+    with pydicom instead, whose messages then name the problem.
+    """
+    meta = getattr(ds, "file_meta", None)
+    if offset is None or meta is None or str(meta.get("TransferSyntaxUID", "")) not in _NATIVE_LITTLE_ENDIAN:
+        return False
+    implicit = str(meta.TransferSyntaxUID) == "1.2.840.10008.1.2"
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            head = fh.read(8)
+            if len(head) < 8 or head[:4] != b"\xe0\x7f\x10\x00":
+                return False
+            if implicit:
+                length, vr = int.from_bytes(head[4:8], "little"), "OW"
+            elif head[4:6] in _LONG_VRS:
+                more = fh.read(4)
+                if len(more) < 4:
+                    return False
+                length, vr = int.from_bytes(more, "little"), head[4:6].decode("ascii")
+            else:
+                length, vr = int.from_bytes(head[6:8], "little"), head[4:6].decode("ascii", "replace")
+            if length == 0xFFFFFFFF:  # encapsulated (compressed) frames
+                return False
+            value = fh.read(length)
+    except OSError:
+        return False
+    if len(value) != length:
+        return False
+    ds.add_new(0x7FE00010, vr if vr in ("OB", "OW") else "OW", value)
+    return True
 
 
 def decoded_pixels(ds: pydicom.Dataset, path: Path, consequence: str) -> np.ndarray:
@@ -617,7 +670,8 @@ def read_dicom(sources: Iterable[str | Path], progress: bool = False,
     if workers is None:
         workers = min(len(jobs), os.cpu_count() or 1, 4)
     if workers <= 1 or len(jobs) <= 1:
-        results = map(read_series_job, jobs)
+        # in this process: the headers read by the scan are used again, only the pixel data is read
+        results = (read_series_job(job, found) for job in jobs)
         pool = None
     else:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
@@ -638,12 +692,16 @@ def read_dicom(sources: Iterable[str | Path], progress: bool = False,
             pool.shutdown(cancel_futures=True)
 
 
-def read_series_job(job: tuple[str, list[Path], Path | None, Path | None]) -> list[Volume | Problem]:
+def read_series_job(job: tuple[str, list[Path], Path | None, Path | None],
+                    scanned: DicomScan | None = None) -> list[Volume | Problem]:
     """Read one CT series with its RTDOSE and RTSTRUCT onto the model grid (runs in a worker).
 
     Parameters
     ----------
     job : (SeriesInstanceUID, CT files, RTDOSE file or None, RTSTRUCT file or None)
+    scanned : the scan that found the files, when the job runs in the process that scanned: its
+        headers are used again (the CT slices' pixel data read at the offsets it recorded, the
+        RTSTRUCT and the RTDOSE header as read) instead of parsing every file a second time.
 
     Returns
     -------
@@ -652,7 +710,12 @@ def read_series_job(job: tuple[str, list[Path], Path | None, Path | None]) -> li
     uid, paths, dose_path, struct_path = job
     out: list[Volume | Problem] = []
     items = []
+    headers = dict(scanned.ct.get(uid, [])) if scanned is not None else {}
     for path in paths:
+        ds = headers.get(path)
+        if ds is not None and attach_pixel_data(ds, path, scanned.pixel_offsets.get(path)):
+            items.append((path, ds))
+            continue
         try:
             items.append((path, pydicom.dcmread(path)))
         except Exception as exc:
@@ -666,12 +729,15 @@ def read_series_job(job: tuple[str, list[Path], Path | None, Path | None]) -> li
     dose = struct = None
     if dose_path is not None:
         try:
-            dose = (dose_path, read_dose(dose_path), pydicom.dcmread(dose_path, stop_before_pixels=True))
+            header = next((d for p, d in scanned.dose if p == dose_path), None) if scanned is not None else None
+            dose = (dose_path, read_dose(dose_path),
+                    header if header is not None else pydicom.dcmread(dose_path, stop_before_pixels=True))
         except InputError as exc:
             out.append(Problem(str(dose_path), str(exc).removeprefix(f"{dose_path}: ")))
     if struct_path is not None:
         try:
-            struct = (struct_path, pydicom.dcmread(struct_path, force=True))
+            known = next((d for p, d in scanned.struct if p == struct_path), None) if scanned is not None else None
+            struct = (struct_path, known if known is not None else pydicom.dcmread(struct_path, force=True))
         except Exception as exc:
             out.append(Problem(str(struct_path), f"cannot read RTSTRUCT ({type(exc).__name__}: {exc}); "
                                "structures not ingested"))
