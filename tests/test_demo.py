@@ -16,6 +16,7 @@ from pydicom.tag import Tag
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RTDoseStorage, RTStructureSetStorage
 
 from medhash.demo import (
+    DEMO_PROVENANCE,
     ROI_NAMES,
     Phantom,
     make_phantom,
@@ -403,6 +404,34 @@ def test_write_demo_cohort_layout_and_byte_identical(tmp_path):
     uids_0 = pydicom.dcmread(first[0] / "RD_DEMO001.dcm").StudyInstanceUID
     uids_1 = pydicom.dcmread(first[1] / "RD_DEMO002.dcm").StudyInstanceUID
     assert uids_0 != uids_1
+
+
+def test_demo_files_keep_their_fixed_provenance(small_phantom, written):
+    # pinned, not just run-to-run equal: the demo's Manufacturer, descriptions, date and time and
+    # its "medhash.demo" UIDs are what every earlier demo cohort and archive holds
+    assert DEMO_PROVENANCE.uid("study", 0, 0) == (
+        "1.2.826.0.1.3680043.8.498.81595767919566710534001391733954811171")
+    assert small_phantom.study_uid == DEMO_PROVENANCE.uid("study", 0, 0)
+    headers = {"CT": pydicom.dcmread(written["ct"][0], stop_before_pixels=True),
+               "RTDOSE": pydicom.dcmread(written["rtdose"], stop_before_pixels=True),
+               "RTSTRUCT": pydicom.dcmread(written["rtstruct"])}
+    for modality, ds in headers.items():
+        assert ds.Manufacturer == "medhash demo phantom", modality
+        assert ds.StudyDescription == "medhash synthetic head and neck", modality
+        for element in ("InstanceCreation", "Study", "Series", "Content"):
+            assert ds[f"{element}Date"].value == "20240102", (modality, element)
+            assert ds[f"{element}Time"].value == "120000", (modality, element)
+        assert ds.PatientName == "", modality
+    assert headers["CT"].SeriesDescription == "synthetic CT"
+    assert headers["CT"].SOPInstanceUID == DEMO_PROVENANCE.uid("CT", small_phantom.ct_series_uid, 0)
+    assert headers["RTDOSE"].SeriesDescription == "synthetic dose"
+    assert headers["RTDOSE"].SOPInstanceUID == DEMO_PROVENANCE.uid(
+        "RTDOSE", small_phantom.study_uid, small_phantom.frame_of_reference_uid,
+        written["rtdose"].name)
+    assert headers["RTSTRUCT"].SeriesDescription == "synthetic structures"
+    assert headers["RTSTRUCT"].StructureSetLabel == "DEMO"
+    assert (headers["RTSTRUCT"].StructureSetDate, headers["RTSTRUCT"].StructureSetTime) == (
+        "20240102", "120000")
 
 
 def test_write_demo_cohort_rewrites_stale_files(tmp_path):

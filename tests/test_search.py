@@ -264,6 +264,18 @@ def test_predict_dose_from_a_planted_twin_and_rtdose_readback(archive_copy, tmp_
     ds = pydicom.dcmread(files["rtdose"])
     assert ds.Modality == "RTDOSE" and ds.DoseUnits == "GY" and int(ds.NumberOfFrames) == len(pred2.z_mm)
     assert ds.FrameOfReferenceUID == vol.info["frame_of_reference_uid"]
+    # medhash's own output, not the demo's: its Manufacturer, today's date, fresh UIDs, no name
+    from medhash.dosepredict import PREDICTED_DOSE_DESCRIPTION
+    assert ds.Manufacturer == "medhash" and ds.SeriesDescription == PREDICTED_DOSE_DESCRIPTION
+    assert "not for clinical use" in ds.SeriesDescription and ds.PatientName == ""
+    assert ds.StudyInstanceUID == vol.info["study_uid"] and ds.PatientID == vol.patient_id
+    assert "20240102" not in (ds.StudyDate, ds.SeriesDate, ds.ContentDate, ds.InstanceCreationDate)
+    again = pydicom.dcmread(write_prediction(pred2, tmp_path / "again" / "DEMO002")["rtdose"])
+    assert again.SOPInstanceUID != ds.SOPInstanceUID and again.SeriesInstanceUID != ds.SeriesInstanceUID
+    assert again.file_meta.MediaStorageSOPInstanceUID == again.SOPInstanceUID
+    back_again = read_dose(tmp_path / "again" / "DEMO002.dcm").sample_planes(
+        vol.origins_mm[order], vol.row_dir, vol.col_dir, 128, GRID_SPACING_MM)
+    np.testing.assert_array_equal(back_again, back)
     # body-outline alignment moves whole pixels with zeros shifted in
     a = np.arange(16, dtype=np.float32).reshape(4, 4)
     assert shift2d(a, 1, -1).tolist() == [[0, 0, 0, 0], [1, 2, 3, 0], [5, 6, 7, 0], [9, 10, 11, 0]]

@@ -37,6 +37,8 @@ from .grid import BODY_HU, GRID_SPACING_MM
 
 WEIGHTINGS = ("mean", "score")
 MATCHES = ("feature", "z")
+#: SeriesDescription of the RTDOSE of a prediction (DICOM LO: at most 64 characters).
+PREDICTED_DOSE_DESCRIPTION = "medhash predicted dose, similar patients, not for clinical use"
 
 
 @dataclass
@@ -180,8 +182,12 @@ def write_prediction(pred: DosePrediction, out: str | Path) -> dict[str, Path]:
 
 def write_rtdose_for(pred: DosePrediction, path: Path) -> Path:
     """RTDOSE of a prediction for a DICOM query: frames on the query's slices, model-grid pixels, the
-    CT's frame of reference, orientation, patient id and study."""
-    from .demo import write_rtdose
+    CT's frame of reference, orientation, patient id and study.
+
+    Stamped as medhash's own output (:func:`medhash.io.writers.medhash_provenance`): Manufacturer
+    "medhash", the date and time of writing, fresh series and instance UIDs, SeriesDescription
+    :data:`PREDICTED_DOSE_DESCRIPTION`; PatientName empty."""
+    from .io.writers import medhash_provenance, write_rtdose
 
     vol = pred.volume
     order = np.argsort(vol.z_mm, kind="stable")
@@ -194,4 +200,5 @@ def write_rtdose_for(pred: DosePrediction, path: Path) -> Path:
                         pixel_spacing=(GRID_SPACING_MM, GRID_SPACING_MM), frame_offsets_mm=offsets - offsets[0],
                         frame_of_reference_uid=vol.info.get("frame_of_reference_uid") or "",
                         patient_id=vol.patient_id, study_uid=vol.info.get("study_uid") or "",
-                        orientation=tuple(vol.row_dir) + tuple(vol.col_dir))
+                        orientation=tuple(vol.row_dir) + tuple(vol.col_dir),
+                        provenance=medhash_provenance(), series_description=PREDICTED_DOSE_DESCRIPTION)
