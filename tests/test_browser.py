@@ -1,8 +1,10 @@
 """End to end in a real browser: Debian's chromium driven by Playwright against `medhash serve`'s app.
 
 Upload a DICOM CT slice, see the k result pictures actually loaded, open a detail view, move
-through an archive patient with the slider. Screenshots go to test-artifacts/ (kept by CI, ignored
-by git). Skipped, with the reason, when chromium or playwright is missing (`.ci/run` installs both).
+through an archive patient with the slider; list the patients similar to an archive patient and
+open one. Screenshots go to test-artifacts/ (kept by CI, ignored by git); the similar-patients one
+also to docs/web-similar.png (the README shows it). Skipped, with the reason, when chromium or
+playwright is missing (`.ci/run` installs both).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from webarchive import web_archive
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -164,4 +167,101 @@ def test_bad_upload_shows_the_message(server, browser, tmp_path):
     page.click("#upload-search")
     page.wait_for_selector("#error:not([hidden])")
     assert page.inner_text("#error").startswith("415: notes.txt: unsupported file type")
+    page.close()
+
+
+def test_similar_patients_view(server, browser):
+    base, _ = server
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems = []
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.goto(base)
+    page.wait_for_selector("#patient option", state="attached")
+    page.select_option("#patient", "DEMO001")
+    wait_js(page, "() => (document.getElementById('preview').dataset.src || '').includes('/DEMO001/')")
+
+    # the request is held back at first: the loading state shows, the button waits
+    held = []
+    page.route("**/api/patients/*/similar*", lambda route: held.append(route))
+    page.click("#similar-search")
+    page.wait_for_selector("#view-similar:not([hidden])")
+    wait_js(page, "() => document.getElementById('similar-status').textContent"
+                  ".startsWith('Searching every slice of DEMO001')")
+    assert page.is_visible("#similar-status") and page.is_disabled("#similar-search")
+    assert page.locator("#similar-results").is_hidden()
+    page.screenshot(path=str(ARTIFACTS / "browser-similar-loading.png"))
+    assert wait_js(page, "() => location.hash") == "#similar/DEMO001"
+    wait_js(page, "() => true")          # let the route handler see the request
+    deadline = time.time() + 30
+    while not held:
+        assert time.time() < deadline, "the similar-patients request was not sent"
+        page.wait_for_timeout(50)
+    url = held[0].request.url
+    assert "/api/patients/DEMO001/similar?" in url and "index=ct64" in url and "k=10" in url   # the page's settings
+    held[0].continue_()
+    page.unroute("**/api/patients/*/similar*")
+
+    # ranked rows: the other patients with a numeric score in [0, 1] and their matched slice pairs as pictures
+    wait_js(page, "() => document.querySelectorAll('#similar-table tr.similar-row').length > 0")
+    wait_js(page, "() => [...document.querySelectorAll('#similar-table img')].length > 0 && "
+                  "[...document.querySelectorAll('#similar-table img')].every(i => i.complete && i.naturalWidth > 0)")
+    assert page.locator("#similar-status").is_hidden() and page.locator("#error").is_hidden()
+    rows = page.locator("#similar-table tr.similar-row")
+    assert 1 <= rows.count() <= 2
+    pids = [rows.nth(i).get_attribute("data-patient") for i in range(rows.count())]
+    assert "DEMO001" not in pids and set(pids) <= {"DEMO002", "DEMO003"}
+    scores = [float(t) for t in page.locator("#similar-table .score-value").all_inner_texts()]
+    assert all(0.0 <= x <= 1.0 for x in scores) and scores == sorted(scores, reverse=True) and scores[0] > 0
+    first = rows.first
+    assert first.locator("td.rank").inner_text() == "#1"
+    assert " of " in first.locator("td").nth(3).inner_text()           # matched slices: n of m
+    assert "1 − (r − 1) / 20" in page.get_attribute("#similar-score-head", "title")
+    assert "Patient score" in page.inner_text("#similar-help")
+    assert set(loaded_sizes(page, "#similar-table img")) == {96}
+    queries = page.locator("#similar-table tr.similar-row:first-child img.pair-query")
+    matches = page.locator("#similar-table tr.similar-row:first-child img.pair-match")
+    assert 1 <= queries.count() <= 3 and queries.count() == matches.count()
+    assert "/api/slices/DEMO001/" in queries.first.get_attribute("data-src")
+    assert f"/api/slices/{pids[0]}/" in matches.first.get_attribute("data-src")
+    assert "index ct64 (ct, 64 bits)" in page.inner_text("#similar-meta")
+    page.mouse.move(0, 0)                 # no row under the pointer (hover) in the screenshots
+    page.screenshot(path=str(ARTIFACTS / "browser-similar.png"), full_page=True)
+    page.screenshot(path=str(DOCS / "web-similar.png"), full_page=True)
+
+    # a click on a picture opens that slice; back, then a click on the row opens the patient in the browser
+    match_slice = int(matches.first.get_attribute("data-src").split("/")[-1].split(".")[0])
+    matches.first.click()
+    page.wait_for_selector("#view-detail:not([hidden])")
+    assert page.inner_text("#detail-title") == f"{pids[0]}:{match_slice}"
+    assert page.inner_text("#back") == "← back to the similar patients"
+    page.click("#back")
+    page.wait_for_selector("#view-similar:not([hidden])")
+    wait_js(page, "() => document.querySelectorAll('#similar-table tr.similar-row').length > 0")
+    page.locator("#similar-table tr.similar-row").first.locator("td.rank").click()   # not on a picture
+    page.wait_for_selector("#view-search:not([hidden])")
+    wait_js(page, f"() => (document.getElementById('preview').dataset.src || '').includes('/{pids[0]}/')")
+    assert page.input_value("#patient") == pids[0]
+    wait_js(page, "() => document.getElementById('preview').complete && "
+                  "document.getElementById('preview').naturalWidth > 0")
+    assert page.inner_text("#slider-label").split(" ")[0].isdigit()
+    page.screenshot(path=str(ARTIFACTS / "browser-similar-opened.png"))
+
+    # errors are shown: an unknown patient
+    page.goto(base + "#similar/NOPE")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.inner_text("#error") == "404: no patient 'NOPE' in arch"
+    assert "No similar patients for NOPE" in page.inner_text("#similar-status")
+    assert page.locator("#similar-results").is_hidden()
+    page.screenshot(path=str(ARTIFACTS / "browser-similar-error.png"))
+
+    # the tab lists the patients similar to the one chosen under the slider
+    page.click("nav a[data-view=search]")
+    page.select_option("#patient", "DEMO003")
+    page.click("nav a[data-view=similar]")
+    wait_js(page, "() => location.hash === '#similar/DEMO003'")
+    wait_js(page, "() => document.querySelectorAll('#similar-table tr.similar-row').length > 0")
+    assert page.inner_text("#similar-patient") == "DEMO003" and page.locator("#error").is_hidden()
+    assert [p for p in problems if "404" not in p] == []    # the browser logs the failed request itself
     page.close()

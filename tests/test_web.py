@@ -143,7 +143,27 @@ def test_similar_patients(client, demo_arch):
         want = patient_search(arch, patient="DEMO001", index="ct64", k=2)
     assert got["results"] == json.loads(json.dumps(want["results"]))
     assert all(x["patient_id"] != "DEMO001" for x in got["results"]) and "patient_score" in got["results"][0]
-    assert client.get("/api/patients/NOPE/similar", params={"index": "ct64"}).status_code == 404
+    bad = client.get("/api/patients/NOPE/similar", params={"index": "ct64"})
+    assert bad.status_code == 404 and bad.json()["detail"] == "no patient 'NOPE' in arch"   # no server path
+    # the page passes its re-rank setting on, as for slice search
+    r = client.get("/api/patients/DEMO002/similar", params={"index": "joint64", "k": 2, "per_slice": 10, "rerank": 30})
+    assert r.status_code == 200, r.text
+    with Archive(demo_arch[1]) as arch:
+        want = patient_search(arch, patient="DEMO002", index="joint64", k=2, per_slice=10, rerank=30)
+    assert r.json()["results"] == json.loads(json.dumps(want["results"])) and r.json()["rerank"] == 30
+    assert client.get("/api/patients/DEMO002/similar", params={"index": "ct64", "rerank": -1}).status_code == 422
+    bad = client.get("/api/patients/DEMO001/similar", params={"index": "nope"})
+    assert bad.status_code == 404
+    assert bad.json()["detail"] == "no index named 'nope' in this archive; indexes: ct64, joint64"
+
+
+def test_similar_patients_without_an_index(tmp_path):
+    """An archive with no index: a readable 404 that names the archive folder, not the server's path."""
+    Archive(tmp_path / "empty", create=True).close()
+    with TestClient(create_app(tmp_path / "empty")) as c:
+        r = c.get("/api/patients/DEMO001/similar")
+    assert r.status_code == 404 and "has no index" in r.json()["detail"]
+    assert str(tmp_path) not in r.json()["detail"] and "empty" in r.json()["detail"]
 
 
 def test_upload_dicom_png_npy(client, demo_arch):

@@ -155,6 +155,16 @@ class _State:
             raise NotFoundError(f"no index named {name!r} in this archive; indexes: {', '.join(names) or 'none'}")
         return name
 
+    def public(self, message: str) -> str:
+        """An error message without the server's path to the archive: its folder name instead (as
+        ``GET /api/archive`` gives it), so that the page shows a readable message."""
+        path = self.archive.path
+        name = path.name or "archive"
+        for p in sorted({str(path), str(path.resolve())}, key=len, reverse=True):
+            if p != name and "/" in p:
+                message = message.replace(p, name)
+        return message
+
     def get_slice(self, patient_id: str, slice_index: int):
         with self.archive_lock:
             return self.archive.get(patient_id, slice_index)
@@ -436,15 +446,15 @@ def create_app(archive_dir: str | Path, *, token: str | None = None, max_upload:
     # --------------------------------------------------------------- errors as {"detail": ...}
     @app.exception_handler(NotFoundError)
     async def not_found(request: Request, exc: NotFoundError):
-        return JSONResponse({"detail": str(exc)}, status_code=404)
+        return JSONResponse({"detail": state.public(str(exc))}, status_code=404)
 
     @app.exception_handler(UnsupportedMediaType)
     async def unsupported(request: Request, exc: UnsupportedMediaType):
-        return JSONResponse({"detail": str(exc)}, status_code=415)
+        return JSONResponse({"detail": state.public(str(exc))}, status_code=415)
 
     @app.exception_handler(MedhashError)
     async def medhash_error(request: Request, exc: MedhashError):
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return JSONResponse({"detail": state.public(str(exc))}, status_code=422)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception):
@@ -515,13 +525,17 @@ def create_app(archive_dir: str | Path, *, token: str | None = None, max_upload:
 
     @api.get("/patients/{patient_id}/similar", summary="The most similar other patients (patient-level search)")
     def similar_patients(patient_id: str, st: State, index: str | None = None,
-                         k: int = Query(5, ge=1, le=100), per_slice: int = Query(20, ge=1, le=1000)) -> dict:
+                         k: int = Query(5, ge=1, le=100), per_slice: int = Query(20, ge=1, le=1000),
+                         rerank: int = Query(0, ge=0, le=100000, description="re-rank each slice's Hamming "
+                                                                             "top-N by Euclidean distance (0: off)")
+                         ) -> dict:
         """The same JSON as ``medhash search --patient PID --json``: other patients ranked by z-aligned
         slice votes, each with ``patient_score`` and its matched slice pairs."""
         from ..patients import patient_search
         name = st.check_index(index)
         with st.search_lock, st.archive_lock:
-            return patient_search(st.archive, patient=patient_id, index=name, k=k, per_slice=per_slice)
+            return patient_search(st.archive, patient=patient_id, index=name, k=k, per_slice=per_slice,
+                                  rerank=rerank)
 
     @api.get("/slices/{patient_id}/{slice_index}.png", summary="One slice as a PNG",
              response_class=Response, responses={200: {"content": {"image/png": {}}, "description": "the picture"}})

@@ -2,7 +2,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { archive: null, settings: loadSettings(), lastResult: null, patients: [], patientSlices: [] };
+const state = { archive: null, settings: loadSettings(), lastResult: null, patients: [], patientSlices: [],
+                similar: null, similarTicket: 0, listHash: "#search" };
 
 function loadSettings() {
   let s = {};
@@ -78,9 +79,11 @@ function route() {
   const hash = location.hash.replace(/^#/, "") || "search";
   const parts = hash.split("/");
   const view = parts[0] === "slice" ? "detail" : parts[0];
-  for (const v of ["search", "detail", "archive", "settings"]) $("view-" + v).hidden = v !== view;
+  for (const v of ["search", "detail", "similar", "archive", "settings"]) $("view-" + v).hidden = v !== view;
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.view === view));
+  if (view === "search" || view === "similar") state.listHash = location.hash || "#search";  // where "back" leads
   if (view === "detail" && parts.length >= 3) showDetail(decodeURIComponent(parts[1]), parseInt(parts[2], 10));
+  if (view === "similar") showSimilar(decodeURIComponent(parts[1] || ""));
   if (view === "archive") showArchive().catch((e) => showError(e.message));
   if (view === "settings") showSettings();
 }
@@ -168,13 +171,27 @@ async function showResults(res) {
 }
 
 // ------------------------------------------------------------------ archive slider
-async function loadPatient(pid) {
+// the patient's slices under the slider, at slice_index `at` (default: the middle slice)
+async function loadPatient(pid, at) {
   const p = await api(`/api/patients/${encodeURIComponent(pid)}`);
   state.patientSlices = p.slices;
   const slider = $("slider");
+  const pos = p.slices.findIndex((s) => s.slice_index === at);
   slider.max = String(Math.max(0, p.slices.length - 1));
-  slider.value = String(Math.floor(p.slices.length / 2));
+  slider.value = String(pos >= 0 ? pos : Math.floor(p.slices.length / 2));
   updatePreview();
+}
+
+// open an archive patient in the search view's patient browser (select + slider), at slice `at`
+async function browsePatient(pid, at) {
+  showError("");
+  location.hash = "#search";
+  $("patient").value = pid;
+  try { await loadPatient(pid, at); } catch (e) { showError(e.message); return; }
+  $("browse").scrollIntoView({ block: "nearest" });
+  $("browse").classList.remove("flash");
+  void $("browse").offsetWidth;   // restart the highlight
+  $("browse").classList.add("flash");
 }
 
 function currentSlice() {
@@ -223,6 +240,142 @@ async function showDetail(pid, idx) {
     setImage(img, sliceUrl(pid, n, { size: 96 })).catch(() => {});
   }
   $("detail-search").onclick = () => searchSlice(pid, idx);
+  $("detail-similar").onclick = () => { location.hash = `#similar/${encodeURIComponent(pid)}`; };
+  $("detail-similar").textContent = `Patients similar to ${pid}`;
+  const back = $("back");
+  back.href = state.listHash;
+  back.textContent = state.listHash.startsWith("#similar") ? "← back to the similar patients" : "← back to the results";
+}
+
+// ------------------------------------------------------------------ similar patients
+// patient-level search (GET /api/patients/{id}/similar, the rule of `medhash search --patient`)
+function similarFields() {
+  const s = state.settings;
+  const f = { k: String(Math.min(100, Number(s.k) || 5)) };
+  if (s.index) f.index = s.index;
+  if (Number(s.rerank) > 0) f.rerank = String(s.rerank);
+  return f;
+}
+
+function scoreHelp(perSlice) {
+  return `patient score, 0 to 1: for each slice of the query patient, 1 − (r − 1) / ${perSlice} for this patient's ` +
+    `best z-aligned match, r being its rank among that slice's ${perSlice} nearest slices (0 without an aligned ` +
+    "match), averaged over the query's slices. 1: this patient's aligned slice was the nearest for every query slice.";
+}
+
+async function showSimilar(pid) {
+  if (!pid) {   // the nav tab: the patient chosen in the search view
+    const chosen = $("patient").value;
+    if (chosen) location.replace(`#similar/${encodeURIComponent(chosen)}`);
+    else showError("choose an archive patient in Search first");
+    return;
+  }
+  showError("");
+  const fields = similarFields();
+  const query = new URLSearchParams(fields).toString();
+  const key = `${pid}?${query}`;
+  $("similar-patient").textContent = pid;
+  if (state.similar && state.similar.key === key) {   // back from a patient: the same answer, no new search
+    $("similar-meta").textContent = state.similar.meta;
+    return;
+  }
+  const ticket = ++state.similarTicket;
+  state.similar = null;
+  const status = $("similar-status");
+  const button = $("similar-search");
+  $("similar-meta").textContent = "";
+  $("similar-results").hidden = true;
+  $("similar-table").tBodies[0].replaceChildren();
+  status.replaceChildren(el("span", { class: "spinner" }),
+    `Searching every slice of ${pid} in index ${fields.index || "(the only one)"} and ranking the other patients…`);
+  status.hidden = false;
+  $("view-similar").setAttribute("aria-busy", "true");
+  button.disabled = true;
+  let res;
+  try {
+    res = await api(`/api/patients/${encodeURIComponent(pid)}/similar?${query}`);
+  } catch (e) {
+    if (ticket === state.similarTicket) {
+      showError(e.message);
+      status.textContent = `No similar patients for ${pid}: the server answered with the error above.`;
+    }
+    return;
+  } finally {
+    if (ticket === state.similarTicket) {
+      button.disabled = false;
+      $("view-similar").removeAttribute("aria-busy");
+    }
+  }
+  if (ticket !== state.similarTicket) return;   // another search started meanwhile
+  status.hidden = true;
+  const meta = `index ${res.index} (${res.channel}, ${res.n_bits} bits) · top ${res.k} · ` +
+    `${res.query_slices_searched} query slices, ${res.per_slice} nearest each` +
+    (res.rerank ? `, re-ranked from the Hamming top ${Math.max(res.rerank, res.per_slice)}` : "") +
+    ` · z tolerance ${res.tolerance_mm} mm · own patient left out`;
+  state.similar = { key, meta };
+  $("similar-meta").textContent = meta;
+  await renderSimilar(res);
+}
+
+// the best few matched pairs: best rank, then Hamming, then nearest the middle of the query patient
+function bestPairs(pairs, n) {
+  if (!pairs.length) return [];
+  const zs = pairs.map((p) => p.query_z_mm).sort((a, b) => a - b);
+  const mid = zs[Math.floor(zs.length / 2)];
+  return [...pairs].sort((a, b) => a.rank_in_slice - b.rank_in_slice || a.hamming - b.hamming ||
+    Math.abs(a.query_z_mm - mid) - Math.abs(b.query_z_mm - mid)).slice(0, n).sort((a, b) => a.query_z_mm - b.query_z_mm);
+}
+
+async function renderSimilar(res) {
+  const qpid = res.query.patient_id;
+  const help = scoreHelp(res.per_slice);
+  $("similar-help").textContent = "Patient score (0 to 1, higher is more similar): the mean over the query's slices of " +
+    `1 − (r − 1) / ${res.per_slice} for this patient's best z-aligned match (r: its rank among that slice's ` +
+    `${res.per_slice} nearest slices; 0 without one). Matched slices: query slices with such a match. ` +
+    "z offset: how this patient's anatomy is shifted along z. A click on a row opens the patient; on a picture, that slice.";
+  $("similar-score-head").title = help;
+  legend($("similar-legend"));
+  const rows = [];
+  const loads = [];
+  for (const r of res.results) {
+    const score = Number(r.patient_score);
+    const meter = el("meter", { min: "0", max: "1", value: String(score) });
+    const pairs = el("div", { class: "pairs" });
+    const shown = bestPairs(r.pairs, 3);
+    for (const p of shown) {
+      const qimg = el("img", { class: "pair-query", alt: `query ${qpid}:${p.query_slice_index}`, width: "96", height: "96" });
+      const mimg = el("img", { class: "pair-match", alt: `${r.patient_id}:${p.slice_index}`, width: "96", height: "96" });
+      qimg.title = `${qpid}:${p.query_slice_index} (query, z ${p.query_z_mm.toFixed(1)} mm): open this slice`;
+      mimg.title = `${r.patient_id}:${p.slice_index} (z ${p.z_mm.toFixed(1)} mm): open this slice`;
+      const open = (pid, idx) => (ev) => { ev.stopPropagation(); location.hash = `#slice/${encodeURIComponent(pid)}/${idx}`; };
+      qimg.addEventListener("click", open(qpid, p.query_slice_index));
+      mimg.addEventListener("click", open(r.patient_id, p.slice_index));
+      pairs.append(el("figure", { class: "pair" }, el("div", { class: "pair-images" }, qimg, mimg),
+        el("figcaption", {}, `${p.query_slice_index} ↔ ${p.slice_index}`, el("br"),
+          `Hamming ${p.hamming} · rank ${p.rank_in_slice}`)));
+      loads.push(setImage(qimg, sliceUrl(qpid, p.query_slice_index, { size: 96 })).catch((e) => showError(e.message)));
+      loads.push(setImage(mimg, sliceUrl(r.patient_id, p.slice_index, { size: 96 })).catch((e) => showError(e.message)));
+    }
+    const at = shown.length ? bestPairs(r.pairs, 1)[0].slice_index : undefined;
+    const tr = el("tr", { class: "similar-row", tabindex: "0", "data-patient": r.patient_id,
+                          title: `open ${r.patient_id} in the patient browser` + (at !== undefined ? ` at slice ${at}` : "") },
+      el("td", { class: "rank", text: `#${r.rank}` }),
+      el("td", {}, el("b", { class: "pid", text: r.patient_id }), el("br"), el("span", { class: "muted", text: "open ›" })),
+      el("td", { class: "score", title: help }, el("span", { class: "score-value", text: score.toFixed(3) }), el("br"), meter),
+      el("td", { text: `${r.matched_slices} of ${res.query_slices_searched}` }),
+      el("td", { text: `${r.z_offset_mm >= 0 ? "+" : "−"}${Math.abs(r.z_offset_mm).toFixed(1)} mm` }),
+      el("td", {}, pairs));
+    const go = () => browsePatient(r.patient_id, at);
+    tr.addEventListener("click", go);
+    tr.addEventListener("keydown", (ev) => { if (ev.key === "Enter") go(); });
+    rows.push(tr);
+  }
+  if (!rows.length) {
+    rows.push(el("tr", {}, el("td", { colspan: "6", text: "No other patient has a slice among the nearest of this patient's slices." })));
+  }
+  $("similar-table").tBodies[0].replaceChildren(...rows);
+  $("similar-results").hidden = false;
+  await Promise.all(loads);
 }
 
 // ------------------------------------------------------------------ archive overview and settings
@@ -282,6 +435,11 @@ async function start() {
   $("patient").addEventListener("change", () => loadPatient($("patient").value).catch((e) => showError(e.message)));
   $("slider").addEventListener("input", updatePreview);
   $("slice-search").addEventListener("click", () => { const c = currentSlice(); if (c) searchSlice(c.pid, c.idx); });
+  $("similar-search").addEventListener("click", () => {
+    const pid = $("patient").value;
+    if (!pid) { showError("choose an archive patient first"); return; }
+    location.hash = `#similar/${encodeURIComponent(pid)}`;
+  });
   $("settings-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const s = state.settings;
