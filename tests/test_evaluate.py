@@ -238,3 +238,33 @@ def test_compare_hashers_quick(tiny, tmp_path):
     assert H["hashers"]["itq"]["dice"]["64"] is None                  # 32 features: at most 32 bits
     assert 0 <= H["hashers"]["itq"]["dice"]["16"] <= 1 and H["hashers"]["trained"]["fit_s"]["64"] > 0
     assert "Hashers compared" in (tmp_path / "h" / "report.html").read_text()
+    # usefulness per hasher: null exactly where the hasher cannot give the bits; real scores elsewhere
+    assert H["usefulness_k"] == 10
+    for name, r in H["hashers"].items():
+        for b in ("16", "64"):
+            u = r["usefulness"][b]
+            assert (u is None) == (r["dice"][b] is None), (name, b)
+            if u is not None:
+                assert 0 <= u["organ_jaccard"] <= 1
+                # the other patients' doses predict the query's better than 0 Gy does
+                assert 0 <= u["dose_mae"] <= 100  # Gy; whether it beats 0 Gy depends on the archive
+    assert "J@10 / dose MAE@10" in (tmp_path / "h" / "report.html").read_text()
+
+
+def test_compare_hashers_usefulness_sees_each_hashers_own_distances():
+    """The usefulness hook gets exactly the Hamming distances of that hasher's codes (same seed, fit)."""
+    from medhash.evaluate.overlap import compare_hashers
+    from medhash.hashers import make_hasher
+    from medhash.hashing import hamming_distances
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(120, 8)).astype(np.float32)
+    q = np.arange(10)
+    eu = np.linalg.norm(X[q, None] - X[None], axis=2)
+    seen = []
+    out = compare_hashers(X, q, eu, np.zeros_like(eu, dtype=bool), 5, bits=(16,), seed=3, trained_epochs=1,
+                          usefulness=lambda ham: seen.append(ham) or {"mean": float(ham.mean())})
+    h = make_hasher("kernel-lsh", 16, seed=3).fit(X)
+    expected = hamming_distances(h.transform(X[q]), h.transform(X))
+    assert np.array_equal(seen[0], expected)
+    assert out["hashers"]["kernel-lsh"]["usefulness"]["16"] == {"mean": float(expected.mean())}
+    assert out["hashers"]["itq"]["usefulness"]["16"] is None  # 8 features: ITQ gives at most 8 bits

@@ -193,6 +193,20 @@ def write_report(m: dict, path: str | Path) -> Path:
                                           for i, b in enumerate(hb)]
                         + [", ".join(_f(r["fit_s"][str(b)], ".2f") for b in hb if r["fit_s"][str(b)] is not None)])
         parts.append(_table(["hasher"] + [f"{b} bits" for b in hb] + ["fit s"], rows))
+        uk = H.get("usefulness_k")
+        if uk and any(r.get("usefulness") for r in H["hashers"].values()):
+            parts.append(f"<p>Usefulness of each hasher's results, as in section 5 (other patients' slices only, "
+                         f"top {uk}): organ-set Jaccard@{uk} (higher is better) and the MAE of the mean dose of the "
+                         f"top {uk} as the query's dose (Gy, possible-dose mask where there is one, else the body; "
+                         "lower is better).</p>")
+            rows = []
+            for name, r in H["hashers"].items():
+                cells = []
+                for b in hb:
+                    u = (r.get("usefulness") or {}).get(str(b))
+                    cells.append("–" if not u else f"{_f(u['organ_jaccard'])} / {_f(u['dose_mae'], '.2f')} Gy")
+                rows.append([escape(name)] + cells)
+            parts.append(_table(["hasher"] + [f"{b} bits: J@{uk} / dose MAE@{uk}" for b in hb], rows))
 
     # timings
     T = m["timing"]

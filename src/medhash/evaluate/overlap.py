@@ -121,11 +121,14 @@ HASHER_BITS = (16, 32, 64, 128, 256, 1024)
 
 def compare_hashers(X: np.ndarray, queries: np.ndarray, eu: np.ndarray, excluded: np.ndarray, k: int, *,
                     bits=HASHER_BITS, seed: int = 0, fit_rows: np.ndarray | None = None, trained_epochs: int = 10,
-                    progress=None) -> dict:
+                    progress=None, usefulness=None) -> dict:
     """Dice@k of every hasher of :mod:`medhash.hashers` at each code length, on the same features.
 
     ITQ and PCA-sign give at most one bit per feature (None beyond). Returns ``{"bits", "k",
     "hashers": name -> {"dice": bits -> mean Dice or None, "fit_s": bits -> seconds or None}}``.
+    With ``usefulness``, a function of the (n_queries, n) Hamming distances that returns a dict of
+    scores (e.g. organ-set Jaccard@10 and dose MAE@10 of the other patients' results), each hasher
+    also gets ``"usefulness": bits -> that dict or None``.
     """
     import time
 
@@ -136,9 +139,13 @@ def compare_hashers(X: np.ndarray, queries: np.ndarray, eu: np.ndarray, excluded
     for name in ("kernel-lsh", "pca-sign", "itq", "trained"):
         assert name in HASHERS
         res = {"dice": {}, "fit_s": {}}
+        if usefulness is not None:
+            res["usefulness"] = {}
         for b in bits:
             if name in ("itq", "pca-sign") and b > min(Xf.shape[1], len(fit_rows)):
                 res["dice"][str(b)] = res["fit_s"][str(b)] = None
+                if usefulness is not None:
+                    res["usefulness"][str(b)] = None
             else:
                 params = {"epochs": trained_epochs} if name == "trained" else {}
                 h = make_hasher(name, int(b), seed=seed, **params)
@@ -147,6 +154,8 @@ def compare_hashers(X: np.ndarray, queries: np.ndarray, eu: np.ndarray, excluded
                 res["fit_s"][str(b)] = time.perf_counter() - t0
                 ham = hamming_distances(h.transform(Xf[queries]), h.transform(Xf))
                 res["dice"][str(b)] = float(overlap_table(eu, ham, excluded, [k])[k].mean())
+                if usefulness is not None:
+                    res["usefulness"][str(b)] = usefulness(ham)
             if progress is not None:
                 progress.update(1)
         out["hashers"][name] = res

@@ -29,6 +29,8 @@ SCHEMA = "medhash-evaluate/1"
 DEFAULT_BITS = (1, 10, 100, 1000, 10000)
 DEFAULT_KS = (1, 5, 10, 20, 50, 100)
 SCATTER_BITS = (512, 4096)
+USEFUL_K = 10
+"""k of the per-hasher usefulness scores (organ-set Jaccard, dose MAE) of section 7."""
 QUICK = {"queries": 40, "bits": (1, 10, 100, 1000), "ks": (1, 5, 10, 20), "pairs": 500,
          "gamma_factors": tuple(4.0 ** e for e in range(-8, 4, 2)) + (4.0, 64.0), "examples": 1, "timing_repeats": 5}
 FULL = {"pairs": 2000, "gamma_factors": tuple(2.0 ** e for e in range(-16, 7)), "examples": 3, "timing_repeats": 20}
@@ -189,10 +191,20 @@ def evaluate(archive, out: str | Path, *, index: str | None = None, channel: str
         t0 = time.perf_counter()
         hb = (16, 64) if quick else overlap.HASHER_BITS
         say(f"hashers compared at {list(hb)} bits")
+        def usefulness(ham: np.ndarray) -> dict:
+            """Section 5's scores at k = 10 for one hasher's codes (other patients' slices only)."""
+            top = relevance.topk(ham, ex, USEFUL_K)
+            org = relevance.organ_scores(top, q, sets, [USEFUL_K])
+            mae = relevance.dose_scores(archive, {"h": top}, q, [USEFUL_K])
+            return {"organ_jaccard": org["jaccard"][str(USEFUL_K)],
+                    "dose_mae": mae["mae"]["h"][str(USEFUL_K)],
+                    "dose_mae_pdm": mae["mae_pdm"]["h"][str(USEFUL_K)]}
+
         with tqdm(total=4 * len(hb), desc="hashers", unit="fit", disable=not progress) as bar:
             hasher_cmp = overlap.compare_hashers(X, q, eu, masks["included"], k_ref, bits=hb, seed=seed,
                                                  fit_rows=candidates, trained_epochs=2 if quick else 10,
-                                                 progress=bar)
+                                                 progress=bar, usefulness=usefulness)
+        hasher_cmp["usefulness_k"] = USEFUL_K
         lap("hashers_s", t0)
 
     dose_loo = None
