@@ -43,8 +43,10 @@ class OrthancServer:
     """
 
     def __init__(self, tmp_path: Path, aet: str = "ORTHANC", move_aet: str = "MEDHASH",
-                 move_port: int | None = None, startup_timeout: float = 30.0, users: dict | None = None):
+                 move_port: int | None = None, startup_timeout: float = 30.0, users: dict | None = None,
+                 options: dict | None = None):
         self.root = Path(tmp_path)
+        self.options = dict(options or {})  # more configuration options, e.g. {"TranscodeDicomProtocol": False}
         self.users = dict(users or {})  # HTTP basic authentication (REST and DICOMweb) when given
         self.aet, self.move_aet = aet, move_aet
         self.http_port, self.dicom_port = free_port(), free_port()
@@ -80,6 +82,7 @@ class OrthancServer:
             "StableAge": 1,
             "SaveJobs": False,
             "HttpThreadsCount": 4,
+            **self.options,
         }
 
     def start(self) -> "OrthancServer":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from medhash.demo import ROI_NAMES, make_phantom, write_ct_series, write_demo_co
     write_rtdose, write_rtstruct
 from medhash.grid import GRID_SIZE
 from medhash.io.dicom import read_ct_series, scan
+
+sys.path.insert(0, str(Path(__file__).parent))
+import compressed  # noqa: E402  (tests/compressed.py: compressed copies of DICOM folders)
 
 SP = 3.906           # the model grid's pixel: native CT with this spacing is copied exactly
 ROWS = 64            # small hand-built CT slices
@@ -752,3 +756,120 @@ def test_native_pixels_leaves_other_encodings_to_pydicom():
     ds.SamplesPerPixel = 1
     ds.PixelData = bytes(6)  # truncated: pydicom's error message says so
     assert native_pixels(ds) is None
+
+
+# --------------------------------------------------------------------------------------------
+# compressed transfer syntaxes (tests/compressed.py makes the copies)
+
+
+@pytest.fixture(scope="module")
+def demo_one(tmp_path_factory) -> Path:
+    """One demo patient (64 x 64 CT, RTDOSE, RTSTRUCT) and the archive `medhash ingest` makes of it."""
+    root = tmp_path_factory.mktemp("demo_one")
+    write_demo_cohort(root / "dicom", n_patients=1, rows=64)
+    arch = Archive(root / "archive", create=True)
+    assert arch.ingest([root / "dicom"]).errors == []
+    return root
+
+
+def assert_same_arrays(a: Archive, b: Archive) -> None:
+    assert a.patients() == b.patients() and a.series_uids() == b.series_uids()
+    for pid in a.patients():
+        sa, sb = a.slices(pid), b.slices(pid)
+        assert len(sa) == len(sb) > 10
+        for x, y in zip(sa, sb):
+            assert (x.slice_index, x.z_mm) == (y.slice_index, y.z_mm)
+            assert x.ct.tobytes() == y.ct.tobytes()
+            assert x.dose is not None and x.dose.tobytes() == y.dose.tobytes()
+    assert a.info()["structures"] == b.info()["structures"]
+
+
+def test_every_accepted_compressed_syntax_has_a_decoder():
+    """What `medhash listen` and `medhash pull` accept compressed, pydicom decodes here (the pylibjpeg
+    packages of pyproject.toml are installed)."""
+    from medhash.io.dicom import COMPRESSED_SYNTAXES, missing_decoder
+    assert {uid: missing_decoder(uid) for uid in COMPRESSED_SYNTAXES} == {uid: None for uid in COMPRESSED_SYNTAXES}
+
+
+@pytest.mark.parametrize("ct,dose", [("rle", "rle"), ("j2k", "rle"), ("jpeg-lossless", "rle"), ("jpeg-ls", "rle")])
+def test_lossless_compressed_folder_ingests_as_the_uncompressed_one(demo_one, tmp_path, ct, dose):
+    """CT (and the 32-bit RTDOSE, RLE) compressed losslessly: the archive is byte for byte the one of the
+    uncompressed folder."""
+    if reason := compressed.missing(ct):
+        pytest.skip(reason)
+    folder = compressed.compress_folder(demo_one / "dicom", tmp_path / "dicom", ct=ct, dose=dose)
+    found = compressed.syntaxes(folder)
+    assert found[("CT", compressed.SYNTAX[ct])] == 50  # every slice compressed: the test is about them
+    if compressed.DCMTK["dcmcrle"] is not None:
+        assert found[("RTDOSE", compressed.SYNTAX["rle"])] == 1  # and the dose (32 bits: dcmtk's RLE)
+    arch = Archive(tmp_path / "archive", create=True)
+    report = arch.ingest([folder])
+    assert report.errors == [] and report.series_added == 1
+    assert_same_arrays(Archive(demo_one / "archive"), arch)
+
+
+@pytest.mark.parametrize("how,mean_hu,max_hu", [("jpeg-baseline", 25.0, 300.0), ("jpeg-extended", 1.0, 20.0)])
+def test_lossy_jpeg_slice_ingests_close_to_the_original(demo_one, tmp_path, how, mean_hu, max_hu):
+    """A lossy JPEG slice (dcmcjpeg: baseline 8 bit, rescaled by dcmtk, and extended 12 bit) decodes to HU
+    close to the original's. Measured on this 64 x 64 slice: baseline mean |error| 18 HU, max 256 HU (8
+    bits for 2000 HU: steps of 16 HU, ringing at the body outline); extended mean 0.4 HU, max 14 HU."""
+    from medhash.io.dicom import pixel_hu, read_query
+    if reason := compressed.missing(how):
+        pytest.skip(reason)
+    original = demo_one / "dicom" / "DEMO001" / "CT_0025.dcm"
+    lossy = tmp_path / "lossy.dcm"
+    assert compressed.compress_file(original, lossy, how)
+    ds = pydicom.dcmread(lossy)
+    assert ds.file_meta.TransferSyntaxUID == compressed.SYNTAX[how] and ds.LossyImageCompression == "01"
+    err = np.abs(pixel_hu(ds, lossy) - pixel_hu(pydicom.dcmread(original), original))
+    assert err.mean() <= mean_hu and err.max() <= max_hu, (err.mean(), err.max())
+    (a, _), (b, _) = read_query(original), read_query(lossy)  # on the model grid, as ingest puts it
+    grid = np.abs(a.ct - b.ct)
+    assert grid.mean() <= mean_hu and grid.max() <= max_hu, (grid.mean(), grid.max())
+
+
+def _encapsulated_slice(demo_one: Path, tmp_path: Path, syntax: str, frame: bytes) -> Path:
+    """A demo CT slice whose pixel data is ``frame``, encapsulated, in transfer syntax ``syntax``."""
+    from pydicom.encaps import encapsulate
+    ds = pydicom.dcmread(demo_one / "dicom" / "DEMO001" / "CT_0025.dcm")
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR = "OB"
+    path = tmp_path / f"{syntax}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_undecodable_syntax_is_named_with_the_package_that_decodes_it(demo_one, tmp_path, monkeypatch):
+    """Without a decoder installed for it (here JPEG-LS, with pylibjpeg-libjpeg made unavailable), the
+    message names the transfer syntax and the packages; a syntax pydicom has no decoder for at all
+    (MPEG-2) says so; corrupt JPEG-LS data with the decoder present is reported as corrupt."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGLSLossless, MPEG2MPML
+    from medhash.errors import InputError
+    from medhash.io.dicom import native_pixels, read_query
+    jls = _encapsulated_slice(demo_one, tmp_path, JPEGLSLossless, b"\xff\xd8\xff\xf7 not JPEG-LS data \xff\xd9")
+    assert native_pixels(pydicom.dcmread(jls)) is None  # compressed: left to pydicom
+    with pytest.raises(InputError, match="may be truncated or corrupt") as exc:
+        read_query(jls)
+    assert "JPEG-LS Lossless Image Compression (1.2.840.10008.1.2.4.80)" in str(exc.value)
+
+    decoder = get_decoder(JPEGLSLossless)
+    monkeypatch.setattr(decoder, "_available", {})
+    monkeypatch.setattr(decoder, "_unavailable", {**decoder._unavailable,
+                                                  "pylibjpeg": ("pylibjpeg>=2.0", "pylibjpeg-libjpeg>=2.1")})
+    with pytest.raises(InputError) as exc:
+        read_query(jls)
+    msg = str(exc.value)
+    assert msg.startswith(f"{jls}: pixel data in transfer syntax JPEG-LS Lossless Image Compression "
+                          "(1.2.840.10008.1.2.4.80) cannot be decoded: no decoder for it is installed")
+    assert "pylibjpeg>=2.0 with pylibjpeg-libjpeg>=2.1" in msg and "pyjpegls" in msg and "python-gdcm" in msg
+    assert "corrupt" not in msg
+
+    mpeg = _encapsulated_slice(demo_one, tmp_path, MPEG2MPML, b"\0\0\1\xb3 video")
+    arch = Archive(tmp_path / "archive", create=True)
+    report = arch.ingest([mpeg])
+    err, = report.errors
+    assert f"{mpeg}: pixel data in transfer syntax MPEG2 Main Profile / Main Level (1.2.840.10008.1.2.4.100) " \
+        "cannot be decoded" in err.message
+    assert "has no decoder for this transfer syntax" in err.message and "uncompressed" in err.message

@@ -20,8 +20,13 @@ from medhash.demo import write_demo_cohort
 from medhash.net import Listener
 from medhash.pseudonymise import Pseudonymiser, load_key, make_key
 
-pytestmark = pytest.mark.skipif(shutil.which("storescu") is None,
-                                reason="dcmtk's storescu is not installed (apt install dcmtk)")
+sys.path.insert(0, str(Path(__file__).parent))
+import compressed  # noqa: E402
+
+# dcmtk's, not the storescu of pynetdicom that an activated .venv puts first on the PATH
+STORESCU, ECHOSCU = ("/usr/bin/" + t if os.path.exists("/usr/bin/" + t) else shutil.which(t)
+                      for t in ("storescu", "echoscu"))
+pytestmark = pytest.mark.skipif(STORESCU is None, reason="dcmtk's storescu is not installed (apt install dcmtk)")
 ENV = {**os.environ, "TCP_NODELAY": "1"}  # dcmtk: no Nagle delay (40 ms a file otherwise)
 
 
@@ -33,7 +38,7 @@ def cohort(tmp_path_factory) -> Path:
 
 
 def storescu(port: int, folder: Path, aet: str = "TESTSCU") -> subprocess.CompletedProcess:
-    return subprocess.run(["storescu", "-aet", aet, "-aec", "MEDHASH", "127.0.0.1", str(port), "+sd", "+r",
+    return subprocess.run([STORESCU, "-aet", aet, "-aec", "MEDHASH", "127.0.0.1", str(port), "+sd", "+r",
                            str(folder)], capture_output=True, text=True, env=ENV, timeout=60)
 
 
@@ -56,15 +61,30 @@ def assert_same_archive(a: Archive, b: Archive, map_pid=lambda p: p) -> None:
                 assert x.dose.tobytes() == y.dose.tobytes()
 
 
-@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"])
-def test_received_bytes_are_written_as_pynetdicom_would(cohort, syntax):
+COMPRESSED = {"1.2.840.10008.1.2.5": "rle", "1.2.840.10008.1.2.4.90": "j2k", "1.2.840.10008.1.2.4.70": "jpeg-lossless"}
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99",
+                                    *COMPRESSED])
+def test_received_bytes_are_written_as_pynetdicom_would(cohort, syntax, tmp_path, monkeypatch):
     """The fast path of the C-STORE handler: the File Meta Information encoded by hand reads back as
     pynetdicom's own (``create_file_meta``), and the study key is read from the header alone, in
-    implicit, explicit and deflated transfer syntaxes."""
+    implicit, explicit and deflated transfer syntaxes, and in compressed ones (RLE, JPEG 2000, JPEG
+    lossless: encapsulated pixel data behind an explicit VR little endian header), whose pixels decode
+    to the original's."""
     from pynetdicom.dsutils import create_file_meta, encode
+    from medhash.net import listen
     from medhash.net.listen import file_meta_bytes, read_study_key
-    ds = pydicom.dcmread(sorted((cohort / "DEMO001").glob("CT_*.dcm"))[3])
+    original = sorted((cohort / "DEMO001").glob("CT_*.dcm"))[3]
+    ds = pydicom.dcmread(original)
+    pixels = ds.pixel_array
     implicit, deflated = syntax == "1.2.840.10008.1.2", syntax.endswith(".99")
+    if syntax in COMPRESSED:
+        if reason := compressed.missing(COMPRESSED[syntax]):
+            pytest.skip(reason)
+        assert compressed.compress_file(original, tmp_path / "c.dcm", COMPRESSED[syntax])
+        ds = pydicom.dcmread(tmp_path / "c.dcm")
+        assert ds.file_meta.TransferSyntaxUID == syntax and ds["PixelData"].is_undefined_length
 
     def as_sent(ds) -> bytes:  # the data set as a C-STORE carries it
         return encode(ds, implicit, True, deflated)
@@ -77,10 +97,13 @@ def test_received_bytes_are_written_as_pynetdicom_would(cohort, syntax):
         if keyword != "FileMetaInformationGroupLength":
             assert back.file_meta[keyword].value == theirs[keyword].value, keyword
     assert back.SOPInstanceUID == ds.SOPInstanceUID
-    assert np.array_equal(back.pixel_array, ds.pixel_array)
-    assert read_study_key(raw, syntax) == str(ds.StudyInstanceUID)
-    del ds.StudyInstanceUID  # then the frame of reference groups the files
-    assert read_study_key(as_sent(ds), syntax) == str(ds.FrameOfReferenceUID)
+    assert np.array_equal(back.pixel_array, pixels)
+    with monkeypatch.context() as m:
+        if not deflated:  # the header alone, never pydicom's file reader (nor the pixel data)
+            m.setattr(listen.pydicom, "dcmread", None)
+        assert read_study_key(raw, syntax) == str(ds.StudyInstanceUID)
+        del ds.StudyInstanceUID  # then the frame of reference groups the files
+        assert read_study_key(as_sent(ds), syntax) == str(ds.FrameOfReferenceUID)
 
 
 def test_storescu_gives_the_same_archive_as_ingest(cohort, tmp_path):
@@ -98,11 +121,71 @@ def test_storescu_gives_the_same_archive_as_ingest(cohort, tmp_path):
     assert [p.name for p in (tmp_path / "recv" / "spool").iterdir()] == [".lock"]
 
 
+def test_compressed_cohort_is_stored_as_received_and_gives_the_same_archive(cohort, tmp_path, monkeypatch):
+    """storescu sends compressed files in their own transfer syntax when told to propose it (it cannot
+    convert them: without the option, the store fails): DEMO001's CT in JPEG lossless (``-xs``; its 32-bit
+    RTDOSE uncompressed) and DEMO002's CT and RTDOSE in RLE (``-xr``), one association each. The
+    listener takes them as they are, and the archive is the one of `medhash ingest` of the uncompressed
+    cohort."""
+    from medhash.net import listen
+    jpeg = "jpeg-lossless" if compressed.missing("jpeg-lossless") is None else "rle"
+    folder = tmp_path / "dicom"
+    compressed.compress_folder(cohort / "DEMO001", folder / "DEMO001", ct=jpeg, dose=None)
+    compressed.compress_folder(cohort / "DEMO002", folder / "DEMO002", ct="rle", dose="rle")
+    sent = compressed.syntaxes(folder)
+    assert sent[("CT", compressed.SYNTAX[jpeg])] >= 50 and sent[("CT", compressed.SYNTAX["rle"])] >= 50
+    received: dict[tuple[str, str], int] = {}
+    read_study_key = listen.read_study_key
+
+    def spy(raw, syntax):  # what arrived, as the C-STORE handler sees it
+        key = (str(pydicom.dcmread(BytesIO(raw), stop_before_pixels=True, force=True).Modality), str(syntax))
+        received[key] = received.get(key, 0) + 1
+        return read_study_key(raw, syntax)
+    monkeypatch.setattr(listen, "read_study_key", spy)
+    with Listener(tmp_path / "recv", port=0, quiet_s=0.2) as listener:
+        for patient, option in (("DEMO001", "-xs" if jpeg == "jpeg-lossless" else "-xr"), ("DEMO002", "-xr")):
+            out = subprocess.run([STORESCU, option, "-aet", "TESTSCU", "-aec", "MEDHASH", "127.0.0.1",
+                                  str(listener.port), "+sd", "+r", str(folder / patient)],
+                                 capture_output=True, text=True, env=ENV, timeout=60)
+            assert out.returncode == 0, out.stderr
+    # every compressed file arrived in its own transfer syntax (the uncompressed ones as storescu chose)
+    assert {k: n for k, n in received.items() if k[1] in compressed.SYNTAX.values()} == \
+        {k: n for k, n in sent.items() if k[1] in compressed.SYNTAX.values()}
+    assert sum(received.values()) == sum(sent.values())
+    assert listener.stats["series_ingested"] == 2 and listener.stats["errors"] == 0
+    plain = Archive(tmp_path / "plain", create=True)
+    assert plain.ingest([cohort]).errors == []
+    assert_same_archive(plain, Archive(tmp_path / "recv"))
+
+
+def test_uncompressed_is_preferred_and_unknown_compression_refused(tmp_path):
+    """A sender offering JPEG lossless and explicit VR little endian in one presentation context gets
+    explicit VR little endian; offering JPEG lossless alone, JPEG lossless; offering a syntax medhash does
+    not decode (MPEG-2), no context."""
+    from pydicom.uid import ExplicitVRLittleEndian, JPEGLosslessSV1, MPEG2MPML
+    from pynetdicom import AE
+    from medhash.net.listen import CT_IMAGE_STORAGE, RT_DOSE_STORAGE, RT_STRUCTURE_SET_STORAGE
+    ae = AE(ae_title="NEGOTIATE")
+    ae.add_requested_context(CT_IMAGE_STORAGE, [JPEGLosslessSV1, ExplicitVRLittleEndian])
+    ae.add_requested_context(RT_DOSE_STORAGE, [JPEGLosslessSV1])
+    ae.add_requested_context(RT_STRUCTURE_SET_STORAGE, [MPEG2MPML])
+    with Listener(tmp_path / "a", port=0, quiet_s=0) as listener:
+        assoc = ae.associate("127.0.0.1", listener.port, ae_title="MEDHASH")
+        try:
+            assert assoc.is_established
+            accepted = {cx.abstract_syntax: cx.transfer_syntax[0] for cx in assoc.accepted_contexts}
+            rejected = [cx.abstract_syntax for cx in assoc.rejected_contexts]
+        finally:
+            assoc.release()
+    assert accepted == {CT_IMAGE_STORAGE: ExplicitVRLittleEndian, RT_DOSE_STORAGE: JPEGLosslessSV1}
+    assert rejected == [RT_STRUCTURE_SET_STORAGE]
+
+
 def test_unknown_calling_ae_is_refused(cohort, tmp_path):
     with Listener(tmp_path / "a", port=0, allow_ae=["GOOD"], quiet_s=0) as listener:
         out = storescu(listener.port, cohort / "DEMO001", aet="EVIL")
         assert out.returncode != 0 and "Calling AE Title Not Recognized" in out.stderr
-        echo = subprocess.run(["echoscu", "-aet", "GOOD", "-aec", "MEDHASH", "127.0.0.1", str(listener.port)],
+        echo = subprocess.run([ECHOSCU, "-aet", "GOOD", "-aec", "MEDHASH", "127.0.0.1", str(listener.port)],
                               capture_output=True, text=True, env=ENV, timeout=30)
         assert echo.returncode == 0, echo.stderr
     assert len(Archive(tmp_path / "a")) == 0 and listener.stats["files"] == 0

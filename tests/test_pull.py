@@ -16,6 +16,7 @@ from medhash.cli import main
 from medhash.demo import write_demo_cohort
 
 sys.path.insert(0, str(Path(__file__).parent))
+import compressed  # noqa: E402
 from orthanc import SKIP_REASON, OrthancServer, free_port  # noqa: E402
 
 pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
@@ -229,3 +230,109 @@ def test_dicomweb_bearer_token_from_file_or_environment(tmp_path, capsys, monkey
     finally:
         server.shutdown()
     assert seen[:3] == ["Bearer tok-123", "Bearer tok-123", "Bearer other"]
+
+
+# --------------------------------------------------------------------------------------- compressed
+@pytest.fixture(scope="module")
+def orthanc_compressed(tmp_path_factory, cohort):
+    """An Orthanc that stores DEMO001 compressed (CT in JPEG lossless with dcmcjpeg, RLE without dcmtk; the
+    32-bit RTDOSE in RLE with dcmcrle, uncompressed without dcmtk) and does not transcode over DIMSE
+    (``TranscodeDicomProtocol: false``), as a PACS without transcoding: it sends a file in the transfer
+    syntax it stored, or fails that C-STORE."""
+    root = tmp_path_factory.mktemp("orthanc_compressed")
+    ct = "jpeg-lossless" if compressed.missing("jpeg-lossless") is None else "rle"
+    folder = compressed.compress_folder(cohort[0], root / "dicom", ct=ct, dose="rle")
+    with OrthancServer(root / "orthanc", options={"TranscodeDicomProtocol": False}) as server:
+        files = sorted(folder.glob("*.dcm"))
+        assert server.upload(files) == len(files)
+        server.stored = {k[1] for k in compressed.syntaxes(folder)}  # the transfer syntaxes stored
+        server.ct_syntax = compressed.SYNTAX[ct]
+        yield server
+
+
+@pytest.mark.parametrize("how", ["move", "get", "dicomweb"])
+def test_pull_compressed_as_stored(orthanc_compressed, reference, tmp_path, capsys, monkeypatch, how):
+    """C-MOVE, C-GET and DICOMweb deliver the compressed files in the transfer syntax Orthanc stored
+    (nothing transcoded on the way) and the archive is the one of the uncompressed folder's ingest."""
+    import pydicom
+    from io import BytesIO
+    from medhash.net import pull
+    server, arrived = orthanc_compressed, []
+    handler, split = pull._store_handler, pull.split_multipart
+
+    def spy_handler(*args):  # DIMSE: the presentation context each C-STORE came on
+        inner = handler(*args)
+
+        def handle(event):
+            arrived.append(str(event.context.transfer_syntax))
+            return inner(event)
+        return handle
+
+    def spy_split(*args):  # DICOMweb: the transfer syntax in each part's file meta
+        parts = split(*args)
+        arrived.extend(str(pydicom.dcmread(BytesIO(p), stop_before_pixels=True).file_meta.TransferSyntaxUID)
+                       for p in parts)
+        return parts
+    monkeypatch.setattr(pull, "_store_handler", spy_handler)
+    monkeypatch.setattr(pull, "split_multipart", spy_split)
+    arch = tmp_path / "archive"
+    source = (["--dicomweb", server.dicomweb] if how == "dicomweb" else
+              ["--pacs", f"127.0.0.1:{server.dicom_port}", "--aec", "ORTHANC", "--aet", "MEDHASH",
+               "--move-port", str(server.move_port), "--get" if how == "get" else "--no-get-fallback"])
+    code = main(["pull", "--archive", str(arch), *source, "--patient", "DEMO001", "--no-progress"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert f"by {how}" in out.out and "ingested 1 series" in out.out
+    assert len(arrived) == 52 and server.ct_syntax in arrived
+    assert set(arrived) == server.stored
+    assert_same_archive(arch, reference)
+
+
+def test_dicomweb_server_refusing_any_transfer_syntax_is_asked_again(tmp_path, cohort, reference, capsys):
+    """A WADO-RS server that answers 406 Not Acceptable to ``transfer-syntax=*`` is asked again without it
+    (the default, explicit VR little endian), and the pull goes on."""
+    import http.server
+    import threading
+    from medhash.net.pull import WADO_ACCEPT, WADO_ACCEPT_PLAIN
+
+    files = sorted(cohort[0].glob("*.dcm"))
+    accepts = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            path, accept = self.path.split("?")[0], self.headers.get("Accept", "")
+            if path.endswith("/studies"):
+                body, ctype = json.dumps([{"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}]).encode(), \
+                    "application/dicom+json"
+            elif path.endswith("/series"):
+                body, ctype = json.dumps([{"0020000E": {"vr": "UI", "Value": ["1.2.3.4"]}}]).encode(), \
+                    "application/dicom+json"
+            else:
+                accepts.append(accept)
+                if "transfer-syntax" in accept:
+                    self.send_response(406)
+                    self.end_headers()
+                    return
+                body = b"".join(b"--B\r\nContent-Type: application/dicom\r\n\r\n" + f.read_bytes() + b"\r\n"
+                                for f in files) + b"--B--\r\n"
+                ctype = 'multipart/related; type="application/dicom"; boundary=B'
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+        arch = tmp_path / "archive"
+        code = main(["pull", "--archive", str(arch), "--dicomweb", url, "--patient", "DEMO001", "--no-progress"])
+        assert code == 0, capsys.readouterr().err
+    finally:
+        server.shutdown()
+    assert accepts == [WADO_ACCEPT, WADO_ACCEPT_PLAIN]
+    assert_same_archive(arch, reference)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ import numpy as np
 import pydicom
 from pydicom.datadict import dictionary_description, tag_for_keyword
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
 from scipy import ndimage
 
 from ..errors import GeometryError, InputError
@@ -231,6 +233,31 @@ def _plane_key(ds: pydicom.Dataset, path: Path) -> tuple:
 
 _NATIVE_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}  # implicit / explicit VR
 
+UNCOMPRESSED_SYNTAXES = (
+    "1.2.840.10008.1.2",        # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1",      # Explicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",   # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",      # Explicit VR Big Endian (retired)
+)
+"""The uncompressed transfer syntaxes, which pydicom reads by itself (pynetdicom's defaults, in its order)."""
+COMPRESSED_SYNTAXES = (
+    "1.2.840.10008.1.2.4.70",   # JPEG Lossless, first-order prediction (SV1)   pylibjpeg-libjpeg
+    "1.2.840.10008.1.2.4.57",   # JPEG Lossless (process 14)                    pylibjpeg-libjpeg
+    "1.2.840.10008.1.2.4.90",   # JPEG 2000 (lossless only)                     pylibjpeg-openjpeg
+    "1.2.840.10008.1.2.4.80",   # JPEG-LS lossless                              pylibjpeg-libjpeg
+    "1.2.840.10008.1.2.5",      # RLE Lossless                                  pydicom (pylibjpeg-rle)
+    "1.2.840.10008.1.2.4.91",   # JPEG 2000 (lossy or lossless)                 pylibjpeg-openjpeg
+    "1.2.840.10008.1.2.4.81",   # JPEG-LS near-lossless (lossy)                 pylibjpeg-libjpeg
+    "1.2.840.10008.1.2.4.51",   # JPEG Extended, 12 bit (lossy)                 pylibjpeg-libjpeg, Pillow
+    "1.2.840.10008.1.2.4.50",   # JPEG Baseline, 8 bit (lossy)                  pylibjpeg-libjpeg, Pillow
+)
+"""The compressed (encapsulated) transfer syntaxes whose pixel data medhash decodes, lossless first:
+pydicom decodes them with the pylibjpeg packages among medhash's dependencies (RLE also by itself,
+JPEG baseline/extended and JPEG 2000 also through Pillow). Received files are stored as they came."""
+
+# what pydicom names for a missing decoder -> the package to install with pip
+_PIP_NAMES = {"gdcm": "python-gdcm"}
+
 
 def native_pixels(ds: pydicom.Dataset) -> np.ndarray | None:
     """The pixel data of an uncompressed little-endian grayscale data set, decoded as pydicom's
@@ -305,14 +332,61 @@ def attach_pixel_data(ds: pydicom.Dataset, path: Path, offset: int | None) -> bo
     return True
 
 
+def syntax_name(uid: str) -> str:
+    """``JPEG-LS Lossless Image Compression (1.2.840.10008.1.2.4.80)``; the UID alone when unknown."""
+    name = UID(uid).name
+    return f"{name} ({uid})" if name and name != uid else str(uid)
+
+
+def missing_decoder(uid: str) -> str | None:
+    """Why pydicom cannot decode pixel data in transfer syntax ``uid`` here, or None when it can.
+
+    Either pydicom has no decoder for the syntax at all (video, JPEG XL, private syntaxes), or its
+    decoders need packages that are not installed: then the message names them as ``pip`` installs them.
+    """
+    from pydicom.pixels import get_decoder
+    try:
+        decoder = get_decoder(uid)
+    except (NotImplementedError, ValueError):
+        return (f"pydicom {pydicom.__version__} has no decoder for this transfer syntax; have the sender send "
+                "the files uncompressed, or convert them to an uncompressed transfer syntax before ingest")
+    if decoder.is_available:
+        return None
+    options = []
+    for line in decoder.missing_dependencies:  # "pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1"
+        _, _, deps = line.partition(" - requires ")
+        wanted = []
+        for dep in re.split(r", | and ", deps):
+            name = re.split(r"[<>=!~ ]", dep.strip(), maxsplit=1)[0]
+            if name and name != "numpy":
+                wanted.append(_PIP_NAMES.get(name, name) + dep.strip()[len(name):])
+        if wanted:
+            options.append(" with ".join(wanted))
+    options.sort(key=lambda o: (not o.startswith("pylibjpeg"), o))  # what medhash depends on first
+    if not options:
+        return "no decoder for it is installed"
+    return (f"no decoder for it is installed (pydicom decodes it with {'one of: ' if len(options) > 1 else ''}"
+            f"{'; '.join(options)}; medhash depends on pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg and "
+            "pylibjpeg-rle: `pip install -e .` installs them)")
+
+
 def decoded_pixels(ds: pydicom.Dataset, path: Path, consequence: str) -> np.ndarray:
-    """``ds.pixel_array`` (:func:`native_pixels` when it applies), or an InputError naming the file
-    (truncated or undecodable data)."""
+    """``ds.pixel_array`` (:func:`native_pixels` when it applies), or an InputError naming the file:
+    for a transfer syntax that cannot be decoded here, the syntax and the package that would decode it;
+    for data that cannot be decoded, that the file may be truncated or corrupt."""
     try:
         arr = native_pixels(ds)
         return arr if arr is not None else ds.pixel_array
     except Exception as exc:
-        raise InputError(f"{path}: pixel data cannot be decoded ({type(exc).__name__}: {exc}); "
+        meta = getattr(ds, "file_meta", None)
+        syntax = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
+        reason = missing_decoder(syntax) if syntax else None
+        if reason is not None:
+            raise InputError(f"{path}: pixel data in transfer syntax {syntax_name(syntax)} cannot be decoded: "
+                             f"{reason}; {consequence}") from None
+        where = f" in transfer syntax {syntax_name(syntax)}" if syntax and syntax not in _NATIVE_LITTLE_ENDIAN else ""
+        message = " ".join(str(exc).split())  # pydicom's plugin failures span several lines
+        raise InputError(f"{path}: pixel data{where} cannot be decoded ({type(exc).__name__}: {message}); "
                          f"the file may be truncated or corrupt; {consequence}") from None
 
 

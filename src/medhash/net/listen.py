@@ -36,6 +36,10 @@ folders together), and a folder is deleted only after its ingest has committed.
 Accepted SOP classes: CT Image Storage, RT Dose, RT Structure Set, RT Plan (plans are accepted so a
 planning system's export does not fail, but the archive stores no plans) and Verification (C-ECHO).
 Other SOP classes get no presentation context (the sender reports them as not sent).
+Transfer syntaxes: the uncompressed ones first, then the compressed ones medhash decodes
+(:data:`medhash.io.dicom.COMPRESSED_SYNTAXES`: JPEG lossless, JPEG 2000, JPEG-LS, RLE, lossy JPEG), so
+a sender that offers both sends uncompressed, and a PACS that cannot transcode sends what it stored.
+Files are spooled as they were received (no transcoding); ingest decodes them.
 With a pseudonymisation key, every data set is pseudonymised before it is written to the spool, so
 original identifiers never reach the archive folder.
 """
@@ -61,6 +65,7 @@ import pydicom
 
 from ..archive import CATALOG, Archive
 from ..errors import ArchiveError, MedhashError
+from ..io.dicom import COMPRESSED_SYNTAXES, UNCOMPRESSED_SYNTAXES
 from ..storage import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -73,6 +78,8 @@ VERIFICATION = "1.2.840.10008.1.1"
 ACCEPTED_SOP_CLASSES = {CT_IMAGE_STORAGE: "CT", RT_DOSE_STORAGE: "RTDOSE", RT_STRUCTURE_SET_STORAGE: "RTSTRUCT",
                         RT_PLAN_STORAGE: "RTPLAN"}
 """SOP Class UID -> short name of the storage SOP classes the listener accepts."""
+TRANSFER_SYNTAXES = UNCOMPRESSED_SYNTAXES + COMPRESSED_SYNTAXES
+"""Transfer syntaxes accepted for them, in order of preference: uncompressed first."""
 
 STATUS_SUCCESS = 0x0000
 STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
@@ -220,15 +227,18 @@ def file_meta_bytes(sop_class: str, sop_instance: str, transfer_syntax: str) -> 
 
 _STUDY_TAGS = (0x0020000D, 0x00200052)  # StudyInstanceUID, FrameOfReferenceUID
 _PLAIN_SYNTAXES = {"1.2.840.10008.1.2": (True, True), "1.2.840.10008.1.2.1": (False, True),
-                   "1.2.840.10008.1.2.2": (False, False)}
+                   "1.2.840.10008.1.2.2": (False, False),
+                   # encapsulated (compressed) pixel data: the data set itself is explicit VR little endian;
+                   # the header is read up to the study, long before the Pixel Data (of undefined length)
+                   **{uid: (False, True) for uid in COMPRESSED_SYNTAXES}}
 """Transfer syntaxes whose data set is read as is: UID -> (implicit VR, little endian)."""
 
 
 def read_study_key(raw: bytes, transfer_syntax: str) -> str:
     """StudyInstanceUID, else FrameOfReferenceUID, of an encoded data set ('' when it has neither).
 
-    Only the elements up to (0020,0052) are parsed: the header of a CT slice, never its pixels.
-    Deflated or unknown transfer syntaxes are read through pydicom with their file meta.
+    Only the elements up to (0020,0052) are parsed: the header of a CT slice, never its pixels (compressed
+    pixel data included). Deflated or unknown transfer syntaxes are read through pydicom with their file meta.
     """
     plain = _PLAIN_SYNTAXES.get(str(transfer_syntax))
     if plain is None:
@@ -359,7 +369,7 @@ class Listener:
             if self.allow_ae:
                 ae.require_calling_aet = list(self.allow_ae)
             for uid in ACCEPTED_SOP_CLASSES:
-                ae.add_supported_context(uid)
+                ae.add_supported_context(uid, list(TRANSFER_SYNTAXES))
             ae.add_supported_context(VERIFICATION)
             handlers = [(evt.EVT_CONN_OPEN, _on_connect), (evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, lambda event: STATUS_SUCCESS),
                         (evt.EVT_ACCEPTED, self._on_accepted), (evt.EVT_REJECTED, self._on_rejected),

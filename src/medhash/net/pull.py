@@ -10,7 +10,12 @@ Two ways in, both ending in :func:`medhash.ingest.ingest` of a temporary folder 
   destination unknown") is retried as a C-GET.
 * DICOMweb (:func:`pull_dicomweb`): QIDO-RS ``GET {url}/studies?PatientID=...``, then per series a
   WADO-RS ``GET {url}/studies/{study}/series/{series}`` (``multipart/related;
-  type="application/dicom"``), with the standard library only.
+  type="application/dicom"; transfer-syntax=*``: the files as the server stored them, compressed or
+  not), with the standard library only.
+
+Compressed transfer syntaxes (:data:`medhash.io.dicom.COMPRESSED_SYNTAXES`) are accepted on every path
+beside the uncompressed ones, so a PACS that stores JPEG lossless, JPEG 2000, JPEG-LS or RLE and cannot
+transcode still delivers; the files are ingested as received.
 
 What arrived is ingested, what failed is listed in :attr:`PullReport.failed` with the reason.
 Network problems before anything could be asked (PACS unreachable, association rejected, HTTP
@@ -32,6 +37,7 @@ from pathlib import Path
 
 from ..errors import MedhashError
 from ..ingest import EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL, IngestReport, ingest
+from ..io.dicom import COMPRESSED_SYNTAXES, UNCOMPRESSED_SYNTAXES
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +138,19 @@ STORAGE_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.481.1",   # RT Image
 )
 """Storage SOP classes asked for as SCP role in a C-GET (a C-GET association has room for few)."""
+COMPRESSED_CLASSES = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.481.2", "1.2.840.10008.5.1.4.1.1.481.3",
+                      "1.2.840.10008.5.1.4.1.1.481.5")
+"""CT, RT Dose, RT Structure Set, RT Plan (what `medhash listen` accepts): in a C-GET, each of these is
+also proposed once per compressed transfer syntax, in a presentation context of its own, so that the PACS
+finds the syntax it stored and sends the file as it is (the PACS chooses one transfer syntax per context;
+offered together, it could pick a lossy one for everything). With the uncompressed context of every
+class and the C-GET model: 1 + 12 + 4 x 9 = 49 of the 128 contexts an association can have."""
+TRANSFER_SYNTAXES = UNCOMPRESSED_SYNTAXES + COMPRESSED_SYNTAXES
+"""What the temporary storage SCP of a C-MOVE accepts, uncompressed first (as `medhash listen`)."""
+WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+"""WADO-RS: any transfer syntax, so the server may send what it stored (the default is explicit VR little
+endian, which makes the server transcode or fail)."""
+WADO_ACCEPT_PLAIN = 'multipart/related; type="application/dicom"'
 
 
 def _reachable(host: str, port: int, timeout: float) -> None:
@@ -284,8 +303,11 @@ def pull_dimse(archive, host: str, port: int, aec: str, aet: str = DEFAULT_AET, 
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
             roles = []
             for uid in STORAGE_CLASSES:
-                ae.add_requested_context(uid)
+                ae.add_requested_context(uid, list(UNCOMPRESSED_SYNTAXES))
                 roles.append(build_role(uid, scp_role=True))
+            for uid in COMPRESSED_CLASSES:
+                for syntax in COMPRESSED_SYNTAXES:
+                    ae.add_requested_context(uid, syntax)
             try:
                 assoc = ae.associate(host, port, ae_title=aec, ext_neg=roles, evt_handlers=handlers)
             except OSError as exc:  # pragma: no cover
@@ -325,10 +347,8 @@ def _move_studies(report, studies, host, port, aec, aet, move_port, bind_address
 
     scp_ae = AE(ae_title=aet)
     scp_ae.network_timeout = scp_ae.dimse_timeout = timeout
-    scp_ae.supported_contexts = StoragePresentationContexts
-    for uid in STORAGE_CLASSES:
-        if uid not in {c.abstract_syntax for c in scp_ae.supported_contexts}:
-            scp_ae.add_supported_context(uid)
+    for uid in dict.fromkeys([c.abstract_syntax for c in StoragePresentationContexts] + list(STORAGE_CLASSES)):
+        scp_ae.add_supported_context(uid, list(TRANSFER_SYNTAXES))
     try:
         server = scp_ae.start_server((bind_address, move_port), block=False, evt_handlers=handlers)
     except OSError as exc:
@@ -468,8 +488,15 @@ def pull_dicomweb(archive, url: str, patient: str | None = None, study: str | No
                     continue
                 where = f"{root}/studies/{uid}/series/{suid}"
                 try:
-                    with _http(where, 'multipart/related; type="application/dicom"', timeout, headers) as resp:
-                        parts = split_multipart(resp.read(), resp.headers.get("Content-Type", ""))
+                    try:
+                        with _http(where, WADO_ACCEPT, timeout, headers) as resp:
+                            parts = split_multipart(resp.read(), resp.headers.get("Content-Type", ""))
+                    except urllib.error.HTTPError as exc:
+                        if exc.code not in (400, 406, 415):
+                            raise
+                        # a server that does not take transfer-syntax=*: ask as before (explicit VR little endian)
+                        with _http(where, WADO_ACCEPT_PLAIN, timeout, headers) as resp:
+                            parts = split_multipart(resp.read(), resp.headers.get("Content-Type", ""))
                 except urllib.error.HTTPError as exc:
                     report.failed.append({"what": f"series {suid}", "reason": f"WADO-RS: HTTP {exc.code} {exc.reason}"})
                     continue
