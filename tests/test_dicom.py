@@ -805,6 +805,7 @@ def test_lossless_compressed_folder_ingests_as_the_uncompressed_one(demo_one, tm
     arch = Archive(tmp_path / "archive", create=True)
     report = arch.ingest([folder])
     assert report.errors == [] and report.series_added == 1
+    assert not [w for w in report.warnings if "lossy" in w.message]  # lossless: no warning
     assert_same_arrays(Archive(demo_one / "archive"), arch)
 
 
@@ -826,6 +827,16 @@ def test_lossy_jpeg_slice_ingests_close_to_the_original(demo_one, tmp_path, how,
     (a, _), (b, _) = read_query(original), read_query(lossy)  # on the model grid, as ingest puts it
     grid = np.abs(a.ct - b.ct)
     assert grid.mean() <= mean_hu and grid.max() <= max_hu, (grid.mean(), grid.max())
+    # a series with this slice is ingested, with a warning that says how many slices are lossy
+    series = tmp_path / "series"
+    shutil.copytree(demo_one / "dicom" / "DEMO001", series)
+    shutil.copy(lossy, series / original.name)
+    report = Archive(tmp_path / "archive", create=True).ingest([series])
+    assert report.series_added == 1 and report.errors == []
+    assert [w.message for w in report.warnings if "lossy compression" in w.message] == [
+        f"1 of the 50 slices of series {ds.SeriesInstanceUID} went through lossy compression "
+        "(LossyImageCompression 01 or a lossy JPEG transfer syntax): their HU are not the scanner's (8-bit JPEG: "
+        "errors of tens of HU); ingested all the same"]
 
 
 def _encapsulated_slice(demo_one: Path, tmp_path: Path, syntax: str, frame: bytes) -> Path:

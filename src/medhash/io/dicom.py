@@ -255,6 +255,19 @@ COMPRESSED_SYNTAXES = (
 pydicom decodes them with the pylibjpeg packages among medhash's dependencies (RLE also by itself,
 JPEG baseline/extended and JPEG 2000 also through Pillow). Received files are stored as they came."""
 
+LOSSY_SYNTAXES = {"1.2.840.10008.1.2.4.50": "JPEG Baseline", "1.2.840.10008.1.2.4.51": "JPEG Extended",
+                  "1.2.840.10008.1.2.4.81": "JPEG-LS near-lossless"}
+"""Transfer syntaxes that are always lossy (JPEG 2000 .4.91 may be either: its LossyImageCompression says)."""
+
+
+def is_lossy(ds: pydicom.Dataset) -> bool:
+    """True when the pixel data went through lossy compression: LossyImageCompression (0028,2110) is
+    "01", or the transfer syntax is always lossy (:data:`LOSSY_SYNTAXES`)."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    return str(ds.get("LossyImageCompression", "") or "").strip() == "01" or syntax in LOSSY_SYNTAXES
+
+
 # what pydicom names for a missing decoder -> the package to install with pip
 _PIP_NAMES = {"gdcm": "python-gdcm"}
 
@@ -479,6 +492,12 @@ def read_ct_series(series_uid: str, items: list[tuple[Path, pydicom.Dataset]]) -
             raise InputError(f"{w.path}: {w.message.removesuffix('; slice skipped')}")
         raise InputError(f"CT series {series_uid}: none of its {len(items)} slice(s) could be read")
 
+    lossy = [t[0] for t in kept if is_lossy(t[1])]
+    if lossy:
+        warnings.append(Problem(str(lossy[0]), f"{len(lossy)} of the {len(kept)} slices of series {series_uid} "
+                                "went through lossy compression (LossyImageCompression 01 or a lossy JPEG "
+                                "transfer syntax): their HU are not the scanner's (8-bit JPEG: errors of tens "
+                                "of HU); ingested all the same", level="warning"))
     ipps = np.array([t[5] for t in kept])
     z = ipps @ normal
     warnings += spacing_warnings(z, [t[0] for t in kept], series_uid)
