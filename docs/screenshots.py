@@ -5,7 +5,8 @@
 
 Writes docs/web-search.png (the search page: upload form, archive slider with its preview),
 docs/web-results.png (DEMO001:25 searched in the joint CT + dose index: the query and its 10 nearest
-slices of other patients, with isodose lines) and docs/web-detail.png (a result's detail view).
+slices of other patients, with isodose lines), docs/web-detail.png (a result's detail view) and
+docs/web-similar.png (the patients most similar to DEMO001, in the CT index).
 """
 from __future__ import annotations
 
@@ -58,6 +59,16 @@ def main() -> None:
                       "document.getElementById('detail-image').naturalWidth === 512 && "
                       "[...document.querySelectorAll('#neighbours img')].every(i => i.complete && i.naturalWidth > 0)")
         page.screenshot(path=str(DOCS / "web-detail.png"), full_page=True)
+        # the patients most similar to DEMO001 (patient-level search), in the CT index
+        page.click("nav a[data-view=settings]")
+        page.select_option("#set-index", "ct256")
+        page.fill("#set-k", "5")
+        page.click("#settings-form button[type=submit]")
+        page.goto(args.url.rstrip("/") + "/#similar/DEMO001")
+        wait_js(page, "() => document.querySelectorAll('#similar-table tr.similar-row').length > 0 && "
+                      "[...document.querySelectorAll('#similar-table img')].every(i => i.complete && i.naturalWidth > 0)")
+        page.mouse.move(0, 0)
+        page.screenshot(path=str(DOCS / "web-similar.png"), full_page=True)
         browser.close()
 
 

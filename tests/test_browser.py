@@ -2,8 +2,8 @@
 
 Upload a DICOM CT slice, see the k result pictures actually loaded, open a detail view, move
 through an archive patient with the slider; list the patients similar to an archive patient and
-open one. Screenshots go to test-artifacts/ (kept by CI, ignored by git); the similar-patients one
-also to docs/web-similar.png (the README shows it). Skipped, with the reason, when chromium or
+open one. Screenshots go to test-artifacts/ (kept by CI, ignored by git); the README's come from
+docs/screenshots.py. Skipped, with the reason, when chromium or
 playwright is missing (`.ci/run` installs both).
 """
 from __future__ import annotations
@@ -21,7 +21,6 @@ from webarchive import web_archive
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-DOCS = Path(__file__).resolve().parents[1] / "docs"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -228,7 +227,6 @@ def test_similar_patients_view(server, browser):
     assert "index ct64 (ct, 64 bits)" in page.inner_text("#similar-meta")
     page.mouse.move(0, 0)                 # no row under the pointer (hover) in the screenshots
     page.screenshot(path=str(ARTIFACTS / "browser-similar.png"), full_page=True)
-    page.screenshot(path=str(DOCS / "web-similar.png"), full_page=True)
 
     # a click on a picture opens that slice; back, then a click on the row opens the patient in the browser
     match_slice = int(matches.first.get_attribute("data-src").split("/")[-1].split(".")[0])
