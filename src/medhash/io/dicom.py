@@ -767,8 +767,11 @@ def read_dicom(sources: Iterable[str | Path], progress: bool = False,
         results = (read_series_job(job, found) for job in jobs)
         pool = None
     else:
+        # forked workers inherit the scan (module global set before they start): they reuse its headers too
+        global _FORKED_SCAN
+        _FORKED_SCAN = found
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
-        results = pool.map(read_series_job, jobs)
+        results = pool.map(_read_series_job_forked, jobs)
     seen: set[Problem] = set()
     try:
         for items in results:
@@ -783,6 +786,16 @@ def read_dicom(sources: Iterable[str | Path], progress: bool = False,
         bar.close()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+            _FORKED_SCAN = None
+
+
+_FORKED_SCAN: DicomScan | None = None
+"""The scan of the read_dicom call whose forked workers are running (None otherwise)."""
+
+
+def _read_series_job_forked(job) -> list[Volume | Problem]:
+    """:func:`read_series_job` in a forked worker, with the scan it inherited from its parent."""
+    return read_series_job(job, _FORKED_SCAN)
 
 
 def read_series_job(job: tuple[str, list[Path], Path | None, Path | None],
