@@ -269,7 +269,10 @@ def test_predict_dose_from_a_planted_twin_and_rtdose_readback(archive_copy, tmp_
     assert ds.Manufacturer == "medhash" and ds.SeriesDescription == PREDICTED_DOSE_DESCRIPTION
     assert "not for clinical use" in ds.SeriesDescription and ds.PatientName == ""
     assert ds.StudyInstanceUID == vol.info["study_uid"] and ds.PatientID == vol.patient_id
-    assert "20240102" not in (ds.StudyDate, ds.SeriesDate, ds.ContentDate, ds.InstanceCreationDate)
+    assert "20240102" not in (ds.SeriesDate, ds.ContentDate, ds.InstanceCreationDate)
+    # it joins the query's study: the study's own date and time, not today's
+    ct = pydicom.dcmread(sorted(series.glob("CT_*.dcm"))[0], stop_before_pixels=True)
+    assert (ds.StudyDate, ds.StudyTime) == (ct.StudyDate, ct.StudyTime) == ("20240102", "120000")
     again = pydicom.dcmread(write_prediction(pred2, tmp_path / "again" / "DEMO002")["rtdose"])
     assert again.SOPInstanceUID != ds.SOPInstanceUID and again.SeriesInstanceUID != ds.SeriesInstanceUID
     assert again.file_meta.MediaStorageSOPInstanceUID == again.SOPInstanceUID

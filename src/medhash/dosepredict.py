@@ -186,7 +186,8 @@ def write_rtdose_for(pred: DosePrediction, path: Path) -> Path:
 
     Stamped as medhash's own output (:func:`medhash.io.writers.medhash_provenance`): Manufacturer
     "medhash", the date and time of writing, fresh series and instance UIDs, SeriesDescription
-    :data:`PREDICTED_DOSE_DESCRIPTION`; PatientName empty."""
+    :data:`PREDICTED_DOSE_DESCRIPTION`; PatientName empty. StudyDate / StudyTime are the query study's
+    own (read from its folder)."""
     from .io.writers import medhash_provenance, write_rtdose
 
     vol = pred.volume
@@ -201,4 +202,25 @@ def write_rtdose_for(pred: DosePrediction, path: Path) -> Path:
                         frame_of_reference_uid=vol.info.get("frame_of_reference_uid") or "",
                         patient_id=vol.patient_id, study_uid=vol.info.get("study_uid") or "",
                         orientation=tuple(vol.row_dir) + tuple(vol.col_dir),
-                        provenance=medhash_provenance(), series_description=PREDICTED_DOSE_DESCRIPTION)
+                        provenance=medhash_provenance(), series_description=PREDICTED_DOSE_DESCRIPTION,
+                        **_study_date_time(pred))
+
+
+def _study_date_time(pred: DosePrediction) -> dict:
+    """``{"study_date", "study_time"}`` of the query's study, read from a CT file of its DICOM folder (the
+    RTDOSE joins that study: it must not give it another date), or ``{}`` when none can be read."""
+    import pydicom
+
+    from .io.dicom import iter_files
+    folder, study = (pred.query or {}).get("folder"), (pred.volume.info or {}).get("study_uid")
+    if not folder or not study:
+        return {}
+    for path in iter_files([folder]):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True,
+                                 specific_tags=["StudyInstanceUID", "StudyDate", "StudyTime"])
+        except Exception:  # not DICOM, unreadable: another file may do
+            continue
+        if str(ds.get("StudyInstanceUID", "")) == study:
+            return {"study_date": str(ds.get("StudyDate", "") or ""), "study_time": str(ds.get("StudyTime", "") or "")}
+    return {}

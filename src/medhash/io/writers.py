@@ -203,8 +203,13 @@ def _base_dataset(
     series_number: int,
     series_description: str,
     provenance: Provenance,
+    study_date: str | None = None,
+    study_time: str | None = None,
 ) -> Dataset:
-    """Patient, study, series, equipment and SOP common modules shared by all writers."""
+    """Patient, study, series, equipment and SOP common modules shared by all writers.
+
+    ``study_date`` / ``study_time``: the study's own StudyDate / StudyTime when the file joins an
+    existing study (default: the provenance's, as for a new study)."""
     if len(series_description) > _LO_MAX:
         raise ValueError(f"series_description must have at most {_LO_MAX} characters (DICOM LO), "
                          f"got {len(series_description)}: {series_description!r}")
@@ -215,10 +220,10 @@ def _base_dataset(
     ds.InstanceCreationTime = provenance.time
     ds.SOPClassUID = sop_class_uid
     ds.SOPInstanceUID = sop_instance_uid
-    ds.StudyDate = provenance.date
+    ds.StudyDate = provenance.date if study_date is None else study_date
     ds.SeriesDate = provenance.date
     ds.ContentDate = provenance.date
-    ds.StudyTime = provenance.time
+    ds.StudyTime = provenance.time if study_time is None else study_time
     ds.SeriesTime = provenance.time
     ds.ContentTime = provenance.time
     ds.AccessionNumber = ""
@@ -434,6 +439,8 @@ def write_rtdose(
     sop_instance_uid: str | None = None,
     provenance: Provenance,
     series_description: str | None = None,
+    study_date: str | None = None,
+    study_time: str | None = None,
 ) -> Path:
     """Write a 3D dose grid as a multi-frame RT Dose Storage file.
 
@@ -471,6 +478,9 @@ def write_rtdose(
         Manufacturer, descriptions, dates, times and how missing UIDs are made.
     series_description
         SeriesDescription (at most 64 characters); default ``"<provenance.series_label> dose"``.
+    study_date, study_time
+        StudyDate / StudyTime of the study the dose joins (``study_uid``'s own); default the
+        provenance's date and time.
 
     Returns
     -------
@@ -536,6 +546,8 @@ def write_rtdose(
         series_number=3,
         series_description=series_description or f"{provenance.series_label} dose",
         provenance=provenance,
+        study_date=study_date,
+        study_time=study_time,
     )
     ds.InstanceNumber = 1
     ds.FrameOfReferenceUID = frame_of_reference_uid
