@@ -27,15 +27,14 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import pickle
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ModelMismatchError, NotFittedError
+from .storage import write_pickle_atomic
 from .hashing import (MAX_BITS, KernelLSH, _check_features, _check_gamma, _check_int,
                       expected_hamming_fraction)
 from .hashing import _FORMAT_NAME as _KERNEL_LSH_FORMAT
@@ -56,17 +55,6 @@ _CHUNK_ELEMENTS = 1 << 22
 def _packed(bits: np.ndarray) -> np.ndarray:
     """(n, n_bits) bool -> (n, ceil(n_bits / 8)) uint8, MSB-first, padding bits 0."""
     return np.packbits(bits, axis=1)
-
-
-def _atomic_pickle(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_payload(path: Path, what: str) -> dict:
@@ -189,7 +177,7 @@ class _Hasher:
         path = Path(path)
         payload = {"format": self._FORMAT, "version": FORMAT_VERSION, "params": self.get_params(),
                    "fitted": {k: getattr(self, k) for k in self._FITTED if hasattr(self, k)}}
-        _atomic_pickle(path, payload)
+        write_pickle_atomic(path, payload)
 
     @classmethod
     def load(cls, path):

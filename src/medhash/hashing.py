@@ -19,15 +19,14 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from scipy.special import dawsn
 
 from .errors import ModelMismatchError, NotFittedError
+from .storage import write_pickle_atomic
 
 log = logging.getLogger(__name__)
 
@@ -319,14 +318,7 @@ class KernelLSH:
         path = Path(path)
         payload = {"format": _FORMAT_NAME, "version": FORMAT_VERSION, "params": self.get_params(),
                    "fitted": {k: getattr(self, k) for k in self._FITTED if hasattr(self, k)}}
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_pickle_atomic(path, payload)
 
     @classmethod
     def load(cls, path) -> "KernelLSH":

@@ -3,12 +3,15 @@
 Every append-only file in an archive has its committed length recorded elsewhere (the catalog, a
 JSON sidecar, a manifest) and written *after* the data. :func:`append_rows` therefore first cuts
 the file back to its committed length (dropping what a killed writer left), then appends and
-flushes to disk. :func:`write_json_atomic` replaces a JSON file in one step.
+flushes to disk. :func:`write_json_atomic` replaces a JSON file in one step, and
+:func:`write_pickle_atomic` a pickle (a fitted hasher).
 """
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,20 @@ def write_json_atomic(path: Path, data: dict) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def write_pickle_atomic(path: Path, payload) -> None:
+    """Pickle ``payload`` to a temporary file beside ``path`` and rename it over ``path``, so a crash
+    never leaves a half-written file under ``path`` (the temporary file is removed on error)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def fsync_dir(path: Path) -> None:
