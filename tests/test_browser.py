@@ -84,15 +84,21 @@ def loaded_sizes(page, selector: str) -> list[int]:
     return page.evaluate(LOADED.replace("SEL", repr(selector)))
 
 
-def test_upload_results_detail_and_slider(server, browser):
-    base, demo = server
+def open_page(browser, base: str):
+    """The app's page, loaded (patient list filled), and the list its script errors are collected in."""
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    problems = []
+    problems: list[str] = []
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     page.goto(base)
     page.wait_for_selector("#patient option", state="attached")
+    return page, problems
+
+
+def test_upload_results_detail_and_slider(server, browser):
+    base, demo = server
+    page, problems = open_page(browser, base)
     wait_js(page, "() => document.getElementById('preview').naturalWidth > 0")
 
     # settings: pick the CT index, k = 6 (kept in the browser)
@@ -171,13 +177,7 @@ def test_bad_upload_shows_the_message(server, browser, tmp_path):
 
 def test_similar_patients_view(server, browser):
     base, _ = server
-    ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    problems = []
-    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-    page.goto(base)
-    page.wait_for_selector("#patient option", state="attached")
+    page, problems = open_page(browser, base)
     page.select_option("#patient", "DEMO001")
     wait_js(page, "() => (document.getElementById('preview').dataset.src || '').includes('/DEMO001/')")
 

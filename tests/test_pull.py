@@ -5,8 +5,11 @@ unknown patient is exit code 4 and an unreachable PACS exit code 1, both with a 
 """
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -41,6 +44,25 @@ def reference(tmp_path_factory, cohort):
     path = tmp_path_factory.mktemp("ref") / "archive"
     assert main(["ingest", str(cohort[0]), "--archive", str(path), "--no-progress"]) == 0
     return Archive(path)
+
+
+@contextlib.contextmanager
+def dicomweb_stub(do_get):
+    """A local HTTP server whose GET requests ``do_get(handler)`` answers; yields its DICOMweb root URL."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            do_get(self)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def assert_same_archive(path: Path, reference: Archive) -> None:
@@ -193,27 +215,17 @@ def test_pull_dicomweb_with_basic_authentication(tmp_path, cohort, reference, ca
 
 def test_dicomweb_bearer_token_from_file_or_environment(tmp_path, capsys, monkeypatch):
     """--dicomweb-token-file (or $MEDHASH_DICOMWEB_TOKEN) sends 'Authorization: Bearer TOKEN'."""
-    import http.server
-    import threading
-
     seen = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the http.server API
-            seen.append(self.headers.get("Authorization"))
-            ok = self.headers.get("Authorization") == "Bearer tok-123"
-            self.send_response(200 if ok else 401)
-            self.send_header("Content-Type", "application/dicom+json")
-            self.end_headers()
-            self.wfile.write(b"[]" if ok else b"")
+    def do_get(handler):
+        seen.append(handler.headers.get("Authorization"))
+        ok = handler.headers.get("Authorization") == "Bearer tok-123"
+        handler.send_response(200 if ok else 401)
+        handler.send_header("Content-Type", "application/dicom+json")
+        handler.end_headers()
+        handler.wfile.write(b"[]" if ok else b"")
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+    with dicomweb_stub(do_get) as url:
         cmd = ["pull", "--archive", str(tmp_path / "a"), "--dicomweb", url, "--patient", "X", "--no-progress"]
         token = tmp_path / "token"
         token.write_text("tok-123\n")
@@ -227,8 +239,6 @@ def test_dicomweb_bearer_token_from_file_or_environment(tmp_path, capsys, monkey
         assert "credentials given were refused" in capsys.readouterr().err
         assert main(cmd + ["--dicomweb-token-file", str(tmp_path / "missing")]) == 1
         assert "cannot read the DICOMweb token file" in capsys.readouterr().err
-    finally:
-        server.shutdown()
     assert seen[:3] == ["Bearer tok-123", "Bearer tok-123", "Bearer other"]
 
 
@@ -291,48 +301,37 @@ def test_pull_compressed_as_stored(orthanc_compressed, reference, tmp_path, caps
 def test_dicomweb_server_refusing_any_transfer_syntax_is_asked_again(tmp_path, cohort, reference, capsys):
     """A WADO-RS server that answers 406 Not Acceptable to ``transfer-syntax=*`` is asked again without it
     (the default, explicit VR little endian), and the pull goes on."""
-    import http.server
-    import threading
     from medhash.net.pull import WADO_ACCEPT, WADO_ACCEPT_PLAIN
 
     files = sorted(cohort[0].glob("*.dcm"))
     accepts = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the http.server API
-            path, accept = self.path.split("?")[0], self.headers.get("Accept", "")
-            if path.endswith("/studies"):
-                body, ctype = json.dumps([{"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}]).encode(), \
-                    "application/dicom+json"
-            elif path.endswith("/series"):
-                body, ctype = json.dumps([{"0020000E": {"vr": "UI", "Value": ["1.2.3.4"]}}]).encode(), \
-                    "application/dicom+json"
-            else:
-                accepts.append(accept)
-                if "transfer-syntax" in accept:
-                    self.send_response(406)
-                    self.end_headers()
-                    return
-                body = b"".join(b"--B\r\nContent-Type: application/dicom\r\n\r\n" + f.read_bytes() + b"\r\n"
-                                for f in files) + b"--B--\r\n"
-                ctype = 'multipart/related; type="application/dicom"; boundary=B'
-            self.send_response(200)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def do_get(handler):
+        path, accept = handler.path.split("?")[0], handler.headers.get("Accept", "")
+        if path.endswith("/studies"):
+            body, ctype = json.dumps([{"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}]).encode(), \
+                "application/dicom+json"
+        elif path.endswith("/series"):
+            body, ctype = json.dumps([{"0020000E": {"vr": "UI", "Value": ["1.2.3.4"]}}]).encode(), \
+                "application/dicom+json"
+        else:
+            accepts.append(accept)
+            if "transfer-syntax" in accept:
+                handler.send_response(406)
+                handler.end_headers()
+                return
+            body = b"".join(b"--B\r\nContent-Type: application/dicom\r\n\r\n" + f.read_bytes() + b"\r\n"
+                            for f in files) + b"--B--\r\n"
+            ctype = 'multipart/related; type="application/dicom"; boundary=B'
+        handler.send_response(200)
+        handler.send_header("Content-Type", ctype)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+    with dicomweb_stub(do_get) as url:
         arch = tmp_path / "archive"
         code = main(["pull", "--archive", str(arch), "--dicomweb", url, "--patient", "DEMO001", "--no-progress"])
         assert code == 0, capsys.readouterr().err
-    finally:
-        server.shutdown()
     assert accepts == [WADO_ACCEPT, WADO_ACCEPT_PLAIN]
     assert_same_archive(arch, reference)
