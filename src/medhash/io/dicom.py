@@ -255,6 +255,12 @@ COMPRESSED_SYNTAXES = (
 pydicom decodes them with the pylibjpeg packages among medhash's dependencies (RLE also by itself,
 JPEG baseline/extended and JPEG 2000 also through Pillow). Received files are stored as they came."""
 
+def transfer_syntax(ds: pydicom.Dataset) -> str:
+    """The TransferSyntaxUID of ``ds``'s file meta ('' when it has none)."""
+    meta = getattr(ds, "file_meta", None)
+    return str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
+
+
 LOSSY_SYNTAXES = {"1.2.840.10008.1.2.4.50": "JPEG Baseline", "1.2.840.10008.1.2.4.51": "JPEG Extended",
                   "1.2.840.10008.1.2.4.81": "JPEG-LS near-lossless"}
 """Transfer syntaxes that are always lossy (JPEG 2000 .4.91 may be either: its LossyImageCompression says)."""
@@ -263,9 +269,7 @@ LOSSY_SYNTAXES = {"1.2.840.10008.1.2.4.50": "JPEG Baseline", "1.2.840.10008.1.2.
 def is_lossy(ds: pydicom.Dataset) -> bool:
     """True when the pixel data went through lossy compression: LossyImageCompression (0028,2110) is
     "01", or the transfer syntax is always lossy (:data:`LOSSY_SYNTAXES`)."""
-    meta = getattr(ds, "file_meta", None)
-    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-    return str(ds.get("LossyImageCompression", "") or "").strip() == "01" or syntax in LOSSY_SYNTAXES
+    return str(ds.get("LossyImageCompression", "") or "").strip() == "01" or transfer_syntax(ds) in LOSSY_SYNTAXES
 
 
 # what pydicom names for a missing decoder -> the package to install with pip
@@ -280,8 +284,7 @@ def native_pixels(ds: pydicom.Dataset) -> np.ndarray | None:
     (rows, cols) for one frame, (frames, rows, cols) for several; integer dtype of BitsAllocated.
     pydicom's decoder costs about 0.7 ms a CT slice for what is a reinterpretation of the bytes.
     """
-    meta = getattr(ds, "file_meta", None)
-    if meta is None or str(meta.get("TransferSyntaxUID", "")) not in _NATIVE_LITTLE_ENDIAN or "PixelData" not in ds:
+    if transfer_syntax(ds) not in _NATIVE_LITTLE_ENDIAN or "PixelData" not in ds:
         return None
     try:
         alloc, stored, signed = int(ds.BitsAllocated), int(ds.BitsStored), int(ds.PixelRepresentation)
@@ -315,10 +318,10 @@ def attach_pixel_data(ds: pydicom.Dataset, path: Path, offset: int | None) -> bo
     unexpected (encapsulated or truncated data, another element there), and the caller reads the file
     with pydicom instead, whose messages then name the problem.
     """
-    meta = getattr(ds, "file_meta", None)
-    if offset is None or meta is None or str(meta.get("TransferSyntaxUID", "")) not in _NATIVE_LITTLE_ENDIAN:
+    syntax = transfer_syntax(ds)
+    if offset is None or syntax not in _NATIVE_LITTLE_ENDIAN:
         return False
-    implicit = str(meta.TransferSyntaxUID) == "1.2.840.10008.1.2"
+    implicit = syntax == "1.2.840.10008.1.2"
     try:
         with open(path, "rb") as fh:
             fh.seek(offset)
@@ -391,8 +394,7 @@ def decoded_pixels(ds: pydicom.Dataset, path: Path, consequence: str) -> np.ndar
         arr = native_pixels(ds)
         return arr if arr is not None else ds.pixel_array
     except Exception as exc:
-        meta = getattr(ds, "file_meta", None)
-        syntax = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
+        syntax = transfer_syntax(ds)
         reason = missing_decoder(syntax) if syntax else None
         if reason is not None:
             raise InputError(f"{path}: pixel data in transfer syntax {syntax_name(syntax)} cannot be decoded: "
@@ -805,8 +807,8 @@ def read_series_job(job: tuple[str, list[Path], Path | None, Path | None],
     Parameters
     ----------
     job : (SeriesInstanceUID, CT files, RTDOSE file or None, RTSTRUCT file or None)
-    scanned : the scan that found the files, when the job runs in the process that scanned: its
-        headers are used again (the CT slices' pixel data read at the offsets it recorded, the
+    scanned : the scan that found the files, when the job runs in the process that scanned or in a
+        worker forked from it: its headers are used again (the CT slices' pixel data read at the offsets it recorded, the
         RTSTRUCT and the RTDOSE header as read) instead of parsing every file a second time.
 
     Returns
