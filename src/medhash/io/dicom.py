@@ -37,7 +37,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 from scipy import ndimage
 
-from ..errors import GeometryError, InputError
+from ..errors import InputError
 from ..grid import GRID_SIZE, GRID_SPACING_MM, PlaneGeometry, place_grid, stack_to_grid
 from ..records import Problem, Volume
 from .rtstruct import rasterise_structure_set
@@ -260,6 +260,13 @@ def transfer_syntax(ds: pydicom.Dataset) -> str:
     meta = getattr(ds, "file_meta", None)
     return str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
 
+
+RECEIVED_SOP_CLASSES = {CT_IMAGE_STORAGE: "CT", RT_DOSE_STORAGE: "RTDOSE", RT_STRUCT_STORAGE: "RTSTRUCT",
+                        RT_PLAN_STORAGE: "RTPLAN"}
+"""SOP Class UID -> short name of what `medhash listen` and `medhash pull` receive (plans are accepted so
+that a planning system's export does not fail; the archive stores none)."""
+RECEIVED_SYNTAXES = UNCOMPRESSED_SYNTAXES + COMPRESSED_SYNTAXES
+"""The transfer syntaxes they accept, uncompressed first."""
 
 LOSSY_SYNTAXES = {"1.2.840.10008.1.2.4.50": "JPEG Baseline", "1.2.840.10008.1.2.4.51": "JPEG Extended",
                   "1.2.840.10008.1.2.4.81": "JPEG-LS near-lossless"}

@@ -65,20 +65,17 @@ import pydicom
 
 from ..archive import CATALOG, Archive
 from ..errors import ArchiveError, MedhashError
-from ..io.dicom import COMPRESSED_SYNTAXES, UNCOMPRESSED_SYNTAXES
+from ..io.dicom import (COMPRESSED_SYNTAXES, CT_IMAGE_STORAGE, RECEIVED_SOP_CLASSES, RECEIVED_SYNTAXES,  # noqa: F401
+                        RT_DOSE_STORAGE, RT_PLAN_STORAGE, RT_STRUCT_STORAGE)
 from ..storage import fsync_dir
 
 log = logging.getLogger(__name__)
 
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
-RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
-RT_PLAN_STORAGE = "1.2.840.10008.5.1.4.1.1.481.5"
+RT_STRUCTURE_SET_STORAGE = RT_STRUCT_STORAGE
 VERIFICATION = "1.2.840.10008.1.1"
-ACCEPTED_SOP_CLASSES = {CT_IMAGE_STORAGE: "CT", RT_DOSE_STORAGE: "RTDOSE", RT_STRUCTURE_SET_STORAGE: "RTSTRUCT",
-                        RT_PLAN_STORAGE: "RTPLAN"}
+ACCEPTED_SOP_CLASSES = RECEIVED_SOP_CLASSES
 """SOP Class UID -> short name of the storage SOP classes the listener accepts."""
-TRANSFER_SYNTAXES = UNCOMPRESSED_SYNTAXES + COMPRESSED_SYNTAXES
+TRANSFER_SYNTAXES = RECEIVED_SYNTAXES
 """Transfer syntaxes accepted for them, in order of preference: uncompressed first."""
 
 STATUS_SUCCESS = 0x0000

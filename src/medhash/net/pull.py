@@ -37,7 +37,7 @@ from pathlib import Path
 
 from ..errors import MedhashError
 from ..ingest import EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL, IngestReport, ingest
-from ..io.dicom import COMPRESSED_SYNTAXES, UNCOMPRESSED_SYNTAXES
+from ..io.dicom import COMPRESSED_SYNTAXES, RECEIVED_SOP_CLASSES, RECEIVED_SYNTAXES, UNCOMPRESSED_SYNTAXES
 
 log = logging.getLogger(__name__)
 
@@ -138,14 +138,13 @@ STORAGE_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.481.1",   # RT Image
 )
 """Storage SOP classes asked for as SCP role in a C-GET (a C-GET association has room for few)."""
-COMPRESSED_CLASSES = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.481.2", "1.2.840.10008.5.1.4.1.1.481.3",
-                      "1.2.840.10008.5.1.4.1.1.481.5")
+COMPRESSED_CLASSES = tuple(RECEIVED_SOP_CLASSES)
 """CT, RT Dose, RT Structure Set, RT Plan (what `medhash listen` accepts): in a C-GET, each of these is
 also proposed once per compressed transfer syntax, in a presentation context of its own, so that the PACS
 finds the syntax it stored and sends the file as it is (the PACS chooses one transfer syntax per context;
 offered together, it could pick a lossy one for everything). With the uncompressed context of every
 class and the C-GET model: 1 + 12 + 4 x 9 = 49 of the 128 contexts an association can have."""
-TRANSFER_SYNTAXES = UNCOMPRESSED_SYNTAXES + COMPRESSED_SYNTAXES
+TRANSFER_SYNTAXES = RECEIVED_SYNTAXES
 """What the temporary storage SCP of a C-MOVE accepts, uncompressed first (as `medhash listen`)."""
 WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 """WADO-RS: any transfer syntax, so the server may send what it stored (the default is explicit VR little
