@@ -106,6 +106,47 @@ def test_received_bytes_are_written_as_pynetdicom_would(cohort, syntax, tmp_path
         assert read_study_key(as_sent(ds), syntax) == str(ds.FrameOfReferenceUID)
 
 
+def test_study_key_walk_skips_nested_sequences_and_leaves_doubts_to_pydicom(cohort, monkeypatch):
+    """The header walk of the C-STORE handler: undefined-length sequences, items and a nested sequence
+    before the Study Instance UID are skipped by their delimiters (implicit and explicit VR); a
+    truncated header or a UID with two values is not guessed at: pydicom's reader decides."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from pynetdicom.dsutils import encode
+    from medhash.net import listen
+    ds = pydicom.dcmread(sorted((cohort / "DEMO001").glob("CT_*.dcm"))[0])
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator = "121311", "DCM"
+    ref = Dataset()
+    ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4"
+    ref.PurposeOfReferenceCodeSequence = Sequence([code])
+    ds.ReferencedImageSequence = Sequence([ref, ref])  # (0008,1140): before the study (0020,000D)
+    ds["ReferencedImageSequence"].is_undefined_length = True
+    for item in ds.ReferencedImageSequence:
+        item.is_undefined_length_sequence_item = True
+    ref["PurposeOfReferenceCodeSequence"].is_undefined_length = True
+    calls = []
+    from pydicom import filereader
+    original = filereader.read_dataset
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(filereader, "read_dataset", spy)
+    for implicit, syntax in ((True, "1.2.840.10008.1.2"), (False, "1.2.840.10008.1.2.1")):
+        raw = encode(ds, implicit, True)
+        assert raw.count(b"\xfe\xff\xdd\xe0") == 3  # sequence delimiters (1 outer, 2 inner) the walk skips
+        assert listen.read_study_key(raw, syntax) == str(ds.StudyInstanceUID)
+        assert calls == []  # walked, pydicom's reader not used
+        head = raw[:raw.index(str(ds.StudyInstanceUID).encode()) + 4]  # cut inside the study UID
+        assert listen._study_key_walked(head, implicit) is None
+    two = ds.copy()
+    two.StudyInstanceUID = ["1.2.3", "1.2.4"]
+    assert listen._study_key_walked(encode(two, False, True), False) is None
+    assert listen.read_study_key(encode(two, False, True), "1.2.840.10008.1.2.1") == str(two.StudyInstanceUID)
+    assert calls  # that one went to pydicom
+
+
 def test_storescu_gives_the_same_archive_as_ingest(cohort, tmp_path):
     plain = Archive(tmp_path / "plain", create=True)
     assert plain.ingest([cohort]).errors == []
@@ -309,27 +350,78 @@ def test_listener_killed_mid_transfer_keeps_every_acknowledged_file(cohort, tmp_
     assert_same_archive(reference, Archive(arch))
 
 
-def test_half_written_spool_files_are_dropped_at_start(cohort, tmp_path):
-    """A file being written when the listener died (``*.dcm.part``, never acknowledged) is dropped; the
-    complete files beside it are ingested."""
+def test_half_written_spool_files_are_dropped_at_start(cohort, tmp_path, caplog):
+    """A file being written when the listener died (``*.dcm.part``, never acknowledged) is dropped, and so
+    is a file cut short under its own name (what a power cut between rename and fsync can leave); the
+    complete files beside them are ingested."""
     arch = tmp_path / "arch"
     Archive(arch, create=True)
     folder = arch / "spool" / "20260101T000000-1-1.1"
     folder.mkdir(parents=True)
     cts = sorted((cohort / "DEMO001").glob("CT_*.dcm"))
-    for f in cts[:-1]:
+    for f in cts[:-2]:
         shutil.copy(f, folder / f.name)
     half = cts[-1].read_bytes()
     (folder / (cts[-1].name + ".part")).write_bytes(half[: len(half) // 2])
-    with Listener(arch, port=0, quiet_s=0.1) as listener:
-        deadline = time.time() + 60
-        while time.time() < deadline and list((arch / "spool").glob("*/*")):
-            time.sleep(0.1)
+    (folder / cts[-2].name).write_bytes(cts[-2].read_bytes()[:-100])
+    with caplog.at_level("WARNING", logger="medhash.net.listen"):
+        with Listener(arch, port=0, quiet_s=0.1) as listener:
+            deadline = time.time() + 60
+            while time.time() < deadline and list((arch / "spool").glob("*/*")):
+                time.sleep(0.1)
     left = list((arch / "spool").glob("*/*"))
     assert not left, (left, listener.stats)
+    assert "1 file(s) left cut short" in caplog.text
     reference = Archive(tmp_path / "reference", create=True)
-    reference.ingest(cts[:-1])
+    reference.ingest(cts[:-2])
     assert_same_archive(reference, Archive(arch))
+
+
+@pytest.mark.parametrize("kind", ["CT", "RD", "RS", "rle"])
+def test_spooled_file_complete_finds_every_cut(cohort, kind, tmp_path):
+    """The check behind the start-up recovery: a spooled file is complete when its data set ends exactly
+    after its last element. Cuts where a power cut leaves them (at 4 KiB blocks: in the pixel data, in a
+    sequence of the RTSTRUCT, in a compressed fragment) and cuts inside an element or right after the
+    file meta are found; whole files pass."""
+    from medhash.net.listen import spooled_file_complete
+    source = sorted((cohort / "DEMO001").glob(f"{'CT' if kind == 'rle' else kind}_*.dcm"))[0]
+    if kind == "rle":
+        if reason := compressed.missing("rle"):
+            pytest.skip(reason)
+        assert compressed.compress_file(source, tmp_path / "c.dcm", "rle")
+        source = tmp_path / "c.dcm"
+    raw = source.read_bytes()
+    path = tmp_path / "x.dcm"
+    path.write_bytes(raw)
+    assert spooled_file_complete(path)
+    meta_end = 132 + 12 + int.from_bytes(raw[140:144], "little")
+    cuts = sorted({meta_end, meta_end + 1, meta_end + 3, len(raw) // 2, len(raw) - 2, len(raw) - 1,
+                   *range(4096, len(raw), 4096)})
+    for cut in cuts:
+        path.write_bytes(raw[:cut])
+        assert not spooled_file_complete(path), (kind, cut, len(raw))
+    path.write_bytes(raw[:100])
+    assert not spooled_file_complete(path)
+
+
+@pytest.mark.parametrize("rename_first", [False, True])
+def test_write_atomic_leaves_the_whole_file_and_no_part(tmp_path, rename_first):
+    from medhash.net.listen import write_atomic
+    target = tmp_path / "a.dcm"
+    write_atomic(target, b"x" * 100_000, b"yz", rename_durable_with_file=rename_first)
+    assert target.read_bytes() == b"x" * 100_000 + b"yz"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.dcm"]
+
+
+def test_filesystem_type_agrees_with_findmnt(tmp_path):
+    from medhash.storage import RENAME_DURABLE_WITH_FILE, filesystem_type
+    findmnt = shutil.which("findmnt")
+    if findmnt is None:
+        pytest.skip("findmnt (util-linux) is not installed")
+    for path in (tmp_path, Path("/proc/self"), Path("/")):
+        out = subprocess.run([findmnt, "-n", "-o", "FSTYPE", "--target", str(path)], capture_output=True, text=True)
+        assert filesystem_type(path) == out.stdout.strip(), path
+    assert filesystem_type("/proc") not in RENAME_DURABLE_WITH_FILE
 
 
 def test_pseudonymised_listen_keeps_originals_out(cohort, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -61,3 +62,30 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+RENAME_DURABLE_WITH_FILE = frozenset({"ext4", "xfs", "btrfs"})
+"""Journaling filesystems on which ``fsync`` of a file after it was renamed also makes the rename durable:
+the rename is logged in a transaction that touches the file's inode, and fsync commits the journal up
+to that inode's last transaction (ext4, XFS), or logs the inode's new name (btrfs)."""
+
+
+def filesystem_type(path: str | os.PathLike[str]) -> str:
+    """The type of the filesystem holding ``path`` (``"ext4"``, ``"xfs"``, ``"tmpfs"`` ...), read from
+    ``/proc/self/mountinfo``; ``""`` where that cannot be read (not Linux)."""
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                if len(fields) < 5 or not right:
+                    continue
+                mount = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])  # \040: a space
+                inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) >= len(best):
+                    best, kind = mount, right.split()[0]
+    except OSError:
+        return ""
+    return kind

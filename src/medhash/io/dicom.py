@@ -314,7 +314,8 @@ def native_pixels(ds: pydicom.Dataset) -> np.ndarray | None:
     return arr.reshape((frames, rows, cols) if frames > 1 else (rows, cols))
 
 
-_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"UC", b"UR", b"SQ"}
+_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"UC", b"UR", b"SQ", b"SV", b"UV"}
+"""Explicit VRs whose element header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2)."""
 
 
 def attach_pixel_data(ds: pydicom.Dataset, path: Path, offset: int | None) -> bool:

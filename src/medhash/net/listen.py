@@ -2,7 +2,7 @@
 
 Flow of one file::
 
-    C-STORE ──▶ ARCHIVE/spool/<association>.<n>/<SOPInstanceUID>.dcm   (tmp + fsync + rename, then 0x0000)
+    C-STORE ──▶ ARCHIVE/spool/<association>.<n>/<SOPInstanceUID>.dcm   (tmp, rename, fsync; then 0x0000)
                        │  one spool folder per study (StudyInstanceUID, else FrameOfReferenceUID) of an
                        │  association; the study is *closed* when the association has moved on to other
                        │  studies for CLOSE_AFTER_FILES files, or when the association ends
@@ -25,10 +25,12 @@ When a study is ingested:
   folders of one study waiting together are ingested together. CT, RTDOSE and RTSTRUCT of a study
   sent in one association are therefore always in the same ingest.
 
-Receiving costs per file: pynetdicom's handling of the C-STORE (about 2 ms of CPU here), the file
-meta written by hand (:func:`file_meta_bytes`), the study read from the header alone
-(:func:`read_study_key`) and the durable write (about 1-2 ms with both fsyncs). The network thread of
-each association is told to poll every :data:`DUL_LOOP_DELAY_S` instead of pynetdicom's 1 ms.
+Receiving costs per file: pynetdicom's handling of the C-STORE (about 2.5 ms here), the file meta
+written by hand (:func:`file_meta_bytes`), the study read by walking the header's element headers
+(:func:`read_study_key`, 20 microseconds) and the durable write (about 1 ms, one fsync on ext4, XFS
+and btrfs: :func:`write_atomic`). The network thread of each association is told to poll every
+:data:`DUL_LOOP_DELAY_S` instead of pynetdicom's 1 ms. The ingest processes run at a lower priority
+(:data:`INGEST_NICE`): acknowledging a file waits on the CPU, ingest can wait.
 
 A file is acknowledged (status 0x0000) only once it is on disk, so a listener killed at any moment
 loses nothing it acknowledged: whatever is left in the spool is ingested at the next start (all
@@ -65,9 +67,9 @@ import pydicom
 
 from ..archive import CATALOG, Archive
 from ..errors import ArchiveError, MedhashError
-from ..io.dicom import (COMPRESSED_SYNTAXES, CT_IMAGE_STORAGE, RECEIVED_SOP_CLASSES, RECEIVED_SYNTAXES,  # noqa: F401
-                        RT_DOSE_STORAGE, RT_PLAN_STORAGE, RT_STRUCT_STORAGE)
-from ..storage import fsync_dir
+from ..io.dicom import (_LONG_VRS, COMPRESSED_SYNTAXES, CT_IMAGE_STORAGE, RECEIVED_SOP_CLASSES,  # noqa: F401
+                        RECEIVED_SYNTAXES, RT_DOSE_STORAGE, RT_PLAN_STORAGE, RT_STRUCT_STORAGE)
+from ..storage import RENAME_DURABLE_WITH_FILE, filesystem_type, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,9 @@ other studies since the study's last file."""
 INGEST_PROCESSES = min(2, os.cpu_count() or 1)
 """Studies ingested at the same time, each in a process of its own (never two of the same study); their
 writes to the archive take turns (:data:`LOCK_WAIT_S`)."""
+INGEST_NICE = 10
+"""Niceness added to the ingest processes: on a busy machine the threads that receive (each C-STORE waits
+for them) get the CPU first, and ingest takes the rest (all of it once the senders stop)."""
 LOCK_WAIT_S = 120.0
 """How long an ingest process waits for the other's write to the archive (one series: milliseconds)."""
 
@@ -134,13 +139,18 @@ _child_archive: Archive | None = None
 
 
 def _child_init() -> None:
-    """In the ingest process: die with the listener (a killed listener leaves no ingest running)."""
+    """In the ingest process: die with the listener (a killed listener leaves no ingest running), leave
+    Ctrl-C to the listener, and take a lower priority (:data:`INGEST_NICE`)."""
     try:
         import ctypes
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the listener, which stops us
+    try:
+        os.nice(INGEST_NICE)
+    except OSError:
+        pass
 
 
 def _child_start(archive_dir: str) -> None:
@@ -172,9 +182,17 @@ def _safe_name(uid: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]", "_", uid.strip().strip("\0")) or "instance"
 
 
-def write_atomic(path: Path, *chunks: bytes) -> None:
-    """Write the concatenated ``chunks`` to ``path`` so that the file is complete and on disk when this
-    returns (temporary name, fsync, rename, fsync of the folder)."""
+def write_atomic(path: Path, *chunks: bytes, rename_durable_with_file: bool = False) -> None:
+    """Write the concatenated ``chunks`` to ``path`` so that the file is complete and on disk, under
+    its name, when this returns; a process killed before leaves at most ``path`` + ``.part``.
+
+    The file is written under a temporary name and renamed once complete. Then, by default, the file is
+    fsynced before the rename and its folder after it (two journal commits). With
+    ``rename_durable_with_file`` (for the filesystems of :data:`~medhash.storage.RENAME_DURABLE_WITH_FILE`)
+    the file is renamed first and fsynced once, which makes its data and its new name durable together
+    (one commit, 0.1-0.3 ms less a file here). A power cut between that rename and the fsync can leave a
+    file cut short under its name (never acknowledged): :func:`spooled_file_complete` finds it.
+    """
     tmp = path.with_name(path.name + _PART)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -182,6 +200,10 @@ def write_atomic(path: Path, *chunks: bytes) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
+        if rename_durable_with_file:
+            os.replace(tmp, path)
+            os.fsync(fd)
+            return
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -231,13 +253,105 @@ _PLAIN_SYNTAXES = {"1.2.840.10008.1.2": (True, True), "1.2.840.10008.1.2.1": (Fa
 """Transfer syntaxes whose data set is read as is: UID -> (implicit VR, little endian)."""
 
 
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+
+
+def _skip_sequence(raw, pos: int, implicit: bool, depth: int) -> int:
+    """Position just after the delimiter of the undefined-length sequence whose items start at ``pos``
+    (-1 when the encoding is not what PS3.5 7.5 describes, or the data ends first)."""
+    n = len(raw)
+    while pos + 8 <= n:
+        tag_group, tag_elem, length = struct.unpack_from("<HHI", raw, pos)
+        tag, pos = tag_group << 16 | tag_elem, pos + 8
+        if tag == _SEQUENCE_END:
+            return pos
+        if tag != _ITEM:
+            return -1
+        pos = _walk_elements(raw, pos, implicit, depth + 1, {}) if length == _UNDEFINED else pos + length
+        if pos < 0:
+            return -1
+    return -1
+
+
+def _walk_elements(raw, pos: int, implicit: bool, depth: int, found: dict[int, bytes],
+                   stop: int | None = _STUDY_TAGS[1], capture=_STUDY_TAGS) -> int:
+    """Walk the little-endian data elements of ``raw`` from ``pos`` without decoding them.
+
+    At depth 0 (the data set itself) the walk stops before the first tag after ``stop`` (default
+    (0020,0052); None: the end of ``raw``) and puts the values of the ``capture`` tags in ``found``; it
+    returns where it stopped, which is ``len(raw)`` when the data ended exactly after an element.
+    Deeper (inside an item of undefined length) it returns the position after the item's delimiter.
+    Sequences and items of undefined length (encapsulated pixel data too) are skipped by their
+    delimiters. -1 for anything unexpected, or data that ends inside an element.
+    """
+    n = len(raw)
+    if depth > 8:
+        return -1
+    while pos + 8 <= n:
+        tag_group, tag_elem, length = struct.unpack_from("<HHI", raw, pos)
+        tag = tag_group << 16 | tag_elem
+        if depth == 0 and stop is not None and tag > stop:
+            return pos
+        if tag == _ITEM_END:
+            return pos + 8 if depth else -1
+        vr = None
+        if implicit:
+            pos += 8
+        else:
+            vr = bytes(raw[pos + 4:pos + 6])
+            if vr in _LONG_VRS:
+                if pos + 12 > n:
+                    return -1
+                length, pos = struct.unpack_from("<I", raw, pos + 8)[0], pos + 12
+            else:
+                length, pos = length >> 16, pos + 8
+        if length == _UNDEFINED:
+            if vr not in (None, b"SQ", b"UN", b"OB", b"OW"):  # OB/OW: encapsulated pixel data
+                return -1
+            pos = _skip_sequence(raw, pos, implicit or vr == b"UN", depth)  # UN: an implicit VR sequence
+            if pos < 0:
+                return -1
+            continue
+        if pos + length > n:
+            return -1
+        if depth == 0 and tag in capture:
+            found[tag] = bytes(raw[pos:pos + length])
+        pos += length
+    return pos if depth == 0 and pos == n else -1
+
+
+def _study_key_walked(raw, implicit: bool) -> str | None:
+    """:func:`read_study_key` for a little-endian data set by walking its element headers (about 20
+    times faster than pydicom's reader); None when the walk is not sure (then pydicom reads it)."""
+    found: dict[int, bytes] = {}
+    if _walk_elements(raw, 0, implicit, 0, found) < 0:
+        return None
+    values = []
+    for tag in _STUDY_TAGS:
+        try:
+            value = found.get(tag, b"").decode("ascii").strip("\0 ")
+        except UnicodeDecodeError:
+            return None
+        if "\\" in value:  # several values: pydicom's reading decides what that means
+            return None
+        values.append(value)
+    return values[0] or values[1]
+
+
 def read_study_key(raw: bytes, transfer_syntax: str) -> str:
     """StudyInstanceUID, else FrameOfReferenceUID, of an encoded data set ('' when it has neither).
 
     Only the elements up to (0020,0052) are parsed: the header of a CT slice, never its pixels (compressed
-    pixel data included). Deflated or unknown transfer syntaxes are read through pydicom with their file meta.
+    pixel data included). Little-endian data sets are walked element by element without decoding
+    (:func:`_walk_elements`); deflated or unknown transfer syntaxes are read through pydicom with their
+    file meta, and so is whatever the walk is not sure about.
     """
     plain = _PLAIN_SYNTAXES.get(str(transfer_syntax))
+    if plain is not None and plain[1]:
+        key = _study_key_walked(raw, implicit=plain[0])
+        if key is not None:
+            return key
     if plain is None:
         ds = pydicom.dcmread(BytesIO(file_meta_bytes("1.2.3", "1.2.3", transfer_syntax) + raw),
                              stop_before_pixels=True, specific_tags=list(_STUDY_TAGS))
@@ -246,6 +360,30 @@ def read_study_key(raw: bytes, transfer_syntax: str) -> str:
         ds = read_dataset(BytesIO(raw), *plain, stop_when=lambda tag, vr, length: tag > _STUDY_TAGS[1],
                           defer_size=4096)
     return str(ds.get("StudyInstanceUID", "") or ds.get("FrameOfReferenceUID", "") or "").strip("\0 ")
+
+
+def spooled_file_complete(path: Path) -> bool:
+    """False when a spooled file is cut short: its data set does not end exactly after its last element
+    (or it has no data set). What a power cut can leave when :func:`write_atomic` renamed the file before
+    its fsync ended (such a file was never acknowledged): a prefix of whole 4 KiB blocks, which ends inside
+    the pixel data or a sequence; only a cut falling exactly between two top-level elements of the header
+    would pass, and ingest then reports that file. Files in a deflated or big-endian transfer syntax are
+    not walked (True): ingest reads them and reports what is wrong."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return False
+    if len(raw) < 132 or raw[128:132] != b"DICM":
+        return False
+    meta: dict[int, bytes] = {}
+    start = _walk_elements(raw, 132, False, 0, meta, stop=0x0002FFFF, capture=(0x00020010,))
+    if start < 0 or start == len(raw):
+        return False
+    syntax = meta.get(0x00020010, b"").decode("ascii", "replace").strip("\0 ")
+    plain = _PLAIN_SYNTAXES.get(syntax)
+    if plain is None or not plain[1]:
+        return True
+    return _walk_elements(raw, start, plain[0], 0, {}, stop=None) == len(raw)
 
 
 DUL_LOOP_DELAY_S = 0.0002
@@ -306,6 +444,7 @@ class Listener:
         self.archive: Archive | None = None
         self.spool = self.archive_dir / SPOOL
         self._server = None
+        self._rename_durable = False
         self._lock_fd: int | None = None
         self._cond = threading.Condition()
         self._assocs: dict[object, _Assoc] = {}
@@ -360,6 +499,7 @@ class Listener:
             except BlockingIOError:
                 raise ArchiveError(f"{self.archive_dir}: another `medhash listen` is receiving into this "
                                    "archive") from None
+            self._rename_durable = filesystem_type(self.spool) in RENAME_DURABLE_WITH_FILE
             self._recover()
             ae = AE(ae_title=self.ae_title)
             ae.maximum_pdu_size = 0
@@ -393,14 +533,22 @@ class Listener:
         """Queue the spool folders an earlier (killed) run left; drop half-written files (never acknowledged)."""
         earlier = _Assoc("(earlier run)", "(earlier run)", "", ended=True)
         left = []
+        cut_short = 0
         for folder in sorted(p for p in self.spool.iterdir() if p.is_dir() and p.name != FAILED):
             for part in folder.glob("*" + _PART):
                 part.unlink()
+            for path in folder.glob("*.dcm"):
+                if not spooled_file_complete(path):  # a power cut between rename and fsync (write_atomic)
+                    path.unlink()
+                    cut_short += 1
             files = sum(1 for f in folder.iterdir() if f.is_file())
             if files == 0:
                 shutil.rmtree(folder, ignore_errors=True)
                 continue
             left.append(_Group(earlier, folder.name, folder, files=files))
+        if cut_short:
+            log.warning("spool: %d file(s) left cut short by an earlier run (never acknowledged: the sender "
+                        "sends them again) were dropped", cut_short)
         if left:
             earlier.files = sum(g.files for g in left)
             earlier.pending = len(left)
@@ -518,7 +666,7 @@ class Listener:
             if not g.folder.exists():
                 g.folder.mkdir(parents=True)
                 fsync_dir(self.spool)
-            write_atomic(g.folder / f"{_safe_name(name)}.dcm", *chunks)
+            write_atomic(g.folder / f"{_safe_name(name)}.dcm", *chunks, rename_durable_with_file=self._rename_durable)
         except OSError as exc:
             a.errors.append(f"{name}: cannot write to the spool ({exc})")
             log.error("association %s: %s", a.id, a.errors[-1])
