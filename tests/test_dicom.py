@@ -336,6 +336,51 @@ def test_dose_resampled_from_coarser_offset_grid_is_the_analytic_ramp(tmp_path, 
         assert (s.dose.max() > 0) == (z_lo <= s.z_mm <= z_hi)
 
 
+@pytest.mark.parametrize("case", ["axial", "transposed", "flipped", "one-frame", "tilted"])
+def test_dose_plane_sampling_fast_path_equals_the_trilinear_lookup(case):
+    """DoseGrid.sample_planes takes a separable path (two weight matrices per plane) when the planes lie
+    along the dose grid's axes; its values are those of the per-pixel trilinear lookup, planes and pixels
+    outside the grid included (0 Gy), for same, transposed and flipped in-plane axes and a one-frame
+    grid. A tilted plane takes the general path."""
+    from medhash.grid import PlaneGeometry
+    from medhash.io.dicom import DoseGrid
+    rng = np.random.default_rng(3)
+    nf = 1 if case == "one-frame" else 9
+    gy = rng.uniform(0, 70, size=(nf, 23, 31)).astype(np.float32)
+    x, y, z = np.eye(3)
+    grid = DoseGrid(gy=gy, origin=np.array([-40.0, -30.0, 10.0]),
+                    geometry=PlaneGeometry(row_dir=x, col_dir=y, spacing=(2.5, 3.0), shape=gy.shape[1:]),
+                    offsets=np.array([0.0]) if nf == 1 else np.cumsum(np.r_[0.0, rng.uniform(2, 4, nf - 1)]))
+    row_dir, col_dir = {"transposed": (y, x), "flipped": (-x, y)}.get(case, (x, y))
+    if case == "tilted":
+        row_dir = np.array([np.cos(0.1), np.sin(0.1), 0.0])
+        col_dir = np.array([-np.sin(0.1), np.cos(0.1), 0.0])
+    zs = grid.origin[2] + np.r_[-1.0, 0.0, 0.3, grid.offsets[-1] / 2, grid.offsets[-1], grid.offsets[-1] + 1]
+    x0 = 20.0 if case == "flipped" else -70.0  # the planes run to -x from there
+    origins = np.stack([np.array([x0 + 3 * k, -50.0 + 2 * k, z_]) for k, z_ in enumerate(zs)])
+    separable = DoseGrid._sample_planes_separable
+    calls = []
+
+    def spy(self, *args):
+        out = separable(self, *args)
+        calls.append(out is not None)
+        return out
+    DoseGrid._sample_planes_separable = spy
+    try:
+        fast = grid.sample_planes(origins, row_dir, col_dir, 64, 1.7)
+        DoseGrid._sample_planes_separable = lambda self, *args: None
+        slow = grid.sample_planes(origins, row_dir, col_dir, 64, 1.7)
+    finally:
+        DoseGrid._sample_planes_separable = separable
+    assert calls == [case != "tilted"]
+    assert fast.shape == slow.shape == (len(zs), 64, 64)
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-4)
+    assert np.array_equal(fast > 0, slow > 0)
+    assert (slow > 0).any() and (slow == 0).any()  # inside and outside the grid both met
+    if nf > 1:
+        assert not slow[0].any() and not slow[-1].any() and slow[1].any()  # frames: outside, edge
+
+
 # ------------------------------------------------------------------------------------------ 6
 def test_plan_dose_preferred_over_beam_and_the_ignored_file_named(tmp_path):
     src = tmp_path / "src"

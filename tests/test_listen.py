@@ -147,6 +147,53 @@ def test_study_key_walk_skips_nested_sequences_and_leaves_doubts_to_pydicom(coho
     assert calls  # that one went to pydicom
 
 
+@pytest.mark.parametrize("message_id, sop_class, status", [
+    (1, "1.2.840.10008.5.1.4.1.1.2", 0x0000), (65535, "1.2.840.10008.5.1.4.1.1.481.3", 0xA700),
+    (77, "1.2.840.10008.5.1.4.1.1.481.2", 0xB000)])
+def test_c_store_response_is_encoded_as_pynetdicom_would(message_id, sop_class, status):
+    """The hand-encoded C-STORE response command set equals pynetdicom's encoding of the same response
+    (odd and even UID lengths, success, failure and warning statuses, the largest message ID)."""
+    from pynetdicom.dimse_messages import C_STORE_RSP
+    from pynetdicom.dimse_primitives import C_STORE
+    from medhash.net.listen import c_store_rsp_command
+    for instance in ("1.2.826.0.1.3680043.8.498.17516493074363227659646298173279165771", "1.2.3.44"):
+        rsp = C_STORE()
+        rsp.MessageID = rsp.MessageIDBeingRespondedTo = message_id
+        rsp.AffectedSOPClassUID, rsp.AffectedSOPInstanceUID, rsp.Status = sop_class, instance, status
+        message = C_STORE_RSP()
+        message.primitive_to_message(rsp)
+        (pdata,) = list(message.encode_msg(1, 16384))
+        assert pdata.presentation_data_value_list == [(1, b"\x03" + c_store_rsp_command(message_id, sop_class,
+                                                                                          instance, status))]
+
+
+def test_c_store_responses_take_the_hand_encoded_path(cohort, tmp_path, monkeypatch):
+    """Every C-STORE of a storescu run is answered through the hand-encoded response (storescu checks
+    what it gets: a wrong response fails the transfer); a handler of EVT_DIMSE_SENT other than
+    pynetdicom's standard one sends them back to pynetdicom's encoder."""
+    from pynetdicom import evt
+    from medhash.net import listen
+    made = []
+    fast = listen._fast_c_store_rsp
+
+    def spy(*args):
+        out = fast(*args)
+        made.append(out is not None)
+        return out
+    monkeypatch.setattr(listen, "_fast_c_store_rsp", spy)
+    with Listener(tmp_path / "recv", port=0, quiet_s=0.1) as listener:
+        out = storescu(listener.port, cohort / "DEMO001")
+        assert out.returncode == 0, out.stderr
+        files = sum(1 for _ in (cohort / "DEMO001").glob("*.dcm"))
+        assert made == [True] * files
+        seen = []
+        listener._server.bind(evt.EVT_DIMSE_SENT, lambda event: seen.append(type(event.message).__name__))
+        made.clear()
+        out = storescu(listener.port, cohort / "DEMO001")
+        assert out.returncode == 0, out.stderr
+        assert made == [False] * files and seen.count("C_STORE_RSP") == files
+
+
 def test_storescu_gives_the_same_archive_as_ingest(cohort, tmp_path):
     plain = Archive(tmp_path / "plain", create=True)
     assert plain.ingest([cohort]).errors == []

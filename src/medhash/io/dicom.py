@@ -420,7 +420,12 @@ def pixel_hu(ds: pydicom.Dataset, path: Path) -> np.ndarray:
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
     if arr.ndim != 2:
         raise InputError(f"{path}: expected one 2D frame, pixel data has shape {arr.shape}; skipped")
-    return (arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+    hu = arr.astype(np.float32)  # a new array: scaled in place
+    if slope != 1.0:
+        hu *= np.float32(slope)
+    if intercept != 0.0:
+        hu += np.float32(intercept)
+    return hu
 
 
 def read_ct_series(series_uid: str, items: list[tuple[Path, pydicom.Dataset]]) -> CTSeries:
@@ -593,11 +598,71 @@ class DoseGrid:
         base = rel0 @ axes.T                                                      # (n, 3)
         d_j = axes @ np.asarray(row_dir, dtype=np.float64)                        # per column step
         d_i = axes @ np.asarray(col_dir, dtype=np.float64)                        # per row step
+        fast = self._sample_planes_separable(base, d_i, d_j, steps)
+        if fast is not None:
+            return fast
         coord = (base[:, None, None, :] + steps[None, :, None, None] * d_i[None, None, None, :]
                  + steps[None, None, :, None] * d_j[None, None, None, :])        # (n, i, j, 3)
         r = coord[..., 0] / g.spacing[0]
         c = coord[..., 1] / g.spacing[1]
         return self._sample_index(r, c, coord[..., 2])
+
+    def _sample_planes_separable(self, base: np.ndarray, d_i: np.ndarray, d_j: np.ndarray,
+                                 steps: np.ndarray) -> np.ndarray | None:
+        """:meth:`sample_planes` when the planes are parallel to the dose frames and their rows and
+        columns run along the grid's axes (the usual case: axial CT, axial dose): each plane is then one
+        blend of two frames, interpolated along one axis and then the other (two gathers of two rows
+        or columns each), a few times faster than a trilinear lookup per pixel, with the same values.
+        None otherwise.
+
+        base : (n, 3) (r, c, w) mm of each plane's first pixel; d_i, d_j : (3,) mm per row / column step.
+        """
+        tol = 1e-9
+        if abs(d_i[2]) > tol or abs(d_j[2]) > tol:
+            return None
+        if abs(d_i[1]) <= tol and abs(d_j[0]) <= tol:
+            i_axis = 0                               # image rows run along dose rows
+        elif abs(d_i[0]) <= tol and abs(d_j[1]) <= tol:
+            i_axis = 1                               # transposed
+        else:
+            return None
+        j_axis = 1 - i_axis
+        nf, nr, nc = self.gy.shape
+        sizes, spacing = (nr, nc), self.geometry.spacing
+        eps = 1e-3
+
+        def taps(start: float, step: float, axis: int):
+            """Lower and upper neighbour and their weights along one axis; weights 0 outside the grid
+            (as :meth:`_sample_index`)."""
+            n_axis = sizes[axis]
+            x = (start + steps * step) / spacing[axis]
+            ok = (x >= -eps) & (x <= n_axis - 1 + eps)
+            xc = np.clip(x, 0, n_axis - 1)
+            lo = np.minimum(np.floor(xc).astype(np.int64), max(n_axis - 2, 0))
+            hi = np.minimum(lo + 1, n_axis - 1)
+            frac = np.where(ok, xc - lo, 0.0)
+            return lo, hi, np.where(ok, 1.0 - frac, 0.0), frac
+
+        wv = base[:, 2]
+        if nf == 1:
+            f = np.zeros_like(wv)
+            inside_f = np.abs(wv - self.offsets[0]) <= 1e-2
+        else:
+            f = np.interp(wv, self.offsets, np.arange(nf, dtype=np.float64))
+            inside_f = (wv >= self.offsets[0] - 1e-2) & (wv <= self.offsets[-1] + 1e-2)
+        out = np.zeros((len(base), len(steps), len(steps)), dtype=np.float32)
+        for k in np.flatnonzero(inside_f):
+            lo = min(int(np.floor(f[k])), max(nf - 2, 0))
+            a = f[k] - lo
+            frame = self.gy[lo].astype(np.float64) * (1.0 - a)
+            if a > 0:
+                frame += self.gy[min(lo + 1, nf - 1)].astype(np.float64) * a
+            r_lo, r_hi, r_wlo, r_whi = taps(base[k, 0], (d_i if i_axis == 0 else d_j)[0], 0)
+            c_lo, c_hi, c_wlo, c_whi = taps(base[k, 1], (d_j if i_axis == 0 else d_i)[1], 1)
+            rows = frame[r_lo] * r_wlo[:, None] + frame[r_hi] * r_whi[:, None]          # (image axis, nc)
+            plane = rows[:, c_lo] * c_wlo[None, :] + rows[:, c_hi] * c_whi[None, :]      # (along r, along c)
+            out[k] = plane if i_axis == 0 else plane.T
+        return out
 
     def _sample_index(self, r: np.ndarray, c: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Trilinear dose at fractional (row, column) indices and offsets w (mm) along the normal."""

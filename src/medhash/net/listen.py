@@ -386,6 +386,40 @@ def spooled_file_complete(path: Path) -> bool:
     return _walk_elements(raw, start, plain[0], 0, {}, stop=None) == len(raw)
 
 
+def c_store_rsp_command(message_id: int, sop_class: str, sop_instance: str, status: int) -> bytes:
+    """The command set of a C-STORE response without comment or offending element (PS3.7 9.3.1.2),
+    implicit VR little endian: the bytes pynetdicom's encoder gives (about 0.35 ms a response here,
+    paid once per file on the receiving path); this takes microseconds."""
+    elements = ((0x0002, _uid(sop_class)), (0x0100, struct.pack("<H", 0x8001)),       # C-STORE-RSP
+                (0x0120, struct.pack("<H", message_id)), (0x0800, struct.pack("<H", 0x0101)),  # no data set
+                (0x0900, struct.pack("<H", status)), (0x1000, _uid(sop_instance)))
+    body = b"".join(struct.pack("<HHI", 0x0000, elem, len(value)) + value for elem, value in elements)
+    return struct.pack("<HHII", 0x0000, 0x0000, 4, len(body)) + body
+
+
+def _fast_c_store_rsp(assoc, primitive, context_id: int):
+    """The P-DATA primitive of a plain C-STORE response (hand-encoded command set, one fragment), or
+    None when pynetdicom's own encoding must be used: another message, a comment or offending element,
+    a command too long for the peer's PDUs, or a handler of EVT_DIMSE_SENT other than pynetdicom's
+    standard one (which logs nothing for a C-STORE response)."""
+    from pynetdicom import _handlers, evt
+    from pynetdicom.dimse_primitives import C_STORE
+    from pynetdicom.pdu_primitives import P_DATA
+    if type(primitive) is not C_STORE or primitive.MessageIDBeingRespondedTo is None \
+            or primitive.Status is None or primitive.ErrorComment or primitive.OffendingElement \
+            or primitive.AffectedSOPClassUID is None or primitive.AffectedSOPInstanceUID is None \
+            or any(h[0] is not _handlers.standard_dimse_sent_handler for h in assoc.get_handlers(evt.EVT_DIMSE_SENT)):
+        return None
+    command = c_store_rsp_command(int(primitive.MessageIDBeingRespondedTo), str(primitive.AffectedSOPClassUID),
+                                  str(primitive.AffectedSOPInstanceUID), int(primitive.Status))
+    max_pdu = assoc.dimse.maximum_pdu_size
+    if max_pdu and len(command) + 6 > max_pdu:  # PDV header: length (4), context id, control byte
+        return None
+    pdata = P_DATA()
+    pdata.presentation_data_value_list.append((context_id, b"\x03" + command))  # command, last fragment
+    return pdata
+
+
 DUL_LOOP_DELAY_S = 0.0002
 """How long pynetdicom's network thread of an association sleeps when it found nothing to do
 (pynetdicom's default: 1 ms). Each C-STORE waits for that thread a few times (its PDUs, its response),
@@ -395,13 +429,24 @@ of a core per open association while it idles."""
 
 def _on_connect(event) -> None:
     """Tune an accepted connection: TCP_NODELAY (without it, Nagle's algorithm and the peer's delayed
-    ACK cost about 40 ms a C-STORE: 25 files/s at best) and the shorter network-thread sleep."""
+    ACK cost about 40 ms a C-STORE: 25 files/s at best), the shorter network-thread sleep, and C-STORE
+    responses sent with a hand-encoded command set (:func:`c_store_rsp_command`)."""
     try:
         event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (AttributeError, OSError):
         pass
     if hasattr(event.assoc.dul, "_run_loop_delay"):  # a private attribute of pynetdicom 2 and 3
         event.assoc.dul._run_loop_delay = DUL_LOOP_DELAY_S
+    assoc, dimse = event.assoc, getattr(event.assoc, "dimse", None)
+    send_msg = getattr(dimse, "send_msg", None)
+    if send_msg is not None and hasattr(dimse, "dul"):
+        def send(primitive, context_id: int) -> None:
+            """pynetdicom's DIMSEServiceProvider.send_msg, with C-STORE responses encoded by hand."""
+            pdata = _fast_c_store_rsp(assoc, primitive, context_id)
+            if pdata is None:
+                return send_msg(primitive, context_id)
+            dimse.dul.send_pdu(pdata)
+        dimse.send_msg = send
 
 
 class Listener:
