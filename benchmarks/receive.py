@@ -3,12 +3,15 @@ beside the folder-ingest rate (`medhash ingest` of the same folder) measured in 
 
     .venv/bin/python benchmarks/receive.py                       # 6 demo patients at 512 x 512
     .venv/bin/python benchmarks/receive.py --patients 2 --rows 256
+    git worktree add /tmp/before HEAD~1 && .venv/bin/python benchmarks/receive.py --baseline-src /tmp/before/src
 
 The listener runs in its own process (`medhash listen --quiet 0`), started before the clock (it is a
 service waiting for senders); "received" is storescu's wall time, "received + ingested" runs until the
 listener's log says the series are in the archive. `medhash ingest FOLDER` is timed as a user runs it,
 its start-up included. The paths are run --repeat times, interleaved, and the median is printed with the
-range: timings on a shared machine vary by 10-30 %. CPU seconds are those of every process of the path
+range: timings on a shared machine vary by 10-30 %. With --baseline-src, the listener of another checkout
+(its src folder) is run as a third path, interleaved, and the run-by-run ratio to it is printed: the way
+to measure a change to the listener. CPU seconds are those of every process of the path
 (storescu's included), which tells what a machine with fewer or more cores can expect.
 storescu runs with TCP_NODELAY=1 (without it dcmtk's Nagle delay costs about 40 ms a file).
 """
@@ -65,15 +68,17 @@ def folder_ingest(dicom: Path, archive: Path) -> tuple[float, float]:
     return time.perf_counter() - t, children_cpu() - c
 
 
-def receive(dicom: Path, archive: Path) -> tuple[float, float, float, str]:
+def receive(dicom: Path, archive: Path, src: str | None = None) -> tuple[float, float, float, str]:
     """(seconds storescu took, seconds until the listener logged the series ingested, CPU seconds of
     storescu and the listener's processes in that time, the log line).
 
-    The listener is started (and its start-up excluded: it is a running service) before the clock.
+    The listener is started (and its start-up excluded: it is a running service) before the clock;
+    with ``src``, the medhash of that source folder is run (PYTHONPATH) instead of this one.
     """
     port = free_port()
+    env = {**os.environ, "PYTHONPATH": src} if src else None
     proc = subprocess.Popen(MEDHASH + ["listen", "--archive", str(archive), "--port", str(port), "--quiet", "0"],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=env)
     done = threading.Event()
     lines: list[str] = []
 
@@ -114,10 +119,15 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=512, help="CT matrix of the demo series (default 512)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs of each path, interleaved; the median is reported (default 3)")
+    ap.add_argument("--baseline-src", metavar="SRC",
+                    help="the src folder of another medhash checkout: its listener runs too, interleaved")
     args = ap.parse_args()
     if STORESCU is None:
         sys.exit("storescu (dcmtk) is not installed")
-    runs: dict[str, list[float]] = {"ingest": [], "recv": [], "total": [], "cpu_ingest": [], "cpu_total": []}
+    if args.baseline_src and not (Path(args.baseline_src) / "medhash" / "cli.py").is_file():
+        sys.exit(f"--baseline-src {args.baseline_src}: no medhash/cli.py there (give a checkout's src folder)")
+    runs: dict[str, list[float]] = {"ingest": [], "recv": [], "total": [], "cpu_ingest": [], "cpu_total": [],
+                                    "base": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         subprocess.run([sys.executable, "-c", "import sys; from medhash.demo import write_demo_cohort; "
@@ -131,8 +141,10 @@ def main() -> None:
             for key, value in (("ingest", t_ingest), ("cpu_ingest", cpu_ingest), ("recv", t_recv),
                                ("total", t_total), ("cpu_total", cpu_total)):
                 runs[key].append(value)
-            shutil.rmtree(tmp / f"a-ingest{i}")
-            shutil.rmtree(tmp / f"a-listen{i}")
+            if args.baseline_src:
+                runs["base"].append(receive(tmp / "dicom", tmp / f"a-base{i}", str(Path(args.baseline_src).resolve()))[1])
+            for folder in tmp.glob(f"a-*{i}"):
+                shutil.rmtree(folder)
 
     print(f"command: {' '.join(sys.argv)}")
     print(f"input: {args.patients} demo patients, {args.rows}x{args.rows}, {files} files ({ct_slices} CT slices); "
@@ -151,6 +163,11 @@ def main() -> None:
     print(f"received + ingested / folder-ingest rate: {ratio:.2f} from the medians (target: at least 1.00); "
           f"run by run {paired[0]:.2f} to {paired[-1]:.2f}, median {statistics.median(paired):.2f}, "
           f"at least 1.00 in {sum(r >= 1.0 for r in paired)} of {len(paired)} runs")
+    if runs["base"]:
+        base = sorted(a / b for a, b in zip(runs["base"], runs["total"]))
+        print(f"listener of {args.baseline_src}: received + ingested {statistics.median(runs['base']):.2f} s "
+              f"({min(runs['base']):.2f}-{max(runs['base']):.2f}); this checkout is {statistics.median(base):.2f} "
+              f"times as fast, run by run (range {base[0]:.2f} to {base[-1]:.2f})")
     print(f"CPU seconds: folder ingest {statistics.median(runs['cpu_ingest']):.2f} (its start-up included); "
           f"storescu + listener {statistics.median(runs['cpu_total']):.2f} (storescu, receiving, writing with "
           f"fsync, ingest) on {os.cpu_count()} CPU(s)")
