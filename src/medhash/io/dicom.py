@@ -626,7 +626,6 @@ class DoseGrid:
             i_axis = 1                               # transposed
         else:
             return None
-        j_axis = 1 - i_axis
         nf, nr, nc = self.gy.shape
         sizes, spacing = (nr, nc), self.geometry.spacing
         eps = 1e-3
@@ -643,13 +642,7 @@ class DoseGrid:
             frac = np.where(ok, xc - lo, 0.0)
             return lo, hi, np.where(ok, 1.0 - frac, 0.0), frac
 
-        wv = base[:, 2]
-        if nf == 1:
-            f = np.zeros_like(wv)
-            inside_f = np.abs(wv - self.offsets[0]) <= 1e-2
-        else:
-            f = np.interp(wv, self.offsets, np.arange(nf, dtype=np.float64))
-            inside_f = (wv >= self.offsets[0] - 1e-2) & (wv <= self.offsets[-1] + 1e-2)
+        f, inside_f = self._frame_index(base[:, 2])
         out = np.zeros((len(base), len(steps), len(steps)), dtype=np.float32)
         for k in np.flatnonzero(inside_f):
             lo = min(int(np.floor(f[k])), max(nf - 2, 0))
@@ -664,16 +657,19 @@ class DoseGrid:
             out[k] = plane if i_axis == 0 else plane.T
         return out
 
+    def _frame_index(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fractional frame index of offsets ``w`` (mm along the normal), and whether each lies within
+        the frames (1e-2 mm of tolerance)."""
+        if len(self.offsets) == 1:
+            return np.zeros_like(w), np.abs(w - self.offsets[0]) <= 1e-2
+        f = np.interp(w, self.offsets, np.arange(len(self.offsets), dtype=np.float64))
+        return f, (w >= self.offsets[0] - 1e-2) & (w <= self.offsets[-1] + 1e-2)
+
     def _sample_index(self, r: np.ndarray, c: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Trilinear dose at fractional (row, column) indices and offsets w (mm) along the normal."""
         nf, nr, nc = self.gy.shape
         eps = 1e-3
-        if nf == 1:
-            f = np.zeros_like(w)
-            inside_f = np.abs(w - self.offsets[0]) <= 1e-2
-        else:
-            f = np.interp(w, self.offsets, np.arange(nf, dtype=np.float64))
-            inside_f = (w >= self.offsets[0] - 1e-2) & (w <= self.offsets[-1] + 1e-2)
+        f, inside_f = self._frame_index(w)
         inside = inside_f & (r >= -eps) & (r <= nr - 1 + eps) & (c >= -eps) & (c <= nc - 1 + eps)
         out = np.zeros(r.shape, dtype=np.float32)
         if inside.any():
