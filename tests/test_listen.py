@@ -194,6 +194,36 @@ def test_c_store_responses_take_the_hand_encoded_path(cohort, tmp_path, monkeypa
         assert made == [False] * files and seen.count("C_STORE_RSP") == files
 
 
+def test_socket_reader_returns_what_pynetdicom_s_would():
+    """The listener's AssociationSocket.recv: exactly the bytes asked for, however the peer cut them,
+    and what came before the peer closed when it closed early (as pynetdicom's own recv)."""
+    import threading
+    from medhash.net.listen import _reader
+
+    class Transport:  # what the reader needs of pynetdicom's AssociationSocket
+        def __init__(self, sock):
+            self.socket = sock
+    payload = bytes(range(256)) * 3000  # 768,000 bytes
+    a, b = socket.socketpair()
+    try:
+        recv = _reader(Transport(a))
+
+        def send():
+            for k in range(0, len(payload), 70_001):  # pieces that do not match the reads
+                b.sendall(payload[k:k + 70_001])
+                time.sleep(0.001)
+            b.shutdown(socket.SHUT_WR)
+        threading.Thread(target=send, daemon=True).start()
+        assert recv(6) == payload[:6]
+        assert recv(500_000) == payload[6:500_006]
+        rest = recv(300_000)  # more than is left: the peer closes first
+        assert isinstance(rest, bytearray) and rest == payload[500_006:]
+        assert recv(10) == b""
+    finally:
+        a.close()
+        b.close()
+
+
 def test_storescu_gives_the_same_archive_as_ingest(cohort, tmp_path):
     plain = Archive(tmp_path / "plain", create=True)
     assert plain.ingest([cohort]).errors == []

@@ -427,6 +427,26 @@ so the default caps one association at about 300 files/s here; 0.2 ms doubles th
 of a core per open association while it idles."""
 
 
+def _reader(transport):
+    """``AssociationSocket.recv`` for an accepted connection: the same result (``nr_bytes`` bytes, or
+    what came before the peer closed), read with ``recv_into`` in as few calls as the kernel allows.
+    pynetdicom's reads 4096 bytes a call: 128 calls for a 512 x 512 CT slice, about 1 ms of Python."""
+    def recv(nr_bytes: int) -> bytearray:
+        sock = transport.socket
+        data = bytearray(nr_bytes)
+        got = 0
+        with memoryview(data) as view:
+            while got < nr_bytes:
+                n = sock.recv_into(view[got:], nr_bytes - got)
+                if not n:
+                    break
+                got += n
+        if got < nr_bytes:
+            del data[got:]
+        return data
+    return recv
+
+
 def _on_connect(event) -> None:
     """Tune an accepted connection: TCP_NODELAY (without it, Nagle's algorithm and the peer's delayed
     ACK cost about 40 ms a C-STORE: 25 files/s at best), the shorter network-thread sleep, and C-STORE
@@ -437,6 +457,9 @@ def _on_connect(event) -> None:
         pass
     if hasattr(event.assoc.dul, "_run_loop_delay"):  # a private attribute of pynetdicom 2 and 3
         event.assoc.dul._run_loop_delay = DUL_LOOP_DELAY_S
+    transport = getattr(event.assoc.dul, "socket", None)
+    if transport is not None and hasattr(transport, "socket") and hasattr(transport.socket, "recv_into"):
+        transport.recv = _reader(transport)
     assoc, dimse = event.assoc, getattr(event.assoc, "dimse", None)
     send_msg = getattr(dimse, "send_msg", None)
     if send_msg is not None and hasattr(dimse, "dul"):
