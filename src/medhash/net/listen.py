@@ -447,10 +447,12 @@ def _reader(transport):
     return recv
 
 
-def _on_connect(event) -> None:
-    """Tune an accepted connection: TCP_NODELAY (without it, Nagle's algorithm and the peer's delayed
-    ACK cost about 40 ms a C-STORE: 25 files/s at best), the shorter network-thread sleep, and C-STORE
-    responses sent with a hand-encoded command set (:func:`c_store_rsp_command`)."""
+def tune_connection(event) -> None:
+    """EVT_CONN_OPEN handler of a connection that receives C-STOREs (``medhash listen``, and the C-MOVE
+    and C-GET receivers of ``medhash pull``): TCP_NODELAY (without it, Nagle's algorithm and the peer's delayed
+    ACK cost about 40 ms a C-STORE: 25 files/s at best), the shorter network-thread sleep, C-STORE
+    responses sent with a hand-encoded command set (:func:`c_store_rsp_command`) and reads in large
+    pieces (:func:`_reader`)."""
     try:
         event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (AttributeError, OSError):
@@ -576,7 +578,7 @@ class Listener:
             for uid in ACCEPTED_SOP_CLASSES:
                 ae.add_supported_context(uid, list(TRANSFER_SYNTAXES))
             ae.add_supported_context(VERIFICATION)
-            handlers = [(evt.EVT_CONN_OPEN, _on_connect), (evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, lambda event: STATUS_SUCCESS),
+            handlers = [(evt.EVT_CONN_OPEN, tune_connection), (evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, lambda event: STATUS_SUCCESS),
                         (evt.EVT_ACCEPTED, self._on_accepted), (evt.EVT_REJECTED, self._on_rejected),
                         (evt.EVT_RELEASED, self._on_end), (evt.EVT_ABORTED, self._on_end),
                         (evt.EVT_CONN_CLOSE, self._on_end)]

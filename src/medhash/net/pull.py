@@ -38,6 +38,7 @@ from pathlib import Path
 from ..errors import MedhashError
 from ..ingest import EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL, IngestReport, ingest
 from ..io.dicom import COMPRESSED_SYNTAXES, RECEIVED_SOP_CLASSES, RECEIVED_SYNTAXES, UNCOMPRESSED_SYNTAXES
+from .listen import tune_connection
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +289,8 @@ def pull_dimse(archive, host: str, port: int, aec: str, aet: str = DEFAULT_AET, 
     counter = {"n": 0, "failed": []}
     with tempfile.TemporaryDirectory(prefix="medhash-pull-") as tmp, _bar(total, "receiving", progress) as bar:
         folder = Path(tmp)
-        handlers = [(evt.EVT_C_STORE, _store_handler(folder, bar, counter, lock))]
+        handlers = [(evt.EVT_CONN_OPEN, tune_connection),  # TCP_NODELAY, large reads, fast responses
+                    (evt.EVT_C_STORE, _store_handler(folder, bar, counter, lock))]
         pending = list(report.studies)
         used = []
         if method in ("auto", "move"):
