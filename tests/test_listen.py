@@ -428,9 +428,9 @@ def test_listener_killed_mid_transfer_keeps_every_acknowledged_file(cohort, tmp_
 
 
 def test_half_written_spool_files_are_dropped_at_start(cohort, tmp_path, caplog):
-    """A file being written when the listener died (``*.dcm.part``, never acknowledged) is dropped, and so
-    is a file cut short under its own name (what a power cut between rename and fsync can leave); the
-    complete files beside them are ingested."""
+    """A file being written when the listener died (``*.dcm.part``, never acknowledged) is dropped; a file
+    cut short under its own name (what a power cut between rename and fsync can leave) is set aside in
+    spool/failed/ with the reason; the complete files beside them are ingested."""
     arch = tmp_path / "arch"
     Archive(arch, create=True)
     folder = arch / "spool" / "20260101T000000-1-1.1"
@@ -444,11 +444,14 @@ def test_half_written_spool_files_are_dropped_at_start(cohort, tmp_path, caplog)
     with caplog.at_level("WARNING", logger="medhash.net.listen"):
         with Listener(arch, port=0, quiet_s=0.1) as listener:
             deadline = time.time() + 60
-            while time.time() < deadline and list((arch / "spool").glob("*/*")):
+            while time.time() < deadline and folder.exists():
                 time.sleep(0.1)
-    left = list((arch / "spool").glob("*/*"))
+    left = [p for p in (arch / "spool").glob("*/*") if "failed" not in p.parts]
     assert not left, (left, listener.stats)
     assert "1 file(s) left cut short" in caplog.text
+    aside = arch / "spool" / "failed" / folder.name
+    assert sorted(p.name for p in aside.iterdir()) == sorted([cts[-2].name, "problems.txt"])
+    assert "cut short" in (aside / "problems.txt").read_text()
     reference = Archive(tmp_path / "reference", create=True)
     reference.ingest(cts[:-2])
     assert_same_archive(reference, Archive(arch))

@@ -609,7 +609,12 @@ class Listener:
                 part.unlink()
             for path in folder.glob("*.dcm"):
                 if not spooled_file_complete(path):  # a power cut between rename and fsync (write_atomic)
-                    path.unlink()
+                    dest = self.spool / FAILED / folder.name
+                    dest.mkdir(parents=True, exist_ok=True)
+                    os.replace(path, dest / path.name)
+                    with open(dest / "problems.txt", "a", encoding="utf-8") as fh:
+                        fh.write(f"{path.name}: cut short (the data set does not end after its last element); "
+                                 "not acknowledged if the listener stopped in a power cut; not ingested\n")
                     cut_short += 1
             files = sum(1 for f in folder.iterdir() if f.is_file())
             if files == 0:
@@ -617,8 +622,8 @@ class Listener:
                 continue
             left.append(_Group(earlier, folder.name, folder, files=files))
         if cut_short:
-            log.warning("spool: %d file(s) left cut short by an earlier run (never acknowledged: the sender "
-                        "sends them again) were dropped", cut_short)
+            log.warning("spool: %d file(s) left cut short by an earlier run (not acknowledged, so the sender "
+                        "sends them again) set aside in %s", cut_short, self.spool / FAILED)
         if left:
             earlier.files = sum(g.files for g in left)
             earlier.pending = len(left)
