@@ -22,6 +22,7 @@ from medhash.pseudonymise import Pseudonymiser, load_key, make_key
 
 sys.path.insert(0, str(Path(__file__).parent))
 import compressed  # noqa: E402
+from archives import assert_same_archive  # noqa: E402
 
 # dcmtk's, not the storescu of pynetdicom that an activated .venv puts first on the PATH
 STORESCU, ECHOSCU = ("/usr/bin/" + t if os.path.exists("/usr/bin/" + t) else shutil.which(t)
@@ -46,19 +47,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def assert_same_archive(a: Archive, b: Archive, map_pid=lambda p: p) -> None:
-    assert (len(a), a.info()["series"]) == (len(b), b.info()["series"])
-    assert sorted(map_pid(p) for p in a.patients()) == b.patients()
-    for pid in a.patients():
-        sa, sb = a.slices(pid), b.slices(map_pid(pid))
-        assert len(sa) == len(sb) > 0
-        for x, y in zip(sa, sb):
-            assert x.ct.tobytes() == y.ct.tobytes()
-            assert (x.dose is None) == (y.dose is None)
-            if x.dose is not None:
-                assert x.dose.tobytes() == y.dose.tobytes()
 
 
 COMPRESSED = {"1.2.840.10008.1.2.5": "rle", "1.2.840.10008.1.2.4.90": "j2k", "1.2.840.10008.1.2.4.70": "jpeg-lossless"}
