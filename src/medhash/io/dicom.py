@@ -24,6 +24,7 @@ import logging
 import multiprocessing
 import os
 import re
+import struct
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -316,6 +317,75 @@ def native_pixels(ds: pydicom.Dataset) -> np.ndarray | None:
 
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"UC", b"UR", b"SQ", b"SV", b"UV"}
 """Explicit VRs whose element header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2)."""
+
+
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+
+
+def _skip_sequence(raw, pos: int, implicit: bool, depth: int) -> int:
+    """Position just after the delimiter of the undefined-length sequence whose items start at ``pos``
+    (-1 when the encoding is not what PS3.5 7.5 describes, or the data ends first)."""
+    n = len(raw)
+    while pos + 8 <= n:
+        tag_group, tag_elem, length = struct.unpack_from("<HHI", raw, pos)
+        tag, pos = tag_group << 16 | tag_elem, pos + 8
+        if tag == _SEQUENCE_END:
+            return pos
+        if tag != _ITEM:
+            return -1
+        pos = walk_elements(raw, pos, implicit, stop=None, depth=depth + 1) if length == _UNDEFINED \
+            else pos + length
+        if pos < 0:
+            return -1
+    return -1
+
+
+def walk_elements(raw, pos: int, implicit: bool, *, stop: int | None, capture=(),
+                  found: dict[int, bytes] | None = None, depth: int = 0) -> int:
+    """Walk the little-endian data elements of ``raw`` from ``pos`` without decoding them.
+
+    At depth 0 (the data set itself) the walk stops before the first tag after ``stop`` (None: the end
+    of ``raw``) and puts the raw values of the ``capture`` tags in ``found``; it returns where it
+    stopped, which is ``len(raw)`` when the data ended exactly after an element.
+    Deeper (inside an item of undefined length) it returns the position after the item's delimiter.
+    Sequences and items of undefined length (encapsulated pixel data too) are skipped by their
+    delimiters. -1 for anything unexpected, or data that ends inside an element.
+    """
+    n = len(raw)
+    if depth > 8:
+        return -1
+    while pos + 8 <= n:
+        tag_group, tag_elem, length = struct.unpack_from("<HHI", raw, pos)
+        tag = tag_group << 16 | tag_elem
+        if depth == 0 and stop is not None and tag > stop:
+            return pos
+        if tag == _ITEM_END:
+            return pos + 8 if depth else -1
+        vr = None
+        if implicit:
+            pos += 8
+        else:
+            vr = bytes(raw[pos + 4:pos + 6])
+            if vr in _LONG_VRS:
+                if pos + 12 > n:
+                    return -1
+                length, pos = struct.unpack_from("<I", raw, pos + 8)[0], pos + 12
+            else:
+                length, pos = length >> 16, pos + 8
+        if length == _UNDEFINED:
+            if vr not in (None, b"SQ", b"UN", b"OB", b"OW"):  # OB/OW: encapsulated pixel data
+                return -1
+            pos = _skip_sequence(raw, pos, implicit or vr == b"UN", depth)  # UN: an implicit VR sequence
+            if pos < 0:
+                return -1
+            continue
+        if pos + length > n:
+            return -1
+        if depth == 0 and found is not None and tag in capture:
+            found[tag] = bytes(raw[pos:pos + length])
+        pos += length
+    return pos if depth == 0 and pos == n else -1
 
 
 def attach_pixel_data(ds: pydicom.Dataset, path: Path, offset: int | None) -> bool:

@@ -67,8 +67,8 @@ import pydicom
 
 from ..archive import CATALOG, Archive
 from ..errors import ArchiveError, MedhashError
-from ..io.dicom import (_LONG_VRS, COMPRESSED_SYNTAXES, CT_IMAGE_STORAGE, RECEIVED_SOP_CLASSES,  # noqa: F401
-                        RECEIVED_SYNTAXES, RT_DOSE_STORAGE, RT_PLAN_STORAGE, RT_STRUCT_STORAGE)
+from ..io.dicom import (COMPRESSED_SYNTAXES, CT_IMAGE_STORAGE, RECEIVED_SOP_CLASSES, RECEIVED_SYNTAXES,  # noqa: F401
+                        RT_DOSE_STORAGE, RT_PLAN_STORAGE, RT_STRUCT_STORAGE, walk_elements)
 from ..storage import RENAME_DURABLE_WITH_FILE, filesystem_type, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -253,79 +253,11 @@ _PLAIN_SYNTAXES = {"1.2.840.10008.1.2": (True, True), "1.2.840.10008.1.2.1": (Fa
 """Transfer syntaxes whose data set is read as is: UID -> (implicit VR, little endian)."""
 
 
-_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-_UNDEFINED = 0xFFFFFFFF
-
-
-def _skip_sequence(raw, pos: int, implicit: bool, depth: int) -> int:
-    """Position just after the delimiter of the undefined-length sequence whose items start at ``pos``
-    (-1 when the encoding is not what PS3.5 7.5 describes, or the data ends first)."""
-    n = len(raw)
-    while pos + 8 <= n:
-        tag_group, tag_elem, length = struct.unpack_from("<HHI", raw, pos)
-        tag, pos = tag_group << 16 | tag_elem, pos + 8
-        if tag == _SEQUENCE_END:
-            return pos
-        if tag != _ITEM:
-            return -1
-        pos = _walk_elements(raw, pos, implicit, depth + 1, {}) if length == _UNDEFINED else pos + length
-        if pos < 0:
-            return -1
-    return -1
-
-
-def _walk_elements(raw, pos: int, implicit: bool, depth: int, found: dict[int, bytes],
-                   stop: int | None = _STUDY_TAGS[1], capture=_STUDY_TAGS) -> int:
-    """Walk the little-endian data elements of ``raw`` from ``pos`` without decoding them.
-
-    At depth 0 (the data set itself) the walk stops before the first tag after ``stop`` (default
-    (0020,0052); None: the end of ``raw``) and puts the values of the ``capture`` tags in ``found``; it
-    returns where it stopped, which is ``len(raw)`` when the data ended exactly after an element.
-    Deeper (inside an item of undefined length) it returns the position after the item's delimiter.
-    Sequences and items of undefined length (encapsulated pixel data too) are skipped by their
-    delimiters. -1 for anything unexpected, or data that ends inside an element.
-    """
-    n = len(raw)
-    if depth > 8:
-        return -1
-    while pos + 8 <= n:
-        tag_group, tag_elem, length = struct.unpack_from("<HHI", raw, pos)
-        tag = tag_group << 16 | tag_elem
-        if depth == 0 and stop is not None and tag > stop:
-            return pos
-        if tag == _ITEM_END:
-            return pos + 8 if depth else -1
-        vr = None
-        if implicit:
-            pos += 8
-        else:
-            vr = bytes(raw[pos + 4:pos + 6])
-            if vr in _LONG_VRS:
-                if pos + 12 > n:
-                    return -1
-                length, pos = struct.unpack_from("<I", raw, pos + 8)[0], pos + 12
-            else:
-                length, pos = length >> 16, pos + 8
-        if length == _UNDEFINED:
-            if vr not in (None, b"SQ", b"UN", b"OB", b"OW"):  # OB/OW: encapsulated pixel data
-                return -1
-            pos = _skip_sequence(raw, pos, implicit or vr == b"UN", depth)  # UN: an implicit VR sequence
-            if pos < 0:
-                return -1
-            continue
-        if pos + length > n:
-            return -1
-        if depth == 0 and tag in capture:
-            found[tag] = bytes(raw[pos:pos + length])
-        pos += length
-    return pos if depth == 0 and pos == n else -1
-
-
 def _study_key_walked(raw, implicit: bool) -> str | None:
     """:func:`read_study_key` for a little-endian data set by walking its element headers (about 20
     times faster than pydicom's reader); None when the walk is not sure (then pydicom reads it)."""
     found: dict[int, bytes] = {}
-    if _walk_elements(raw, 0, implicit, 0, found) < 0:
+    if walk_elements(raw, 0, implicit, stop=_STUDY_TAGS[1], capture=_STUDY_TAGS, found=found) < 0:
         return None
     values = []
     for tag in _STUDY_TAGS:
@@ -344,7 +276,7 @@ def read_study_key(raw: bytes, transfer_syntax: str) -> str:
 
     Only the elements up to (0020,0052) are parsed: the header of a CT slice, never its pixels (compressed
     pixel data included). Little-endian data sets are walked element by element without decoding
-    (:func:`_walk_elements`); deflated or unknown transfer syntaxes are read through pydicom with their
+    (:func:`medhash.io.dicom.walk_elements`); deflated or unknown transfer syntaxes are read through pydicom with their
     file meta, and so is whatever the walk is not sure about.
     """
     plain = _PLAIN_SYNTAXES.get(str(transfer_syntax))
@@ -376,14 +308,14 @@ def spooled_file_complete(path: Path) -> bool:
     if len(raw) < 132 or raw[128:132] != b"DICM":
         return False
     meta: dict[int, bytes] = {}
-    start = _walk_elements(raw, 132, False, 0, meta, stop=0x0002FFFF, capture=(0x00020010,))
+    start = walk_elements(raw, 132, False, stop=0x0002FFFF, capture=(0x00020010,), found=meta)
     if start < 0 or start == len(raw):
         return False
     syntax = meta.get(0x00020010, b"").decode("ascii", "replace").strip("\0 ")
     plain = _PLAIN_SYNTAXES.get(syntax)
     if plain is None or not plain[1]:
         return True
-    return _walk_elements(raw, start, plain[0], 0, {}, stop=None) == len(raw)
+    return walk_elements(raw, start, plain[0], stop=None) == len(raw)
 
 
 def c_store_rsp_command(message_id: int, sop_class: str, sop_instance: str, status: int) -> bytes:
