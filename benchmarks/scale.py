@@ -8,8 +8,8 @@ item is a centre with each bit flipped with probability 1/8 (the AND of three ra
 item's true neighbours are members of its own cluster at about 56 bits, while other clusters lie
 near 128. Queries are drawn the same way (not in the database).
 
-For each size and engine (medhash's :mod:`medhash.engines`, searched through
-:func:`medhash.index.hamming_topk` exactly as ``Index.search`` does): build time, memory (RSS growth
+For each size and engine (medhash's :mod:`medhash.retrieval.engines.faiss_engines`, searched through
+:func:`medhash.retrieval.index.hamming_topk` exactly as ``Index.search`` does): build time, memory (RSS growth
 of this process), single-query p50 / p95 latency (one query at a time, 1 OpenMP thread a shard),
 batch queries/s (all queries in one call, every core), load time (what opening an index costs: the
 codes file memory-mapped and copied into the shards for flat, the engine file read for ivf / hnsw)
@@ -135,8 +135,8 @@ def main() -> None:
 
     import faiss
 
-    from medhash.engines import DEFAULT_PARAMS, FaissApproxEngine, FlatEngine, cpu_count, resolve_params
-    from medhash.index import hamming_topk
+    from medhash.retrieval.engines.faiss_engines import DEFAULT_PARAMS, FaissApproxEngine, FlatEngine, cpu_count, resolve_params
+    from medhash.retrieval.index import hamming_topk
 
     sizes = [int(s) for s in args.sizes.split(",")]
     types = args.types.split(",")

@@ -7,7 +7,7 @@
 Part 1, query latency split, on a real archive and index (without ``--archive``: a 3-patient demo
 cohort at 96 rows is written, ingested, a shallow CT model trained for one epoch and a 256-bit CT
 index built, in a temporary folder). The queries are image arrays (archive slices' ``.ct`` / ``.dose``
-handed over as a :class:`medhash.search.Query` of kind ``image``), so the encoder runs as it does for
+handed over as a :class:`medhash.retrieval.search.Query` of kind ``image``), so the encoder runs as it does for
 a DICOM or PNG query. Each query goes through the steps of :func:`medhash.search` one by one
 (``load_model``, ``encode_arrays`` + ``combine``, ``Index.encode``, ``hamming_topk``, the re-rank of
 ``Index.search(..., rerank=R)``) and then through ``medhash.search`` itself; median and p95 per step.
@@ -17,7 +17,7 @@ centre codes; an item is a centre with each bit flipped with probability 0.1) at
 (a) medhash's ``hamming_topk`` (deterministic tie-breaking included) on the faiss index it builds,
 (b) faiss ``IndexBinaryFlat.search`` on the same object, (d) exact float search over random float32
 features of dimension 128 of the same number of items (faiss ``IndexFlatL2``; numpy brute force up
-to 10^5), and a plain numpy popcount (``medhash.hashing.hamming_distances``) for reference. One query
+to 10^5), and a plain numpy popcount (``medhash.hashing.kernel_lsh.hamming_distances``) for reference. One query
 at a time (a and b interleaved query by query, so drift hits both alike) and one batch of all
 queries; faiss threads set with ``faiss.omp_set_num_threads`` and printed. Tables go to stdout,
 progress to stderr; nothing is asserted.
@@ -180,7 +180,7 @@ def demo_archive(tmp: Path):
     from medhash import Archive
     from medhash.demo import write_demo_cohort
     from medhash.features import train_model
-    from medhash.index import build_index
+    from medhash.retrieval.index import build_index
     log("part 1: writing the demo cohort (3 patients, 96 rows)")
     folders = write_demo_cohort(tmp / "demo", n_patients=3, rows=96)
     arch = Archive(tmp / "arch", create=True)
@@ -202,8 +202,8 @@ def part1(args) -> str:
     import medhash
     from medhash import Archive
     from medhash.features import encode_arrays, load_model
-    from medhash.index import combine, hamming_topk
-    from medhash.search import Query, open_index
+    from medhash.retrieval.index import combine, hamming_topk
+    from medhash.retrieval.search import Query, open_index
 
     search_fn = medhash.search            # the function (medhash/__init__ binds it over the module name)
     tmp = None
@@ -420,7 +420,7 @@ def numpy_l2_topk(X: np.ndarray, xx: np.ndarray, Q: np.ndarray, k: int) -> np.nd
 
 
 def numpy_hamming_topk(codes: np.ndarray, Q: np.ndarray, k: int) -> np.ndarray:
-    from medhash.hashing import hamming_distances
+    from medhash.hashing.kernel_lsh import hamming_distances
     D = hamming_distances(Q, codes)
     part = np.argpartition(D, k, axis=1)[:, :k]
     return np.take_along_axis(part, np.argsort(np.take_along_axis(D, part, axis=1), axis=1), axis=1)
@@ -429,8 +429,8 @@ def numpy_hamming_topk(codes: np.ndarray, Q: np.ndarray, k: int) -> np.ndarray:
 def part2(args) -> str:
     import faiss
 
-    from medhash.index import _faiss_binary, hamming_topk
-    from medhash.index import Index
+    from medhash.retrieval.index import _faiss_binary, hamming_topk
+    from medhash.retrieval.index import Index
 
     k, n_bits, dim = args.k, 256, 128
     nq = args.queries

@@ -8,15 +8,15 @@ Public API::
     s = arch.get("pt_1", 60)                       # a Slice: .ct (HU), .dose (Gy), .masks
     res = medhash.search(arch, "pt_1:60", k=10)    # after `medhash train` and `medhash index`
 """
-from .archive import Archive
+from .store.archive import Archive
 from .errors import ArchiveError, GeometryError, InputError, MedhashError, NotFoundError
-from .grid import GRID_SIZE, GRID_SPACING_MM
-from .hashing import KernelLSH
-from .ingest import IngestReport, ingest
-from .records import Problem, Slice, Volume
+from .core.grid import GRID_SIZE, GRID_SPACING_MM
+from .hashing.kernel_lsh import KernelLSH
+from .ingest.pipeline import IngestReport, ingest
+from .core.records import Problem, Slice, Volume
 
-# the function, not the module: imported eagerly so that `import medhash.search` cannot rebind the name
-from .search import search, search_many  # noqa: E402
+# the function, not the module: imported eagerly so that `import medhash.retrieval.search` cannot rebind the name
+from .retrieval.search import search, search_many  # noqa: E402
 
 __version__ = "0.1.0"
 

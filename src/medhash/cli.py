@@ -14,7 +14,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ArchiveError, MedhashError, NotFoundError
-from .ingest import EXIT_ARCHIVE, EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL, FORMATS
+from .errors import EXIT_ARCHIVE, EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL
+from .ingest.pipeline import FORMATS
 
 MAX_LISTED = 20
 
@@ -42,7 +43,7 @@ def _print_problems(problems, stream=None) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from .archive import Archive
+    from .store.archive import Archive
 
     archive = Archive(args.archive, create=True)
     report = archive.ingest(args.sources, format=args.format, progress=not args.no_progress,
@@ -63,7 +64,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from .pseudonymise import make_key
+    from .ingest.pseudonymise import make_key
 
     path = make_key(args.keyfile)
     print(f"wrote a new pseudonymisation key to {path} (mode 0600); keep it safe and private: the same key "
@@ -72,7 +73,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .archive import Archive
+    from .store.archive import Archive
 
     info = Archive(args.archive).info()
     if args.json:
@@ -108,7 +109,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .archive import Archive
+    from .store.archive import Archive
     from .features import train_model
 
     archive = Archive(args.archive)
@@ -128,8 +129,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from .archive import Archive
-    from .index import build_index
+    from .store.archive import Archive
+    from .retrieval.index import build_index
 
     archive = Archive(args.archive)
     gamma = args.gamma if args.gamma == "auto" else _positive_float(args.gamma, "--gamma")
@@ -186,8 +187,8 @@ def _positive_float(text: str, flag: str) -> float:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .archive import Archive
-    from .search import parse_query, search
+    from .store.archive import Archive
+    from .retrieval.search import parse_query, search
 
     archive = Archive(args.archive)
     if (args.query is None) == (args.patient is None):
@@ -239,7 +240,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _patient_search(archive, args: argparse.Namespace) -> int:
-    from .patients import patient_search
+    from .retrieval.patients import patient_search
 
     folder = Path(args.patient)
     is_series = folder.is_dir()
@@ -291,8 +292,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .archive import Archive
-    from .index import export_index
+    from .store.archive import Archive
+    from .retrieval.index import export_index
 
     files = export_index(Archive(args.archive), args.index, args.out)
     for kind, path in files.items():
@@ -308,7 +309,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .archive import Archive
+    from .store.archive import Archive
     from .evaluate import evaluate
 
     if args.index and args.channel:
@@ -383,7 +384,7 @@ def _dicomweb_auth(args: argparse.Namespace) -> dict:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from .archive import Archive
+    from .store.archive import Archive
     from .net.pull import pull_dicomweb, pull_dimse
 
     if not args.verbose:  # pynetdicom logs every refused connection as ERROR; our message says it once
@@ -439,8 +440,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_predict_dose(args: argparse.Namespace) -> int:
-    from .archive import Archive
-    from .dosepredict import predict_dose, write_prediction
+    from .store.archive import Archive
+    from .dose.prediction import predict_dose, write_prediction
 
     archive = Archive(args.archive)
     folder = Path(args.patient)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .grid import BODY_HU, GRID_SIZE, GRID_SPACING_MM
+from .core.grid import BODY_HU, GRID_SIZE, GRID_SPACING_MM
 
 ISODOSE_GY = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0)
 ISODOSE_COLOURS = ("#2c7bb6", "#00a6ca", "#00ccbc", "#90eb9d", "#f9d057", "#f29e2e", "#d7191c")
@@ -102,7 +102,7 @@ def render_results(query_ct: np.ndarray, query_dose: np.ndarray | None, query_ti
 
 
 def render_search(archive, result: dict, query, out: str | Path) -> Path:
-    """The PNG grid of a :func:`medhash.search.search` result (query + top-k)."""
+    """The PNG grid of a :func:`medhash.retrieval.search.search` result (query + top-k)."""
     q = result["query"]
     if q["type"] == "archive":
         qtitle = f"query {q['patient_id']}:{q['slice_index']}\nz {q['z_mm']:.1f} mm"

@@ -1,6 +1,6 @@
 """What an evaluation runs on: the feature vectors of one channel, the candidates and the queries.
 
-The features are those an index hashes (:func:`medhash.index.combine`): one trained model per block
+The features are those an index hashes (:func:`medhash.retrieval.index.combine`): one trained model per block
 (CT, dose), each block divided by its RMS row norm and weighted. They come either from a named
 index's manifest (the same models, scales and weights) or, for a channel, from the newest trained
 model(s) of that channel with weights 1.
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError, NotFoundError
-from ..index import CHANNELS, Index, block_scale, channel_blocks, combine, pick_model
+from ..retrieval.index import CHANNELS, Index, block_scale, channel_blocks, combine, pick_model
 
 
 @dataclass
@@ -24,7 +24,7 @@ class FeatureSet:
     channel : ``"ct"``, ``"dose"`` or ``"ct+dose"``.
     X : (n_rows, D) float32 combined features; NaN rows where a block is missing (no dose).
     models : block channel -> model config (name, sha256, arch, latent_dim, ...).
-    scales, weights : block channel -> float (see :func:`medhash.index.combine`).
+    scales, weights : block channel -> float (see :func:`medhash.retrieval.index.combine`).
     index : the index whose manifest defined them, or None.
     index_bits : that index's code length, or None.
     """

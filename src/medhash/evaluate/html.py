@@ -158,7 +158,7 @@ def write_report(m: dict, path: str | Path) -> Path:
     # 6: dose from similar patients
     L = m.get("dose_prediction")
     if L:
-        from .dosescore import LEADERBOARD
+        from ..dose.scores import LEADERBOARD
         parts.append("<h2>6. Dose from similar patients, leave-one-patient-out (OpenKBP scores)</h2>")
         parts.append(f"<p>Each of the {len(L['patients'])} patients with dose is in turn the query; of the "
                      f"{L['k']} most similar other patients (index <code>{escape(L['index'])}</code>, z-aligned slice "

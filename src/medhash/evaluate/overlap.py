@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from ..hashing import KernelLSH, hamming_distances
+from ..hashing.kernel_lsh import KernelLSH, hamming_distances
 from .metrics import dice_from_overlap, jaccard_from_dice, tie_aware_overlap
 
 MODES = ("included", "excluded")
@@ -122,7 +122,7 @@ HASHER_BITS = (16, 32, 64, 128, 256, 1024)
 def compare_hashers(X: np.ndarray, queries: np.ndarray, eu: np.ndarray, excluded: np.ndarray, k: int, *,
                     bits=HASHER_BITS, seed: int = 0, fit_rows: np.ndarray | None = None, trained_epochs: int = 10,
                     progress=None, usefulness=None) -> dict:
-    """Dice@k of every hasher of :mod:`medhash.hashers` at each code length, on the same features.
+    """Dice@k of every hasher of :mod:`medhash.hashing.hashers` at each code length, on the same features.
 
     ITQ and PCA-sign give at most one bit per feature (None beyond). Returns ``{"bits", "k",
     "hashers": name -> {"dice": bits -> mean Dice or None, "fit_s": bits -> seconds or None}}``.
@@ -132,7 +132,7 @@ def compare_hashers(X: np.ndarray, queries: np.ndarray, eu: np.ndarray, excluded
     """
     import time
 
-    from ..hashers import HASHERS, make_hasher
+    from ..hashing.hashers import HASHERS, make_hasher
     fit_rows = np.flatnonzero(np.isfinite(X).all(axis=1)) if fit_rows is None else fit_rows
     Xf = np.nan_to_num(np.asarray(X, dtype=np.float32))
     out = {"bits": list(bits), "k": k, "hashers": {}}

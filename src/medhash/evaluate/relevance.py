@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from ..grid import BODY_HU
+from ..core.grid import BODY_HU
 from .metrics import set_jaccard
 
 RELEVANT_JACCARD = 0.5

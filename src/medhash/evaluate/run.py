@@ -19,8 +19,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..hashing import KernelLSH, hamming_distances
-from ..storage import write_json_atomic
+from ..hashing.kernel_lsh import KernelLSH, hamming_distances
+from ..store.durable import write_json_atomic
 from . import distances as dist_mod
 from . import figures, overlap, relevance
 from .data import FeatureSet, draw_queries, feature_set, optional_feature_set
@@ -60,7 +60,7 @@ def evaluate(archive, out: str | Path, *, index: str | None = None, channel: str
 
     Parameters
     ----------
-    archive : an open :class:`~medhash.archive.Archive` with trained model(s).
+    archive : an open :class:`~medhash.store.archive.Archive` with trained model(s).
     out : output folder (created).
     index : evaluate the features of this index (its models, scales and weights) ...
     channel : ... or those of the newest model(s) of ``"ct"``, ``"dose"`` or ``"ct+dose"`` (default ct).
@@ -210,7 +210,7 @@ def evaluate(archive, out: str | Path, *, index: str | None = None, channel: str
     dose_loo = None
     if dose_prediction:
         t0 = time.perf_counter()
-        from ..index import list_indexes
+        from ..retrieval.index import list_indexes
         from .doseloo import leave_one_out
         names = list_indexes(archive)
         loo_index = index or (names[0] if len(names) == 1 else None)
@@ -386,7 +386,7 @@ def _timings(archive, fs: FeatureSet, X, candidates, codes, q, rerank: int, repe
     import faiss
 
     from ..features import encode_arrays, load_model
-    from ..index import set_search_threads
+    from ..retrieval.index import set_search_threads
     enc = {}
     for ch, cfg in fs.models.items():
         model, config = load_model(archive, cfg["name"])

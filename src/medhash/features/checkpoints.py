@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..errors import ModelMismatchError, NotFoundError
-from ..storage import fsync_dir, write_json_atomic
+from ..store.durable import fsync_dir, write_json_atomic
 from .models import ARCH_REVISION, ARCHITECTURES, AutoEncoder, build_model
 from .preprocess import CHANNELS, preprocessing_constants
 

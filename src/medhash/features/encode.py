@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..archive import Archive
+from ..store.archive import Archive
 from ..errors import ModelMismatchError
-from ._runtime import torch_settings
-from ..storage import write_json_atomic
+from ..threads import torch_settings
+from ..store.durable import write_json_atomic
 from .checkpoints import archive_path, check_config, check_name, load_model
 from .models import AutoEncoder
 from .preprocess import check_shape, postprocess, preprocess

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..grid import GRID_SIZE
+from ..core.grid import GRID_SIZE
 
 ARCHITECTURES = ("shallow", "deep")
 """The architectures :func:`build_model` knows."""

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from ..grid import GRID_SIZE
+from ..core.grid import GRID_SIZE
 
 CT_MIN_HU = -1000.0
 """Lower end of the CT window, HU (maps to -1)."""

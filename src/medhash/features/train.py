@@ -11,19 +11,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import MedhashError
-from ._runtime import torch_settings
+from ..errors import MedhashError, TrainingDataError
+from ..threads import torch_settings
 from .checkpoints import check_name, model_dir, save_checkpoint
 from .models import ARCH_REVISION, build_model, check_arch, count_parameters
 from .preprocess import check_channel, preprocess, preprocessing_constants, psnr
 
 CHECKPOINT_FORMAT = 1
 _CHUNK = 512
-
-
-class TrainingDataError(MedhashError, ValueError):
-    """The archive holds no slices a model could be trained on (empty archive, or no dose for the
-    ``dose`` channel). Ingest data first (``medhash ingest``)."""
 
 
 def split_patients(patient_ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:

@@ -1,4 +1,4 @@
-"""DICOM RT reader: CT series, RTDOSE and RTSTRUCT from folders → :class:`~medhash.records.Volume`.
+"""DICOM RT reader: CT series, RTDOSE and RTSTRUCT from folders → :class:`~medhash.core.records.Volume`.
 
 Steps (each file's header is read first, without pixel data, to group):
 
@@ -39,8 +39,8 @@ from pydicom.uid import UID
 from scipy import ndimage
 
 from ..errors import InputError
-from ..grid import GRID_SIZE, GRID_SPACING_MM, PlaneGeometry, place_grid, stack_to_grid
-from ..records import Problem, Volume
+from ..core.grid import GRID_SIZE, GRID_SPACING_MM, PlaneGeometry, place_grid, stack_to_grid
+from ..core.records import Problem, Volume
 from .rtstruct import rasterise_structure_set
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
-from ..grid import GRID_SIZE
+from ..core.grid import GRID_SIZE
 
 PNG_CT_RANGE = (-1000.0, 1000.0)
 PNG_DOSE_RANGE = (0.0, 80.0)

@@ -1,4 +1,4 @@
-"""OpenKBP reader: the ``*-pats/pt_*`` sparse-CSV layout → :class:`~medhash.records.Volume`.
+"""OpenKBP reader: the ``*-pats/pt_*`` sparse-CSV layout → :class:`~medhash.core.records.Volume`.
 
 Format (Babier et al., Med Phys 48:5549, 2021): each patient folder ``pt_N`` holds ``ct.csv``,
 ``dose.csv`` (Gy), ``possible_dose_mask.csv``, one CSV per contoured structure and
@@ -17,8 +17,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import InputError
-from ..grid import PlaneGeometry, place_grid, stack_to_grid
-from ..records import POSSIBLE_DOSE_MASK, Problem, Volume
+from ..core.grid import PlaneGeometry, place_grid, stack_to_grid
+from ..core.records import POSSIBLE_DOSE_MASK, Problem, Volume
 
 log = logging.getLogger(__name__)
 

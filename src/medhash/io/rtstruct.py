@@ -12,8 +12,8 @@ import numpy as np
 import pydicom
 from matplotlib.path import Path as MplPath
 
-from ..grid import GRID_SIZE, GRID_SPACING_MM
-from ..records import Problem
+from ..core.grid import GRID_SIZE, GRID_SPACING_MM
+from ..core.records import Problem
 
 
 def polygon_mask(u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """DICOM writers: a CT series, an RTDOSE and an RTSTRUCT from arrays in patient millimetres.
 
 The demo phantoms (:mod:`medhash.demo`), the tests and medhash's own outputs (the RTDOSE of a
-predicted dose, :mod:`medhash.dosepredict`) all write DICOM through these three functions:
+predicted dose, :mod:`medhash.dose.prediction`) all write DICOM through these three functions:
 :func:`write_ct_series`, :func:`write_rtdose` and :func:`write_rtstruct`.
 
 Who made a file and when is not the writers' choice: every writer takes a :class:`Provenance`

@@ -9,7 +9,7 @@ Flow of one file::
                        ▼
                ingest processes (INGEST_PROCESSES studies at a time, never two of one study, while
                receiving goes on; their archive writes take turns):
-               medhash.ingest.ingest(archive, [closed study folders])  (the code path of `medhash ingest`)
+               medhash.ingest.pipeline.ingest(archive, [closed study folders])  (the code path of `medhash ingest`)
                        │
                        ├─▶ series in the archive; the spool folder is deleted
                        └─▶ files that could not be ingested: ARCHIVE/spool/failed/<association>.<n>/ + problems.txt
@@ -65,11 +65,11 @@ from pathlib import Path
 
 import pydicom
 
-from ..archive import CATALOG, Archive
+from ..store.archive import CATALOG, Archive
 from ..errors import ArchiveError, MedhashError
 from ..io.dicom import (COMPRESSED_SYNTAXES, CT_IMAGE_STORAGE, RECEIVED_SOP_CLASSES, RECEIVED_SYNTAXES,  # noqa: F401
                         RT_DOSE_STORAGE, RT_PLAN_STORAGE, RT_STRUCT_STORAGE, walk_elements)
-from ..storage import RENAME_DURABLE_WITH_FILE, filesystem_type, fsync_dir
+from ..store.durable import RENAME_DURABLE_WITH_FILE, filesystem_type, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -158,14 +158,14 @@ def _child_start(archive_dir: str) -> None:
     now, so that the first study received does not wait for them (about 0.5 s)."""
     global _child_archive
     _child_init()
-    from ..ingest import ingest  # noqa: F401  (pydicom, numpy, scipy and the readers with it)
+    from ..ingest.pipeline import ingest  # noqa: F401  (pydicom, numpy, scipy and the readers with it)
     _child_archive = Archive(archive_dir, lock_wait_s=LOCK_WAIT_S)
 
 
 def _child_ingest(archive_dir: str, folders: list[str]):
-    """``medhash.ingest.ingest`` in the ingest process (the archive stays open between calls)."""
+    """``medhash.ingest.pipeline.ingest`` in the ingest process (the archive stays open between calls)."""
     global _child_archive
-    from ..ingest import ingest
+    from ..ingest.pipeline import ingest
     if _child_archive is None:
         _child_archive = Archive(archive_dir, lock_wait_s=LOCK_WAIT_S)
     return ingest(_child_archive, folders)
@@ -188,7 +188,7 @@ def write_atomic(path: Path, *chunks: bytes, rename_durable_with_file: bool = Fa
 
     The file is written under a temporary name and renamed once complete. Then, by default, the file is
     fsynced before the rename and its folder after it (two journal commits). With
-    ``rename_durable_with_file`` (for the filesystems of :data:`~medhash.storage.RENAME_DURABLE_WITH_FILE`)
+    ``rename_durable_with_file`` (for the filesystems of :data:`~medhash.store.durable.RENAME_DURABLE_WITH_FILE`)
     the file is renamed first and fsynced once, which makes its data and its new name durable together
     (one commit, 0.1-0.3 ms less a file here). A power cut between that rename and the fsync can leave a
     file cut short under its name (never acknowledged): :func:`spooled_file_complete` finds it.
@@ -441,7 +441,7 @@ class Listener:
         self.quiet_s = float(quiet_s)
         self.pseudonymiser = None
         if pseudonymise is not None:
-            from ..pseudonymise import as_pseudonymiser
+            from ..ingest.pseudonymise import as_pseudonymiser
             self.pseudonymiser = as_pseudonymiser(pseudonymise)  # a bad key fails here, before listening
         self.archive: Archive | None = None
         self.spool = self.archive_dir / SPOOL
@@ -761,7 +761,7 @@ class Listener:
             self._workers.append(worker)
 
     def _run_ingest(self, folders: list[Path]):
-        from ..ingest import ingest
+        from ..ingest.pipeline import ingest
         pool = self._pool
         if pool is not None:
             from concurrent.futures.process import BrokenProcessPool

@@ -1,6 +1,6 @@
 """``medhash pull``: fetch a patient's or a study's DICOM from a PACS and ingest it.
 
-Two ways in, both ending in :func:`medhash.ingest.ingest` of a temporary folder (deleted afterwards):
+Two ways in, both ending in :func:`medhash.ingest.pipeline.ingest` of a temporary folder (deleted afterwards):
 
 * DIMSE (:func:`pull_dimse`): C-FIND at STUDY level (by PatientID or StudyInstanceUID), then per
   study a C-MOVE to a storage SCP that medhash starts for the duration of the pull (AE title
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import MedhashError
-from ..ingest import EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL, IngestReport, ingest
+from ..ingest.pipeline import EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL, IngestReport, ingest
 from ..io.dicom import COMPRESSED_SYNTAXES, RECEIVED_SOP_CLASSES, RECEIVED_SYNTAXES, UNCOMPRESSED_SYNTAXES
 from .listen import tune_connection
 
@@ -89,7 +89,7 @@ class PullReport:
 
 
 def _open_archive(archive):
-    from ..archive import Archive
+    from ..store.archive import Archive
     return archive if isinstance(archive, Archive) else Archive(archive, create=True)
 
 
@@ -258,7 +258,7 @@ def pull_dimse(archive, host: str, port: int, aec: str, aet: str = DEFAULT_AET, 
 
     Parameters
     ----------
-    archive : an open :class:`~medhash.archive.Archive` or its directory (created if missing).
+    archive : an open :class:`~medhash.store.archive.Archive` or its directory (created if missing).
     host, port, aec : the PACS (its AE title).
     aet : medhash's AE title: the calling AE title, and the C-MOVE destination, which the PACS must
         know with this machine's address and ``move_port``.
@@ -267,7 +267,7 @@ def pull_dimse(archive, host: str, port: int, aec: str, aet: str = DEFAULT_AET, 
     method : ``"move"``, ``"get"`` (C-GET: nothing to configure on the PACS) or ``"auto"`` (C-MOVE,
         and C-GET where the PACS refuses the C-MOVE of a study before sending anything).
     bind_address : interface of the temporary SCP (default: all, so a remote PACS can connect).
-    pseudonymise : passed to :func:`~medhash.ingest.ingest`.
+    pseudonymise : passed to :func:`~medhash.ingest.pipeline.ingest`.
 
     Returns
     -------
@@ -458,11 +458,11 @@ def pull_dicomweb(archive, url: str, patient: str | None = None, study: str | No
 
     Parameters
     ----------
-    archive : an open :class:`~medhash.archive.Archive` or its directory (created if missing).
+    archive : an open :class:`~medhash.store.archive.Archive` or its directory (created if missing).
     url : the DICOMweb root, e.g. ``http://pacs:8042/dicom-web``.
     patient, study : a PatientID or a StudyInstanceUID (exactly one).
     headers : extra HTTP headers (e.g. ``{"Authorization": "Bearer ..."}``).
-    pseudonymise : passed to :func:`~medhash.ingest.ingest`.
+    pseudonymise : passed to :func:`~medhash.ingest.pipeline.ingest`.
     """
     _check_query(patient, study)
     root = url.rstrip("/")

@@ -1,6 +1,6 @@
 """FastAPI app for one archive: the search page and the REST API (``medhash serve``).
 
-The app is a thin shell over the Python API: :func:`medhash.search.search` answers
+The app is a thin shell over the Python API: :func:`medhash.retrieval.search.search` answers
 ``POST /api/search`` with the same dict that ``medhash search --json`` prints, :class:`Archive`
 gives the slices, :func:`medhash.render.draw_slice` draws them.
 
@@ -14,7 +14,7 @@ Safety
   content, not by name) get 415; unreadable or unusable files get 422 with the reason.
 * With a token, every ``/api/*`` route except ``/api/health`` needs ``Authorization: Bearer TOKEN``.
 * Concurrency: requests are served on a thread pool. Indexes are opened once (at start-up, then
-  through :func:`medhash.search.open_index`'s cache) and shared. Upload parsing runs in parallel;
+  through :func:`medhash.retrieval.search.open_index`'s cache) and shared. Upload parsing runs in parallel;
   the search step itself (a query encode sets process-wide torch settings for its duration) and
   the matplotlib drawing (not thread-safe) each run under a lock; each takes milliseconds.
 """
@@ -42,9 +42,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from .. import __version__
-from ..archive import Archive
-from ..errors import MedhashError, NotFoundError
-from ..grid import GRID_SIZE
+from ..store.archive import Archive
+from ..errors import MedhashError, NotFoundError, UnsupportedMediaType
+from ..core.grid import GRID_SIZE
 from ..render import ISODOSE_COLOURS, ISODOSE_GY, SOFT_TISSUE_WINDOW
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,6 @@ WINDOWS = {  # name -> (level, width) HU, offered by the page
     "soft tissue": SOFT_TISSUE_WINDOW, "bone": (500.0, 2000.0), "lung": (-600.0, 1500.0), "brain": (40.0, 80.0)}
 _SUFFIX = {"dicom": ".dcm", "png": ".png", "npy": ".npy"}
 _PNG_CACHE_SIZE = 512
-
-
-class UnsupportedMediaType(MedhashError, ValueError):
-    """An upload that is neither DICOM, PNG nor NPY (answered with 415)."""
 
 
 def sniff(head: bytes) -> str | None:
@@ -143,7 +139,7 @@ class _State:
 
     # ------------------------------------------------------------------ archive
     def indexes(self) -> list[str]:
-        from ..index import list_indexes
+        from ..retrieval.index import list_indexes
         return list_indexes(self.archive)
 
     def check_index(self, name: str | None) -> str | None:
@@ -190,7 +186,7 @@ class _State:
 
     # ------------------------------------------------------------------ search
     def search(self, query, params: SearchParams) -> dict:
-        from ..search import search
+        from ..retrieval.search import search
         index = self.check_index(params.index)
         with self.search_lock:
             res = search(self.archive, query, index=index, k=params.k, rerank=params.rerank,
@@ -201,13 +197,13 @@ class _State:
         return res
 
     def search_archive(self, body: ArchiveSlice) -> dict:
-        from ..search import archive_query
+        from ..retrieval.search import archive_query
         with self.archive_lock:
             query = archive_query(self.archive, body.patient_id, body.slice_index)
         return self.search(query, body)
 
     def search_batch(self, body: BatchSearch) -> dict:
-        from ..search import archive_query, search_many
+        from ..retrieval.search import archive_query, search_many
         index = self.check_index(body.index)
         with self.archive_lock:
             queries = [archive_query(self.archive, r.patient_id, r.slice_index) for r in body.slices]
@@ -218,7 +214,7 @@ class _State:
 
     def search_upload(self, data: bytes, name: str, dose: bytes | None, dose_name: str | None,
                       params: SearchParams) -> dict:
-        from ..search import parse_query
+        from ..retrieval.search import parse_query
         kind = sniff(data[:132])
         if kind is None:
             raise UnsupportedMediaType(f"{name}: unsupported file type; upload a DICOM CT slice, a PNG or an NPY "
@@ -408,7 +404,7 @@ def create_app(archive_dir: str | Path, *, token: str | None = None, max_upload:
     def load_indexes() -> None:
         """Open every index (codes into faiss) and load its models, once, before the first request."""
         from ..features import encode_arrays
-        from ..search import open_index
+        from ..retrieval.search import open_index
         for name in state.indexes():
             try:
                 idx = open_index(state.archive, name)
@@ -489,7 +485,7 @@ def create_app(archive_dir: str | Path, *, token: str | None = None, max_upload:
         """``[{"name", "manifest"}]``; the manifest records channel, models (name, sha256), bits, gamma,
         seed, item count and library versions."""
         import json
-        from ..index import index_path
+        from ..retrieval.index import index_path
         out = []
         for name in st.indexes():
             out.append({"name": name, "manifest": json.loads((index_path(st.archive, name) / "manifest.json")
@@ -531,7 +527,7 @@ def create_app(archive_dir: str | Path, *, token: str | None = None, max_upload:
                          ) -> dict:
         """The same JSON as ``medhash search --patient PID --json``: other patients ranked by z-aligned
         slice votes, each with ``patient_score`` and its matched slice pairs."""
-        from ..patients import patient_search
+        from ..retrieval.patients import patient_search
         name = st.check_index(index)
         with st.search_lock, st.archive_lock:
             return patient_search(st.archive, patient=patient_id, index=name, k=k, per_slice=per_slice,
@@ -594,7 +590,7 @@ def create_app(archive_dir: str | Path, *, token: str | None = None, max_upload:
         """Multipart upload (field ``file``: DICOM CT slice, PNG or NPY; optional ``dose``; form fields
         ``k``, ``index``, ``rerank``, ``same_patient``, ``query_image``), or a JSON body naming an archive
         slice (``patient_id``, ``slice_index`` and the same settings). The answer is the dict of
-        :func:`medhash.search.search` (``medhash search --json``)."""
+        :func:`medhash.retrieval.search.search` (``medhash search --json``)."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "application/json":
             try:

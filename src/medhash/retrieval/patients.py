@@ -1,0 +1,192 @@
+"""Patient-level retrieval: which earlier patients look like this one, slice by slice along z.
+
+The rule (also in the README):
+
+1. Every slice i of the query patient (its archive slices in the index, or the slices with body of
+   a DICOM series folder) is searched like a slice query: its ``per_slice`` nearest slices by
+   Hamming distance (re-ranked if asked) among *other* patients.
+2. Each patient P's matches give a z offset: ``offset_P`` = the median of ``z_match - z_query`` over
+   every (query slice, matched slice of P) pair, i.e. how P's anatomy is shifted along z. A match
+   counts as *aligned* when ``|z_match - z_query - offset_P| <= tolerance_mm`` (default 10 mm), so a
+   patient whose slices match the query's in the wrong order gains little.
+3. For each query slice, P scores ``1 - (r - 1) / per_slice`` for its best-ranked aligned match,
+   where r is that match's rank among the slice's results (1 for the first), and 0 without one.
+   ``patient_score`` = the mean of these over the query's slices, in [0, 1]: 1 means P's aligned
+   slice was the nearest for every query slice.
+4. Patients are ranked by ``patient_score`` (ties: more matched slices first, then patient id).
+
+Each result lists its matched slice pairs: per query slice, P's best aligned match.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, NotFoundError
+
+
+@dataclass
+class PatientQuery:
+    """The slices of a query patient on the model grid.
+
+    Attributes
+    ----------
+    kind : ``"archive"`` or ``"dicom"``.
+    patient_id : archive patient id (archive queries), else None.
+    z_mm : (n,) slice positions, increasing; slice_index : (n,) their indexes.
+    rows : (n,) archive rows (archive queries), else None.
+    ct : (n, 128, 128) HU (DICOM queries; archive queries read theirs from the archive when needed).
+    dose : (n, 128, 128) Gy or None; info : JSON-ready description.
+    """
+    kind: str
+    patient_id: str | None
+    z_mm: np.ndarray
+    slice_index: np.ndarray
+    rows: np.ndarray | None
+    ct: np.ndarray | None
+    dose: np.ndarray | None
+    info: dict
+    volume: object = None
+
+
+def patient_query(archive, patient: str | None = None, series: str | Path | None = None,
+                  dose: str | Path | None = None) -> PatientQuery:
+    """An archive patient (``patient``) or a DICOM CT series folder (``series``, optional RTDOSE)."""
+    if (patient is None) == (series is None):
+        raise InputError("give either an archive patient or a DICOM series folder")
+    if patient is not None:
+        if patient not in set(archive.patients()):
+            raise NotFoundError(f"no patient {patient!r} in {archive.path}")
+        table = archive.table()
+        rows = np.flatnonzero(table["patient_id"] == patient)
+        rows = rows[np.argsort(table["z_mm"][rows], kind="stable")]
+        return PatientQuery("archive", patient, table["z_mm"][rows], table["slice_index"][rows], rows, None, None,
+                            {"type": "archive", "patient_id": patient, "slices": int(len(rows))})
+    from ..io.dicom import read_query
+    vol, _ = read_query(series, slice_index=0, dose_path=dose)
+    vol = vol.body_only()
+    if len(vol) == 0:
+        raise InputError(f"{series}: no slice of this series shows a body")
+    order = np.argsort(vol.z_mm, kind="stable")
+    return PatientQuery("dicom", None, vol.z_mm[order], vol.slice_index[order], None, vol.ct[order],
+                        None if vol.dose is None else vol.dose[order],
+                        {"type": "dicom", "folder": str(series), "slices": int(len(vol)),
+                         "has_dose": vol.dose is not None}, volume=vol)
+
+
+def query_slice_features(idx, q: PatientQuery) -> tuple[np.ndarray, np.ndarray]:
+    """(m, D) combined features of the query's slices usable with ``idx`` and the (m,) positions in
+    ``q`` they belong to (archive slices without dose are left out of dose indexes)."""
+    if q.rows is not None:
+        f = idx.features_of_rows(q.rows)
+    else:
+        from ..features import encode_arrays
+        from .index import combine
+        blocks = {}
+        for ch in idx.manifest["models"]:
+            arr = q.ct if ch == "ct" else q.dose
+            if arr is None:
+                raise InputError(f"index {idx.name!r} searches {idx.channel}: the query series needs a dose (--dose)")
+            model, config = idx.model(ch)
+            blocks[ch] = encode_arrays(model, config, arr)
+        f = combine(blocks, idx.manifest["scales"], idx.manifest["weights"])
+    ok = np.flatnonzero(np.isfinite(f).all(axis=1))
+    if not len(ok):
+        raise InputError(f"no slice of the query can be searched in index {idx.name!r} ({idx.channel})")
+    return f[ok], ok
+
+
+def rank_patients(q_z: np.ndarray, hits: list[list], table: dict, per_slice: int,
+                  tolerance_mm: float) -> list[dict]:
+    """Patients ranked by the rule of the module docstring.
+
+    Parameters
+    ----------
+    q_z : (m,) z of the searched query slices; hits : per query slice, its results (``Hit`` with
+        ``.row`` and ``.hamming``) in rank order; table : the archive's table.
+    """
+    pids, zs = table["patient_id"], table["z_mm"]
+    by_patient: dict[str, list[tuple[int, int, object]]] = defaultdict(list)   # (query slice, rank, hit)
+    for i, hs in enumerate(hits):
+        for r, h in enumerate(hs, start=1):
+            by_patient[str(pids[h.row])].append((i, r, h))
+    out = []
+    m = len(q_z)
+    for pid, matches in by_patient.items():
+        offset = float(np.median([zs[h.row] - q_z[i] for i, _, h in matches]))
+        best: dict[int, tuple[int, object]] = {}
+        for i, r, h in matches:
+            if abs(zs[h.row] - q_z[i] - offset) <= tolerance_mm and (i not in best or r < best[i][0]):
+                best[i] = (r, h)
+        score = sum(1.0 - (r - 1) / per_slice for r, _ in best.values()) / m
+        out.append({"patient_id": pid, "patient_score": round(score, 6), "z_offset_mm": round(offset, 3),
+                    "matched_slices": len(best), "_best": best})
+    out.sort(key=lambda d: (-d["patient_score"], -d["matched_slices"], d["patient_id"]))
+    return out
+
+
+def patient_search(archive, *, patient: str | None = None, series: str | Path | None = None,
+                   dose: str | Path | None = None, index: str | None = None, k: int = 5, per_slice: int = 20,
+                   rerank: int = 0, tolerance_mm: float = 10.0) -> dict:
+    """Rank the other patients of the archive by similarity to a query patient.
+
+    Parameters
+    ----------
+    patient : archive patient id; or series (a DICOM CT series folder) with an optional ``dose``.
+    index : index name (default: the archive's only one); k : patients returned.
+    per_slice : slice neighbours per query slice; rerank : re-rank depth of each slice search.
+    tolerance_mm : z alignment tolerance (see the module docstring).
+
+    Returns
+    -------
+    dict: ``query``, ``index``, ``channel``, ``n_bits``, ``k``, ``per_slice``, ``tolerance_mm``,
+    ``results`` (``rank``, ``patient_id``, ``patient_score``, ``z_offset_mm``, ``matched_slices``,
+    ``pairs``: per matched query slice ``query_slice_index``, ``query_z_mm``, ``slice_index``,
+    ``z_mm``, ``hamming``, ``rank_in_slice``) and ``timing_ms``.
+    """
+    from .search import open_index
+
+    t0 = time.perf_counter()
+    if k < 1 or per_slice < 1:
+        raise InputError(f"k and per_slice must be at least 1 (got {k}, {per_slice})")
+    if not tolerance_mm >= 0:
+        raise InputError(f"tolerance_mm must be >= 0, not {tolerance_mm}")
+    idx = open_index(archive, index)
+    q = patient_query(archive, patient, series, dose)
+    t1 = time.perf_counter()
+    feats, pos = query_slice_features(idx, q)
+    t2 = time.perf_counter()
+    excluded = None
+    if q.patient_id is not None:
+        mask = idx.patient_mask(q.patient_id)
+        excluded = [mask] * len(feats)
+        available = len(idx) - int(mask.sum())
+    else:
+        available = len(idx)
+    if available < 1:
+        raise InputError("the index holds no slice of another patient")
+    per = min(per_slice, available)
+    hits = idx.search(feats, per, rerank=min(max(rerank, per), available) if rerank else 0, exclude=excluded)
+    t3 = time.perf_counter()
+    table = archive.table()
+    q_z = q.z_mm[pos]
+    ranked = rank_patients(q_z, hits, table, per, tolerance_mm)[:k]
+    results = []
+    for rank, d in enumerate(ranked, start=1):
+        pairs = []
+        best = d.pop("_best")
+        for i in sorted(best):
+            r, h = best[i]
+            pairs.append({"query_slice_index": int(q.slice_index[pos[i]]), "query_z_mm": round(float(q_z[i]), 3),
+                          "slice_index": int(table["slice_index"][h.row]), "z_mm": round(float(table["z_mm"][h.row]), 3),
+                          "hamming": int(h.hamming), "rank_in_slice": int(r)})
+        results.append({"rank": rank, **d, "pairs": pairs})
+    return {"query": q.info, "index": idx.name, "channel": idx.channel, "n_bits": idx.n_bits, "k": k,
+            "per_slice": per, "rerank": rerank, "tolerance_mm": tolerance_mm, "query_slices_searched": int(len(pos)),
+            "results": results,
+            "timing_ms": {"prepare": round((t1 - t0) * 1e3, 3), "encode": round((t2 - t1) * 1e3, 3),
+                          "search": round((t3 - t2) * 1e3, 3)}}

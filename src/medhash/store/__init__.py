@@ -1,0 +1,1 @@
+"""The archive folder: catalog and arrays (:mod:`.archive`), and durable file writes (:mod:`.durable`)."""
