@@ -3,8 +3,10 @@
 Every append-only file in an archive has its committed length recorded elsewhere (the catalog, a
 JSON sidecar, a manifest) and written *after* the data. :func:`append_rows` therefore first cuts
 the file back to its committed length (dropping what a killed writer left), then appends and
-flushes to disk. :func:`write_json_atomic` replaces a JSON file in one step, and
-:func:`write_pickle_atomic` a pickle (a fitted hasher).
+flushes to disk. Every other file is replaced whole through :func:`replace_atomically` (the one
+atomic writer: temporary file, fsync, rename, fsync of the folder): :func:`write_json_atomic` for
+JSON, :func:`write_pickle_atomic` for a pickle (a fitted hasher), and engine files. :func:`file_lock`
+is the one advisory file lock.
 """
 from __future__ import annotations
 
@@ -12,10 +14,16 @@ import json
 import os
 import pickle
 import re
+import fcntl
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
+
+from ..errors import ArchiveError
 
 
 def append_rows(path: Path, committed_bytes: int, data: np.ndarray) -> None:
@@ -28,31 +36,75 @@ def append_rows(path: Path, committed_bytes: int, data: np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to ``path`` through a temporary file, fsync and ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, allow_nan=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+@contextmanager
+def replace_atomically(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write; on a clean exit make it ``path``, durably.
 
-
-def write_pickle_atomic(path: Path, payload) -> None:
-    """Pickle ``payload`` to a temporary file beside ``path`` and rename it over ``path``, so a crash
-    never leaves a half-written file under ``path`` (the temporary file is removed on error)."""
+    The caller writes the whole file under the yielded name (by any means: ``open``, faiss, torch);
+    then the file is fsynced, renamed over ``path`` and the folder fsynced, so that after a crash or a
+    power cut ``path`` is either the old file or the complete new one. On an exception the temporary
+    file is removed and ``path`` is untouched.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+        yield Path(tmp)
+        fsync_file(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Replace ``path`` by ``data`` as indented JSON (:func:`replace_atomically`)."""
+    with replace_atomically(path) as tmp, open(tmp, "w") as f:
+        json.dump(data, f, indent=2, allow_nan=True)
+        f.write("\n")
+
+
+def write_pickle_atomic(path: Path, payload) -> None:
+    """Replace ``path`` by the pickle of ``payload`` (:func:`replace_atomically`)."""
+    with replace_atomically(path) as tmp, open(tmp, "wb") as f:
+        pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file's data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def file_lock(path: Path, *, wait_s: float | None = None, busy: str = "") -> Iterator[int]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block; yields its fd.
+
+    ``wait_s=None`` waits as long as it takes; otherwise the lock is tried until ``wait_s`` seconds
+    have passed (0: once), then :class:`~medhash.errors.ArchiveError` is raised with the message ``busy``.
+    The lock goes with the process: a killed holder never leaves it taken.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if wait_s is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise ArchiveError(busy or f"{path} is locked by another process") from None
+                    time.sleep(0.005)
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def fsync_dir(path: Path) -> None:
