@@ -97,7 +97,7 @@ def test_check_fails_when_a_command_has_no_section():
 
 
 def test_table_cells_escape_markdown():
-    assert hook._escape("a | b * c <x> `p|q`") == "a \\| b \\* c &lt;x> `p\\|q`"
+    assert hook._escape("a | b * c <x> `p|q`") == "a \\| b \\* c &lt;x> `p|q`"
 
 
 # --- the README: a short front page whose commands are real ---------------------------------------

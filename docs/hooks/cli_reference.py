@@ -17,12 +17,11 @@ _CODE_SPAN = re.compile(r"(`[^`]*`)")
 
 
 def _escape(text: str) -> str:
-    """Markdown-safe table cell text: code spans kept, ``|``, ``*``, ``<`` and ``_`` escaped elsewhere."""
+    """Markdown-safe table cell text: code spans kept as they are; ``\\``, ``|``, ``*``, ``<`` and ``_``
+    escaped elsewhere."""
     parts = _CODE_SPAN.split(" ".join(text.split()))
     for i, part in enumerate(parts):
-        if part.startswith("`"):
-            parts[i] = part.replace("|", "\\|")
-        else:
+        if not part.startswith("`"):  # Python-Markdown's tables leave pipes inside code spans alone
             parts[i] = (part.replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*")
                         .replace("<", "&lt;").replace("_", "\\_"))
     return "".join(parts)
@@ -49,7 +48,8 @@ def _names(action: argparse.Action) -> str:
         return f"`{action.metavar or action.dest}`"
     metavar = ""
     if action.nargs != 0:
-        metavar = action.metavar or action.dest.upper()
+        choices = "{" + ",".join(map(str, action.choices)) + "}" if action.choices is not None else None
+        metavar = action.metavar or choices or action.dest.upper()
         if isinstance(metavar, tuple):
             metavar = " ".join(metavar)
         if action.nargs in ("+", "*"):
@@ -67,6 +67,8 @@ def _help(action: argparse.Action, prog: str) -> str:
         except (KeyError, TypeError, ValueError):
             pass
     cell = _escape(text)
+    if cell and not cell.endswith((".", ")", ":")):
+        cell += "."
     if action.choices is not None and not isinstance(action, argparse._SubParsersAction):
         cell += (" " if cell else "") + "Choices: " + ", ".join(f"`{c}`" for c in action.choices) + "."
     if action.required and action.option_strings:
@@ -92,12 +94,18 @@ def options_table(parser: argparse.ArgumentParser) -> str:
     return "\n".join(rows)
 
 
+def usage(parser: argparse.ArgumentParser) -> str:
+    """argparse's usage lines without the ``usage:`` prefix (continuation lines shifted to match)."""
+    prefix = "usage: "
+    lines = parser.format_usage().rstrip().splitlines()
+    lines[0] = lines[0].removeprefix(prefix)
+    return "\n".join([lines[0]] + [line[len(prefix):] if line.startswith(" " * len(prefix)) else line
+                                    for line in lines[1:]])
+
+
 def command_section(name: str, sub: argparse.ArgumentParser, common_epilog: str = "") -> str:
     """The reference section of one sub-command: heading, usage, description, examples, arguments."""
-    usage = sub.format_usage().strip()
-    if usage.startswith("usage: "):
-        usage = usage[len("usage: "):]
-    out = [f"## medhash {name}", "", "```text", usage, "```", ""]
+    out = [f"## medhash {name}", "", "```text", usage(sub), "```", ""]
     if sub.description:
         out += [_escape(sub.description), ""]
     epilog = (sub.epilog or "").rstrip()
@@ -122,7 +130,7 @@ def cli_reference_markdown(parser: argparse.ArgumentParser | None = None) -> str
 
         parser = build_parser()
     commands = subcommands(parser)
-    out = ["```text", parser.format_usage().strip().removeprefix("usage: "), "```", ""]
+    out = ["```text", usage(parser), "```", ""]
     if parser.description:
         out += [_escape(parser.description), ""]
     out += ["Global options (before the command):", "", options_table(parser), "",
