@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean venv
+.PHONY: demo test bench docs clean venv
 
 venv: $(STAMP)
 
@@ -36,10 +36,21 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-## make bench: ingest throughput (the OpenKBP part needs ../shared/data) and search latency
+## make bench: ingest throughput (the OpenKBP part needs ../shared/data) and search latency, written into
+## docs/benchmarks.md (benchmarks/report.py --help: the other benchmarks, with a trained archive)
 bench: $(STAMP)
-	$(BIN)/python benchmarks/ingest.py
-	$(BIN)/python benchmarks/search.py
+	$(BIN)/python benchmarks/report.py
+
+## make docs: the documentation site in site/ (MkDocs, Material theme), built with --strict: any warning
+## fails. The docs extra (mkdocs, mkdocs-material, mkdocstrings) is installed into .venv once.
+DOCS_STAMP := $(VENV)/.installed-docs
+
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) demo-data demo-archive demo-output .pytest_cache
+	rm -rf $(VENV) demo-data demo-archive demo-output .pytest_cache site
