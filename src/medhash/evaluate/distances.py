@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import spearmanr
 
-from ..hashing.kernel_lsh import KernelLSH, expected_hamming_fraction, hamming_distances
+from ..hashing import KernelLSH, expected_hamming_fraction, hamming_distances
 from .metrics import dice_from_overlap, tie_aware_overlap
 from .overlap import knn_truth
 

@@ -99,7 +99,7 @@ def overlap_vs_k(summary: dict, bits: list[int], ks: list[int], out: Path) -> Pa
 
 def hamming_scatter(hve: dict, out: Path) -> Path:
     """Normalised Hamming against Euclidean distance of sampled pairs, with the closed form."""
-    from ..hashing.kernel_lsh import expected_hamming_fraction
+    from ..hashing import expected_hamming_fraction
     plt = _plt()
     per = hve["per_bits"]
     fig, axes = plt.subplots(1, len(per), figsize=(5.4 * len(per), 4.4), squeeze=False)

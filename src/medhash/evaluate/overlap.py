@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from ..hashing.kernel_lsh import KernelLSH, hamming_distances
+from ..hashing import KernelLSH, hamming_distances
 from .metrics import dice_from_overlap, jaccard_from_dice, tie_aware_overlap
 
 MODES = ("included", "excluded")
@@ -132,7 +132,7 @@ def compare_hashers(X: np.ndarray, queries: np.ndarray, eu: np.ndarray, excluded
     """
     import time
 
-    from ..hashing.hashers import HASHERS, make_hasher
+    from ..hashing import HASHERS, make_hasher
     fit_rows = np.flatnonzero(np.isfinite(X).all(axis=1)) if fit_rows is None else fit_rows
     Xf = np.nan_to_num(np.asarray(X, dtype=np.float32))
     out = {"bits": list(bits), "k": k, "hashers": {}}

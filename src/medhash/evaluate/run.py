@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..hashing.kernel_lsh import KernelLSH, hamming_distances
+from ..hashing import KernelLSH, hamming_distances
 from ..store.durable import write_json_atomic
 from . import distances as dist_mod
 from . import figures, overlap, relevance
