@@ -73,8 +73,7 @@ def _overlap(m: dict) -> list[str]:
     """Section 1: Dice and Jaccard of the Hamming against the Euclidean neighbours."""
     P, fig, S = m["parameters"], m["figures"], m["overlap"]["summary"]
     bits, ks, kr = P["bits"], P["ks"], P["k_reference"]
-    parts = []
-    parts.append("<h2>1. Do Hamming codes keep the Euclidean neighbours?</h2>")
+    parts = ["<h2>1. Do Hamming codes keep the Euclidean neighbours?</h2>"]
     parts.append("<p>For each query the k slices nearest by Hamming distance of the codes are compared with the k "
                  "nearest by Euclidean distance of the float features (the query itself excluded). Dice = overlap / k; "
                  "Jaccard = Dice / (2 − Dice); slices tied at the k-th Hamming distance count as the expected overlap "
@@ -139,8 +138,7 @@ def _distances(m: dict) -> list[str]:
 def _reconstructions(m: dict) -> list[str]:
     """Section 3: reconstructions."""
     fig = m["figures"]
-    parts = []
-    parts.append("<h2>3. Reconstructions</h2>")
+    parts = ["<h2>3. Reconstructions</h2>"]
     R = m["reconstruction"]
     parts.append(_table(["channel", "model", "held-out PSNR (dB)", "MAE of the examples", "MAE of the 3D patient"],
                         [[escape(ch), escape(r["model"]), _f(r["held_out_psnr_db"], ".1f"),
@@ -155,8 +153,7 @@ def _reconstructions(m: dict) -> list[str]:
 def _examples(m: dict) -> list[str]:
     """Section 4: retrieval examples."""
     fig = m["figures"]
-    parts = []
-    parts.append("<h2>4. Retrieval examples</h2>")
+    parts = ["<h2>4. Retrieval examples</h2>"]
     parts.append("<p>Top 5 by Hamming distance among other patients' slices; isodose lines where the slice has "
                  "dose. CT-only features find similar anatomy; joint CT + dose features also match the dose.</p>")
     for e in fig.get("examples", []):
@@ -197,13 +194,9 @@ def _relevance(m: dict) -> list[str]:
     return parts
 
 
-def _dose_prediction(m: dict) -> list[str]:
-    """Section 6, when it was run: dose from similar patients, leave-one-patient-out."""
-    L = m.get("dose_prediction")
-    if not L:
-        return []
-    parts = []
-    parts.append("<h2>6. Dose from similar patients, leave-one-patient-out (OpenKBP scores)</h2>")
+def _dose_prediction(L: dict) -> list[str]:
+    """Section 6 (``dose_prediction`` of the metrics): dose from similar patients, leave-one-patient-out."""
+    parts = ["<h2>6. Dose from similar patients, leave-one-patient-out (OpenKBP scores)</h2>"]
     parts.append(f"<p>Each of the {len(L['patients'])} patients with dose is in turn the query; of the "
                  f"{L['k']} most similar other patients (index <code>{escape(L['index'])}</code>, z-aligned slice "
                  f"votes), the {L.get('pool') or L['k']} whose aligned slices are nearest in features give the mean "
@@ -223,17 +216,13 @@ def _dose_prediction(m: dict) -> list[str]:
     return parts
 
 
-def _hashers(m: dict) -> list[str]:
-    """Section 7, when it was run: hashers compared on the same features."""
-    H = m.get("hashers")
-    if not H:
-        return []
-    parts = []
-    parts.append("<h2>7. Hashers compared on the same features</h2>")
-    parts.append(f"<p>Dice@{H['k']} of the Hamming against the Euclidean neighbours (same patient included) for "
-                 "kernel LSH (the talk's random codes), PCA-sign, ITQ (PCA + learned rotation; at most one bit "
-                 "per feature) and the trained kernel hash (w, b learned), with the fit time in seconds.</p>")
+def _hashers(H: dict) -> list[str]:
+    """Section 7 (``hashers`` of the metrics): hashers compared on the same features."""
     hb = H["bits"]
+    parts = ["<h2>7. Hashers compared on the same features</h2>",
+             f"<p>Dice@{H['k']} of the Hamming against the Euclidean neighbours (same patient included) for "
+             "kernel LSH (the talk's random codes), PCA-sign, ITQ (PCA + learned rotation; at most one bit "
+             "per feature) and the trained kernel hash (w, b learned), with the fit time in seconds.</p>"]
     rows = []
     for name, r in H["hashers"].items():
         best = [r["dice"][str(b)] is not None and r["dice"][str(b)] >= max(
@@ -281,9 +270,13 @@ def _timing(m: dict) -> list[str]:
 def write_report(m: dict, path: str | Path) -> Path:
     """Write the HTML report of metrics ``m`` (the metrics.json dict) to ``path``."""
     parts = []
-    for section in (_head, _overlap, _distances, _reconstructions, _examples, _relevance, _dose_prediction,
-                    _hashers, _timing):
+    for section in (_head, _overlap, _distances, _reconstructions, _examples, _relevance):
         parts += section(m)
+    if m.get("dose_prediction"):
+        parts += _dose_prediction(m["dose_prediction"])
+    if m.get("hashers"):
+        parts += _hashers(m["hashers"])
+    parts += _timing(m)
     parts.append("</body></html>\n")
     path = Path(path)
     path.write_text("\n".join(parts), encoding="utf-8")

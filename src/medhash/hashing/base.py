@@ -11,7 +11,7 @@ payload ``{"format", "version", "params", "fitted"}`` written through
 
 To add a hasher: subclass :class:`Hasher`, set ``_NAME`` (registry name), ``_FORMAT`` (the payload's
 ``"format"``; never change it once files exist), ``_PARAMS``, ``_FITTED`` and ``_DESCRIBE``, write
-``__init__`` (store the arguments), ``fit`` and ``transform``, and list the class in
+``__init__`` (store the arguments), ``_fit`` and ``_codes``, and list the class in
 :data:`medhash.hashing.registry.HASHERS`.
 """
 from __future__ import annotations
@@ -120,7 +120,7 @@ class Hasher(ABC):
     """Base of every hasher: parameters, repr, ``fit_transform``, input checks, describe, save and load.
 
     Subclasses set the class attributes below, store their constructor arguments and implement
-    :meth:`fit` and :meth:`transform`.
+    ``_fit`` (called by :meth:`fit`) and ``_codes`` (called by :meth:`transform` with checked features).
 
     Attributes
     ----------
@@ -150,13 +150,51 @@ class Hasher(ABC):
         """The constructor arguments, as given."""
         return {k: getattr(self, k) for k in self._PARAMS}
 
-    @abstractmethod
     def fit(self, X) -> "Hasher":
-        """Learn the hash functions from features ``X`` (n_samples, n_features); returns ``self``."""
+        """Learn the hash functions from ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training features (finite); what each hasher needs of them (rows, at most how many bits)
+            is in its class description.
+
+        Returns
+        -------
+        self : the fitted hasher.
+        """
+        self._fit(X)
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        """Binary codes of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features_in_)
+            Finite features.
+
+        Returns
+        -------
+        codes : ndarray of shape (n_samples, ceil(n_bits / 8)), uint8
+            ``np.packbits`` of the bits along each row (bit k = MSB-first bit k; padding bits 0); each
+            hasher's bit is given in its class description.
+        """
+        return self._codes(self._check_transform_input(X))
 
     @abstractmethod
-    def transform(self, X) -> np.ndarray:
-        """Packed codes (n_samples, ceil(n_bits / 8)) uint8 of features ``X`` (n_samples, n_features_in_)."""
+    def _fit(self, X) -> None:
+        """Check the parameters and ``X`` and set the fitted attributes (those ending in ``_``)."""
+
+    @abstractmethod
+    def _codes(self, X: np.ndarray) -> np.ndarray:
+        """Packed codes of checked features ``X`` (n_samples, n_features_in_)."""
+
+    def _fitted(self, attr: str, name: str):
+        """The fitted attribute ``attr``; AttributeError(``name``) before ``fit`` (for properties)."""
+        if not hasattr(self, attr):
+            raise AttributeError(name)
+        return getattr(self, attr)
 
     def fit_transform(self, X) -> np.ndarray:
         """``fit(X)`` then ``transform(X)``."""

@@ -86,22 +86,10 @@ class ITQ(Hasher):
     @property
     def final_objective(self) -> float:
         """The last entry of ``objective_`` (only once fitted)."""
-        if not hasattr(self, "objective_"):
-            raise AttributeError("final_objective")
-        return float(self.objective_[-1])
+        return float(self._fitted("objective_", "final_objective")[-1])
 
-    def fit(self, X) -> "ITQ":
-        """Learn the mean, principal directions and rotation from ``X``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training features (finite), ``n_bits <= min(n_features, n_samples)``.
-
-        Returns
-        -------
-        self : ITQ
-        """
+    def _fit(self, X) -> None:
+        """Learn the mean, principal directions and rotation from ``X``."""
         n_bits, seed, X = pca_fit_input(self, X, "ITQ.fit")
         n_iter = check_int("n_iter", self.n_iter, 0)
         n, d = X.shape
@@ -131,20 +119,7 @@ class ITQ(Hasher):
         self.objective_ = objective
         self.n_features_in_ = int(d)
         log.debug("ITQ fitted: %d bits, %d features, objective %.6g -> %.6g", n_bits, d, objective[0], objective[-1])
-        return self
 
-    def transform(self, X) -> np.ndarray:
-        """Binary codes of ``X``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features_in_)
-            Finite features.
-
-        Returns
-        -------
-        codes : ndarray of shape (n_samples, ceil(n_bits / 8)), uint8
-            ``np.packbits`` of the bits ``(X - mean_) @ components_.T @ rotation_ >= 0``.
-        """
-        X = self._check_transform_input(X)
+    def _codes(self, X: np.ndarray) -> np.ndarray:
+        """The bits ``(X - mean_) @ components_.T @ rotation_ >= 0``, packed."""
         return packed(project(X, self.mean_, self.components_.T @ self.rotation_) >= 0)

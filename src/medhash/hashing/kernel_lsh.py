@@ -132,19 +132,9 @@ class KernelLSH(Hasher):
         self.n_pairs = n_pairs
 
     # ------------------------------------------------------------------ fit / transform
-    def fit(self, X) -> "KernelLSH":
-        """Resolve ``gamma`` and draw the hash functions for ``X.shape[1]`` features.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training features (finite). Only used for its feature count and, with
-            ``gamma="auto"``, for the median squared distance of random pairs of rows.
-
-        Returns
-        -------
-        self : KernelLSH
-        """
+    def _fit(self, X) -> None:
+        """Resolve ``gamma`` and draw the hash functions for ``X.shape[1]`` features; ``X`` is only used for
+        its feature count and, with ``gamma="auto"``, for the median squared distance of random pairs of rows."""
         n_bits = check_int("n_bits", self.n_bits, 1, MAX_BITS)
         gamma = check_gamma(self.gamma, allow_auto=True)
         seed = check_int("seed", self.seed, 0)
@@ -166,7 +156,6 @@ class KernelLSH(Hasher):
         self.n_features_in_ = int(d)
         log.debug("KernelLSH fitted: %d bits, %d features, gamma_=%.6g (%s)", n_bits, d, gamma_,
                   "auto" if gamma == "auto" else "given")
-        return self
 
     @staticmethod
     def _auto_gamma(X: np.ndarray, seed: int, n_pairs: int) -> float:
@@ -192,20 +181,8 @@ class KernelLSH(Hasher):
                              "scale the features or pass a numeric gamma")
         return 4.0 / med
 
-    def transform(self, X) -> np.ndarray:
-        """Binary codes of ``X``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features_in_)
-            Finite features.
-
-        Returns
-        -------
-        codes : ndarray of shape (n_samples, ceil(n_bits / 8)), uint8
-            ``np.packbits`` of the bits along each row (bit k = MSB-first bit k); padding bits 0.
-        """
-        X = self._check_transform_input(X)
+    def _codes(self, X: np.ndarray) -> np.ndarray:
+        """The codes, by the phase test of the Notes, in row chunks."""
         n = X.shape[0]
         n_bits = self.random_weights_.shape[0]
         codes = np.empty((n, (n_bits + 7) // 8), dtype=np.uint8)

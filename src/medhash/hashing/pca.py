@@ -119,36 +119,13 @@ class PCASign(Hasher):
         self.n_bits = n_bits
         self.seed = seed
 
-    def fit(self, X) -> "PCASign":
-        """Learn the mean and the top ``n_bits`` principal directions of ``X``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training features (finite), ``n_bits <= min(n_features, n_samples)``.
-
-        Returns
-        -------
-        self : PCASign
-        """
+    def _fit(self, X) -> None:
+        """Learn the mean and the top ``n_bits`` principal directions of ``X``."""
         n_bits, _seed, X = pca_fit_input(self, X, "PCASign.fit")
         d = X.shape[1]
         self.mean_, self.components_, self.explained_variance_ = pca(X, n_bits)
         self.n_features_in_ = int(d)
-        return self
 
-    def transform(self, X) -> np.ndarray:
-        """Binary codes of ``X``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features_in_)
-            Finite features.
-
-        Returns
-        -------
-        codes : ndarray of shape (n_samples, ceil(n_bits / 8)), uint8
-            ``np.packbits`` of the bits ``(X - mean_) @ components_.T > 0`` along each row.
-        """
-        X = self._check_transform_input(X)
+    def _codes(self, X: np.ndarray) -> np.ndarray:
+        """The bits ``(X - mean_) @ components_.T > 0``, packed."""
         return packed(project(X, self.mean_, self.components_.T) > 0)

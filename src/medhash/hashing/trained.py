@@ -162,30 +162,16 @@ class TrainedKernelHash(Hasher):
     @property
     def initial_loss(self) -> float:
         """``loss_[0]``: the loss of the starting KernelLSH draws (only once fitted)."""
-        if not hasattr(self, "loss_"):
-            raise AttributeError("initial_loss")
-        return float(self.loss_[0])
+        return float(self._fitted("loss_", "initial_loss")[0])
 
     @property
     def final_loss(self) -> float:
         """``loss_[-1]``: the loss after training (only once fitted)."""
-        if not hasattr(self, "loss_"):
-            raise AttributeError("final_loss")
-        return float(self.loss_[-1])
+        return float(self._fitted("loss_", "final_loss")[-1])
 
-    def fit(self, X) -> "TrainedKernelHash":
-        """Draw the starting KernelLSH from ``X`` and train its projections and phases on ``X``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training features (finite); at least 2 rows (``n_neighbors`` is capped at
-            ``n_samples - 1``).
-
-        Returns
-        -------
-        self : TrainedKernelHash
-        """
+    def _fit(self, X) -> None:
+        """Draw the starting KernelLSH from ``X`` (at least 2 rows; 3 to train) and train its projections and
+        phases on ``X`` (``n_neighbors`` is capped at ``n_samples - 1``)."""
         t_start = time.perf_counter()
         n_bits = check_int("n_bits", self.n_bits, 1, MAX_BITS)
         check_gamma(self.gamma, allow_auto=True)
@@ -219,7 +205,6 @@ class TrainedKernelHash(Hasher):
         log.debug("TrainedKernelHash fitted: %d bits, %d features, gamma_=%.6g, loss %s, %.1f s", n_bits,
                   X.shape[1], gamma_, f"{loss[0]:.5g} -> {loss[-1]:.5g}" if loss else "(not trained)",
                   self.fit_seconds_)
-        return self
 
     def _train(self, X, base, epochs, lr, batch_size, n_neighbors, rank_weight, alpha, max_samples, seed):
         """Train the projections and phases of ``base`` (a fitted KernelLSH) on ``X``; returns
@@ -272,22 +257,9 @@ class TrainedKernelHash(Hasher):
         h.gamma_, h.n_features_in_ = self.gamma_, self.n_features_in_
         return h
 
-    def transform(self, X) -> np.ndarray:
-        """Binary codes of ``X``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features_in_)
-            Finite features.
-
-        Returns
-        -------
-        codes : ndarray of shape (n_samples, ceil(n_bits / 8)), uint8
-            ``np.packbits`` of the bits ``cos(X @ weights_.T + offset_) + threshold_ > 0`` (computed
-            by :meth:`KernelLSH.transform <medhash.hashing.kernel_lsh.KernelLSH.transform>`, so the arithmetic
-            is the same); padding bits 0.
-        """
-        X = self._check_transform_input(X)
+    def _codes(self, X: np.ndarray) -> np.ndarray:
+        """The bits ``cos(X @ weights_.T + offset_) + threshold_ > 0``, packed, computed by
+        :meth:`KernelLSH.transform <medhash.hashing.KernelLSH.transform>` (the same arithmetic)."""
         return self._as_kernel_lsh().transform(X)
 
 
