@@ -3,7 +3,7 @@
 Every patient with dose is in turn the query; its own slices are never retrieved (patient search
 excludes the query's patient). Its dose is predicted by :func:`medhash.dose.predict_dose` and
 scored against its real dose with the OpenKBP dose score (MAE in Gy inside the possible-dose mask,
-else the body) and DVH score (:mod:`.dosescore`), beside: predicting 0 Gy; the population mean (every
+else the body) and DVH score (:mod:`medhash.dose.scores`), beside: predicting 0 Gy; the population mean (every
 other patient that matches at least one query slice among 200 neighbours, aligned the same way, equal
 weights); Hamming, re-ranked and exact Euclidean
 retrieval (Euclidean = every slice of the index re-ranked by Euclidean distance).
