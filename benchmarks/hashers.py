@@ -1,4 +1,4 @@
-"""Neighbour preservation of each hasher of medhash.hashing.hashers, by code length (a table on stdout).
+"""Neighbour preservation of each hasher of medhash.hashing.HASHERS, by code length (a table on stdout).
 
     .venv/bin/python benchmarks/hashers.py --archive A --model ct-shallow [--queries 400] [--seed 0]
 
@@ -33,8 +33,7 @@ import numpy as np  # noqa: E402
 
 from medhash import Archive  # noqa: E402
 from medhash.evaluate import dice_from_overlap, tie_aware_overlap  # noqa: E402
-from medhash.hashing.hashers import HASHERS, make_hasher  # noqa: E402
-from medhash.hashing.kernel_lsh import hamming_distances  # noqa: E402
+from medhash.hashing import HASHERS, hamming_distances, make_hasher  # noqa: E402
 
 BITS = (16, 32, 64, 128, 256, 1024)
 ORDER = ("kernel-lsh", "pca-sign", "itq", "trained")

@@ -21,7 +21,7 @@ import numpy as np
 
 from medhash import Archive, KernelLSH
 from medhash.evaluate import dice_from_overlap, set_jaccard, tie_aware_overlap
-from medhash.hashing.kernel_lsh import hamming_distances
+from medhash.hashing import hamming_distances
 
 
 def raw_pixel_features(archive: Archive) -> np.ndarray:
@@ -97,7 +97,7 @@ def main() -> None:
     feature_sets = {"raw pixels 32x32 (reference)": raw_pixel_features(arch)}
     if args.model:
         from medhash.features import archive_features, read_metrics
-        from medhash.retrieval.index import block_scale
+        from medhash.retrieval import block_scale
         for name in args.model:
             # "a+b": the joint feature of medhash index --channel ct+dose (blocks scaled to unit RMS norm)
             blocks = [np.asarray(archive_features(arch, part, progress=True), dtype=np.float32)

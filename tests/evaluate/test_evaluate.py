@@ -11,8 +11,12 @@ import pytest
 from medhash import Archive
 from medhash.cli import main
 from medhash.demo import write_demo_cohort
-from medhash.evaluate import distances, overlap, relevance
+from medhash.evaluate import distances, evaluate, overlap, relevance
+from medhash.evaluate.data import feature_set
 from medhash.evaluate.metrics import jaccard_from_dice
+from medhash.evaluate.ranking import hamming_lists
+from medhash.hashing import ITQ, KernelLSH, hamming_distances, make_hasher
+from medhash.retrieval import Index, build_index
 
 SCHEMA_DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics-schema.md"
 
@@ -96,7 +100,20 @@ def test_topk_ties_by_row_and_rerank():
     assert relevance.topk(d, ex, 2)[0].tolist() == [1, 2]
     eu = np.array([[0.5, 9.0, 0.1, 0.0, 0.2]])
     # Hamming top-3 among allowed = {1, 2, 4}; by Euclidean: 2, 4, 1
-    assert relevance.reranked_topk(d, eu, ex, 2, 3)[0].tolist() == [2, 4]
+    assert relevance.rerank_depth(ex, 2, 3) == 3 and relevance.rerank_depth(ex, 2, 9) == 4
+    assert relevance.reranked(relevance.topk(d, ex, 3), eu, 2)[0].tolist() == [2, 4]
+
+
+def test_hamming_lists_rank_as_the_product_does():
+    """The evaluation's Hamming lists (medhash.retrieval.hamming_topk) equal a brute-force ranking: allowed
+    rows only, nearest first, ties by row."""
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 4, (60, 1)).astype(np.uint8)          # 2 bits used: many ties
+    q = np.array([0, 7, 33])
+    ex = rng.random((3, 60)) < 0.3
+    ex[np.arange(3), q] = True
+    d = hamming_distances(codes[q], codes)
+    assert np.array_equal(hamming_lists(codes, q, ex, 12), relevance.topk(d, ex, 12))
 
 
 def test_organ_scores_hand_made():
@@ -181,7 +198,6 @@ def test_evaluate_quick_writes_every_file(tiny, tmp_path):
 
 def test_evaluate_an_index_and_errors(tiny, tmp_path, capsys):
     _, arch = tiny
-    from medhash.retrieval.index import build_index
     build_index(arch, "joint64", "ct+dose", 64, seed=0)
     out = tmp_path / "joint"
     assert main(["evaluate", "--archive", str(arch.path), "--index", "joint64", "--queries", "10", "--bits", "8,64",
@@ -196,7 +212,7 @@ def test_evaluate_an_index_and_errors(tiny, tmp_path, capsys):
                  "--out", str(out)]) == 1
     assert "not both" in capsys.readouterr().err
     assert main(["evaluate", "--archive", str(arch.path), "--bits", "0,10", "--out", str(out)]) == 1
-    assert "--bits" in capsys.readouterr().err
+    assert "the code lengths must be between 1 and 16384" in capsys.readouterr().err
 
 
 def test_evaluate_without_a_model_says_what_to_do(tmp_path, capsys):
@@ -211,7 +227,6 @@ def test_evaluate_without_a_model_says_what_to_do(tmp_path, capsys):
 def test_dose_prediction_leave_one_patient_out(tiny, tmp_path):
     from medhash.evaluate.doseloo import leave_one_out, patient_truth
     from medhash.dose.scores import dose_score
-    from medhash.retrieval.index import build_index
     _, arch = tiny
     build_index(arch, "ct32", "ct", 32, seed=0)
     res = leave_one_out(arch, index="ct32", k=1, rerank=50, progress=False)
@@ -223,14 +238,13 @@ def test_dose_prediction_leave_one_patient_out(tiny, tmp_path):
         assert set(v["per_patient"]) == set(res["patients"]) and v["dvh_score"] >= 0
         assert np.isfinite(v["dose_score"]) and v["dose_score"] >= 0
     out = tmp_path / "r"
-    m = __import__("medhash.evaluate", fromlist=["evaluate"]).evaluate(
+    m = evaluate(
         arch, out, index="ct32", quick=True, progress=False, dose_prediction=True, dose_k=1)
     assert m["dose_prediction"]["k"] == 1
     assert "Dose from similar patients" in (out / "report.html").read_text()
 
 
 def test_compare_hashers_quick(tiny, tmp_path):
-    from medhash.evaluate import evaluate
     _, arch = tiny
     m = evaluate(arch, tmp_path / "h", channel="ct", quick=True, progress=False, compare_hashers=True)
     H = m["hashers"]
@@ -254,8 +268,6 @@ def test_compare_hashers_quick(tiny, tmp_path):
 def test_compare_hashers_usefulness_sees_each_hashers_own_distances():
     """The usefulness hook gets exactly the Hamming distances of that hasher's codes (same seed, fit)."""
     from medhash.evaluate.overlap import compare_hashers
-    from medhash.hashing.hashers import make_hasher
-    from medhash.hashing.kernel_lsh import hamming_distances
     rng = np.random.default_rng(5)
     X = rng.normal(size=(120, 8)).astype(np.float32)
     q = np.arange(10)
@@ -268,3 +280,40 @@ def test_compare_hashers_usefulness_sees_each_hashers_own_distances():
     assert np.array_equal(seen[0], expected)
     assert out["hashers"]["kernel-lsh"]["usefulness"]["16"] == {"mean": float(expected.mean())}
     assert out["hashers"]["itq"]["usefulness"]["16"] is None  # 8 features: ITQ gives at most 8 bits
+
+
+def test_evaluating_an_itq_index_measures_that_index(tiny, tmp_path):
+    """evaluate(index=NAME) of an ITQ index reports the Dice and the relevance of that index's own codes
+    (its fitted ITQ), not those of kernel LSH fitted on the same features."""
+    _, arch = tiny
+    build_index(arch, "itq16", "ct", 16, seed=0, hasher="itq")
+    m = evaluate(arch, tmp_path / "itq", index="itq16", queries=12, bits=[16], ks=[1, 5, 10], quick=True,
+                 progress=False)
+    hasher = Index(arch, "itq16").hasher
+    assert isinstance(hasher, ITQ)
+    # the same features, queries and masks as the evaluation
+    fs = feature_set(arch, index="itq16", progress=False)
+    X, q, ks = np.nan_to_num(fs.X), np.array(m["queries"]["rows"]), m["parameters"]["ks"]
+    masks = overlap.exclusion_masks(arch.table()["patient_id"].astype(str), q, np.flatnonzero(fs.valid))
+    eu = overlap.euclidean_distances(X, q)
+
+    def dice(codes):
+        ham = hamming_distances(codes[q], codes)
+        return {mode: {k: float(v.mean()) for k, v in overlap.overlap_table(eu, ham, ex, ks).items()}
+                for mode, ex in masks.items()}
+
+    itq_codes = hasher.transform(X)
+    lsh = dice(KernelLSH(n_bits=16, seed=0).fit(X[fs.valid]).transform(X))
+    itq = dice(itq_codes)
+    assert lsh != itq                                   # the two hashers can be told apart here
+    got = m["overlap"]["index"]
+    assert (got["name"], got["bits"], got["hasher"]["class"]) == ("itq16", 16, "ITQ")
+    for mode in ("included", "excluded"):
+        for k in ks:
+            assert got["summary"][mode]["dice"]["16"][str(k)]["mean"] == pytest.approx(itq[mode][k], abs=1e-12)
+    # the relevance section's Hamming results are the ITQ codes' nearest other-patient slices
+    top = relevance.topk(hamming_distances(itq_codes[q], itq_codes), masks["excluded"], max(ks))
+    want = relevance.organ_scores(top, q, relevance.organ_sets(arch), ks)["jaccard"]
+    assert m["relevance"]["organ"]["methods"]["hamming"]["jaccard"] == pytest.approx(want)
+    assert m["relevance"]["bits"] == 16 and m["timing"]["code_bits"] == 16
+    assert "ITQ hasher (16 bits)" in (tmp_path / "itq" / "report.html").read_text()

@@ -1,17 +1,18 @@
-"""Tests of medhash.hashing.hashers: PCA-sign, ITQ, the trained kernel hash and the registry."""
+"""Tests of medhash.hashing (pca, itq, trained, registry): PCA-sign, ITQ, the trained kernel hash and the registry."""
 from __future__ import annotations
 
 import json
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from medhash.errors import ModelMismatchError, NotFittedError
 from medhash.evaluate.metrics import dice_from_overlap, tie_aware_overlap
-from medhash.hashing.hashers import (HASHERS, ITQ, PCASign, TrainedKernelHash, describe_hasher, load_hasher,
-                             make_hasher)
-from medhash.hashing.kernel_lsh import KernelLSH, hamming_distances, unpack
+from medhash.hashing import (HASHERS, ITQ, Hasher, KernelLSH, PCASign, TrainedKernelHash, describe_hasher,
+                             hamming_distances, load_hasher, make_hasher, unpack)
 
 # Small training settings so that the whole file stays fast.
 FAST_TRAIN = {"epochs": 4, "batch_size": 64, "n_neighbors": 30}
@@ -228,3 +229,31 @@ def test_trained_restores_torch_settings(X):
 def test_trained_bad_params(params, match, X):
     with pytest.raises(ValueError, match=match):
         TrainedKernelHash(n_bits=8, **params).fit(X)
+
+
+# Saved archives hold these strings: they may never change.
+SAVED_FORMATS = {"kernel-lsh": "medhash.hashing.KernelLSH", "itq": "medhash.hashers.ITQ",
+                 "pca-sign": "medhash.hashers.PCASign", "trained": "medhash.hashers.TrainedKernelHash"}
+
+
+@pytest.mark.parametrize("name", sorted(HASHERS))
+def test_every_hasher_is_a_hasher_and_keeps_its_file_format(name, X, tmp_path):
+    h = make(name, 8).fit(X)
+    assert isinstance(h, Hasher)
+    h.save(tmp_path / "h.pkl")
+    with open(tmp_path / "h.pkl", "rb") as f:
+        payload = pickle.load(f)
+    assert (payload["format"], payload["version"]) == (SAVED_FORMATS[name], 1)
+    assert payload["params"] == h.get_params() and set(payload["fitted"]) <= set(type(h)._FITTED)
+    assert describe_hasher(h)["name"] == name and describe_hasher(h)["class"] == type(h).__name__
+
+
+def test_describe_hasher_refuses_other_objects():
+    with pytest.raises(TypeError, match="not a medhash hasher: dict"):
+        describe_hasher({})
+
+
+def test_importing_hashing_does_not_import_torch():
+    code = "import sys, medhash.hashing; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -11,7 +11,7 @@ from scipy import integrate, stats
 
 import medhash.hashing.kernel_lsh as hashing
 from medhash.errors import ModelMismatchError, NotFittedError
-from medhash.hashing.kernel_lsh import MAX_BITS, KernelLSH, expected_hamming_fraction, hamming_distances, unpack
+from medhash.hashing import MAX_BITS, KernelLSH, expected_hamming_fraction, hamming_distances, unpack
 
 
 @pytest.fixture(scope="module")

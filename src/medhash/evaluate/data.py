@@ -1,8 +1,9 @@
 """What an evaluation runs on: the feature vectors of one channel, the candidates and the queries.
 
-The features are those an index hashes (:func:`medhash.retrieval.index.combine`): one trained model per block
+The features are those an index hashes (:func:`medhash.retrieval.combine`): one trained model per block
 (CT, dose), each block divided by its RMS row norm and weighted. They come either from a named
-index's manifest (the same models, scales and weights) or, for a channel, from the newest trained
+index's manifest (the same models, scales and weights; then the index's own fitted hasher comes
+with them) or, for a channel, from the newest trained
 model(s) of that channel with weights 1.
 """
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError, NotFoundError
-from ..retrieval.index import CHANNELS, Index, block_scale, channel_blocks, combine, pick_model
+from ..hashing import Hasher
+from ..retrieval import CHANNELS, Index, block_scale, channel_blocks, combine, pick_model
 
 
 @dataclass
@@ -24,9 +26,10 @@ class FeatureSet:
     channel : ``"ct"``, ``"dose"`` or ``"ct+dose"``.
     X : (n_rows, D) float32 combined features; NaN rows where a block is missing (no dose).
     models : block channel -> model config (name, sha256, arch, latent_dim, ...).
-    scales, weights : block channel -> float (see :func:`medhash.retrieval.index.combine`).
+    scales, weights : block channel -> float (see :func:`medhash.retrieval.combine`).
     index : the index whose manifest defined them, or None.
     index_bits : that index's code length, or None.
+    hasher : that index's fitted hasher (what the index's codes were made with), or None.
     """
     channel: str
     X: np.ndarray
@@ -35,6 +38,7 @@ class FeatureSet:
     weights: dict[str, float]
     index: str | None = None
     index_bits: int | None = None
+    hasher: Hasher | None = None
     valid: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -56,7 +60,7 @@ def feature_set(archive, *, channel: str | None = None, index: str | None = None
     Raises :class:`~medhash.errors.NotFoundError` when a model or the index is missing (the message
     says which command makes it).
     """
-    from ..features import archive_features, list_models
+    from ..features import archive_features, list_models  # start-up: torch only when features are read
 
     if index is not None:
         idx = Index(archive, index)
@@ -67,10 +71,10 @@ def feature_set(archive, *, channel: str | None = None, index: str | None = None
                   for ch, m in models.items()}
         X = combine(blocks, man["scales"], man["weights"])
         return FeatureSet(man["channel"], X, models, dict(man["scales"]), dict(man["weights"]),
-                          index, int(man["n_bits"]))
+                          index, int(man["n_bits"]), idx.hasher)
     channel = channel or "ct"
     if channel not in CHANNELS:
-        raise InputError(f"channel must be one of {', '.join(CHANNELS)}, not {channel!r}")
+        raise InputError(f"channel must be one of {', '.join(CHANNELS)}, not {channel!r}", param="channel")
     models = {ch: pick_model(archive, ch) for ch in channel_blocks(channel)}
     blocks = {ch: np.asarray(archive_features(archive, m["name"], progress=progress)) for ch, m in models.items()}
     scales = {ch: block_scale(b) for ch, b in blocks.items()}

@@ -1,7 +1,7 @@
 """Normalised Hamming against Euclidean distance, and what the kernel width gamma does to it.
 
 The talk's Figure 12 shows a flat scatter; the closed form of Raginsky & Lazebnik (Lemma 2.3,
-:func:`medhash.hashing.kernel_lsh.expected_hamming_fraction`) explains it: with gamma too large every pair is
+:func:`medhash.hashing.expected_hamming_fraction`) explains it: with gamma too large every pair is
 "far" and all normalised distances sit near 4 / pi^2 ≈ 0.405 (saturated, "flat"); with gamma too
 small every pair is "near", most codes are identical and ties swamp the ranking ("all ties").
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import spearmanr
 
-from ..hashing.kernel_lsh import KernelLSH, expected_hamming_fraction, hamming_distances
+from ..hashing import KernelLSH, expected_hamming_fraction, hamming_distances
 from .metrics import dice_from_overlap, tie_aware_overlap
 from .overlap import knn_truth
 

@@ -1,9 +1,9 @@
 """Dose from similar patients, scored leave-one-patient-out like the OpenKBP challenge.
 
 Every patient with dose is in turn the query; its own slices are never retrieved (patient search
-excludes the query's patient). Its dose is predicted by :func:`medhash.dose.prediction.predict_dose` and
+excludes the query's patient). Its dose is predicted by :func:`medhash.dose.predict_dose` and
 scored against its real dose with the OpenKBP dose score (MAE in Gy inside the possible-dose mask,
-else the body) and DVH score (:mod:`.dosescore`), beside: predicting 0 Gy; the population mean (every
+else the body) and DVH score (:mod:`medhash.dose.scores`), beside: predicting 0 Gy; the population mean (every
 other patient that matches at least one query slice among 200 neighbours, aligned the same way, equal
 weights); Hamming, re-ranked and exact Euclidean
 retrieval (Euclidean = every slice of the index re-ranked by Euclidean distance).
@@ -14,7 +14,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..core.grid import BODY_HU, GRID_SPACING_MM
+from ..dose.prediction import predict_dose
 from ..dose.scores import dose_score, dvh_metrics, dvh_score
+from ..retrieval import open_index
 
 
 def patient_truth(archive, patient_id: str) -> dict:
@@ -69,9 +71,6 @@ def leave_one_out(archive, *, index: str | None = None, k: int = 10, pool: int |
     dict: ``patients`` (ids scored), ``k``, ``methods``: name -> ``dose_score`` (mean over patients, Gy),
     ``dvh_score`` (Gy), ``per_patient`` (patient -> dose score); plus the settings.
     """
-    from ..dose.prediction import predict_dose
-    from ..retrieval.search import open_index
-
     idx = open_index(archive, index)
     table = archive.table()
     with_dose = sorted({str(p) for p in table["patient_id"][table["has_dose"]]})

@@ -6,7 +6,10 @@ from pathlib import Path
 import numpy as np
 
 from ..core.grid import GRID_SIZE, GRID_SPACING_MM
+from ..hashing import expected_hamming_fraction
+from ..render import crop_box
 from .distances import SATURATION
+from .metrics import jaccard_from_dice
 
 DPI = 110
 MODE_TITLES = {"included": "same-patient results included", "excluded": "same-patient results excluded"}
@@ -17,6 +20,7 @@ METHOD_STYLE = {"euclidean": ("Euclidean (float features)", "#1b7837", (0, (1, 1
 
 
 def _plt():
+    # start-up: matplotlib only when a figure is drawn
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -39,7 +43,6 @@ def _colours(n: int):
 
 def violins(per_query: dict, bits: list[int], k: int, out: Path) -> Path:
     """Dice and Jaccard per query at one k, one violin per code length, per same-patient mode."""
-    from .metrics import jaccard_from_dice
     plt = _plt()
     modes = list(per_query)
     fig, axes = plt.subplots(2, len(modes), figsize=(5.2 * len(modes), 7.2), squeeze=False)
@@ -99,7 +102,6 @@ def overlap_vs_k(summary: dict, bits: list[int], ks: list[int], out: Path) -> Pa
 
 def hamming_scatter(hve: dict, out: Path) -> Path:
     """Normalised Hamming against Euclidean distance of sampled pairs, with the closed form."""
-    from ..hashing.kernel_lsh import expected_hamming_fraction
     plt = _plt()
     per = hve["per_bits"]
     fig, axes = plt.subplots(1, len(per), figsize=(5.4 * len(per), 4.4), squeeze=False)
@@ -146,7 +148,7 @@ def gamma_sweep(sweep: dict, out: Path) -> Path:
     axes[1].plot(f, [p["tied_fraction"] for p in pts], "^-", color="#e08214",
                  label=f"share of items tied at the {sweep['k']}-th distance")
     axes[1].set_ylabel("value")
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch  # start-up: matplotlib only when a figure is drawn
     from matplotlib.lines import Line2D
     extra = [Patch(color=shade["flat"], label="flat: saturated (closed form)"),
              Patch(color=shade["all ties"], label="all ties (closed form)"),
@@ -170,7 +172,6 @@ def reconstructions(channel: str, inputs: np.ndarray, outputs: np.ndarray, capti
 
     inputs, outputs : (n, 128, 128); ct : (n, 128, 128) HU of the same slices, to crop to the body.
     """
-    from ..render import crop_box
     plt = _plt()
     n = len(inputs)
     fig, axes = plt.subplots(n, 3, figsize=(10, 3.1 * n + 0.7), squeeze=False, layout="constrained")
@@ -207,7 +208,6 @@ def volume_planes(ct: np.ndarray, rec: np.ndarray, z_mm: np.ndarray, title: str,
 
     ct, rec : (nz, 128, 128) HU, slices in increasing ``z_mm`` (nz,).
     """
-    from ..render import crop_box
     plt = _plt()
     nz = len(ct)
     zc = nz // 2

@@ -6,6 +6,8 @@ import math
 from html import escape
 from pathlib import Path
 
+from ..dose.scores import LEADERBOARD
+
 # mission.md, raw pixels on the 60 OpenKBP patients: the reference to beat
 REFERENCE = [("Dice@50, 256 bits (same patient included)", "0.687"), ("Dice@50, 1024 bits", "0.829"),
              ("Dice@50, 256 bits, top-500 re-ranked", "0.993"),
@@ -43,11 +45,9 @@ def _img(name: str | None, alt: str) -> str:
     return f'<img src="{escape(name)}" alt="{escape(alt)}">' if name else ""
 
 
-def write_report(m: dict, path: str | Path) -> Path:
-    """Write the HTML report of metrics ``m`` (the metrics.json dict) to ``path``."""
-    P, F, fig = m["parameters"], m["features"], m["figures"]
-    S = m["overlap"]["summary"]
-    bits, ks, kr = P["bits"], P["ks"], P["k_reference"]
+def _head(m: dict) -> list[str]:
+    """Title, what was evaluated, and the warnings."""
+    P, F = m["parameters"], m["features"]
     models = ", ".join(f"{ch}: {escape(v['name'])} ({escape(str(v.get('arch')))}, {v.get('latent_dim')} floats)"
                        for ch, v in F["models"].items())
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>medhash evaluation</title>"
@@ -66,9 +66,14 @@ def write_report(m: dict, path: str | Path) -> Path:
     if P["ks_dropped"]:
         parts.append(f'<p class="warn">k = {", ".join(map(str, P["ks_dropped"]))} left out: some query has fewer '
                      "candidate slices of other patients.</p>")
+    return parts
 
-    # 1
-    parts.append("<h2>1. Do Hamming codes keep the Euclidean neighbours?</h2>")
+
+def _overlap(m: dict) -> list[str]:
+    """Section 1: Dice and Jaccard of the Hamming against the Euclidean neighbours."""
+    P, fig, S = m["parameters"], m["figures"], m["overlap"]["summary"]
+    bits, ks, kr = P["bits"], P["ks"], P["k_reference"]
+    parts = ["<h2>1. Do Hamming codes keep the Euclidean neighbours?</h2>"]
     parts.append("<p>For each query the k slices nearest by Hamming distance of the codes are compared with the k "
                  "nearest by Euclidean distance of the float features (the query itself excluded). Dice = overlap / k; "
                  "Jaccard = Dice / (2 − Dice); slices tied at the k-th Hamming distance count as the expected overlap "
@@ -87,8 +92,27 @@ def write_report(m: dict, path: str | Path) -> Path:
     rows = [[f"{b:,} bits"] + [f"{S['included']['dice'][str(b)][str(k)]['mean']:.3f}" for k in ks] for b in bits]
     parts.append(_table(["mean Dice@k, same patient included"] + [f"k={k}" for k in ks], rows))
     parts.append(_img(fig.get("overlap_vs_k"), "overlap against k"))
+    parts += _index_overlap(m)
+    return parts
 
-    # 2
+
+def _index_overlap(m: dict) -> list[str]:
+    """Section 1, with an index: the Dice of the index's own codes (its fitted hasher)."""
+    ix, ks = m["overlap"].get("index"), m["parameters"]["ks"]
+    if not ix:
+        return []
+    b = str(ix["bits"])
+    rows = [[title] + [f"{ix['summary'][mode]['dice'][b][str(k)]['mean']:.3f}" for k in ks]
+            for mode, title in (("included", "same patient included"), ("excluded", "same patient excluded"))]
+    return [f"<p>The codes of index <code>{escape(ix['name'])}</code> itself: its fitted "
+            f"{escape(ix['hasher']['class'])} hasher ({ix['bits']:,} bits). Mean Dice@k:</p>",
+            _table([f"index {ix['name']}, mean Dice@k"] + [f"k={k}" for k in ks], rows)]
+
+
+def _distances(m: dict) -> list[str]:
+    """Section 2: Hamming against Euclidean distance, and the gamma sweep."""
+    fig = m["figures"]
+    parts = []
     D = m["distances"]
     parts.append("<h2>2. Hamming against Euclidean distance, and the kernel width</h2>")
     parts.append("<p>Normalised Hamming distance of random pairs beside the Euclidean distance of their features; the red "
@@ -108,9 +132,13 @@ def write_report(m: dict, path: str | Path) -> Path:
                           f"{p['mean_fraction']:.3f}", f"{p['tied_fraction']:.3f}", escape(p["regime"])]
                          for p in G["points"]]))
     parts.append(_img(fig.get("gamma"), "gamma sweep"))
+    return parts
 
-    # 3
-    parts.append("<h2>3. Reconstructions</h2>")
+
+def _reconstructions(m: dict) -> list[str]:
+    """Section 3: reconstructions."""
+    fig = m["figures"]
+    parts = ["<h2>3. Reconstructions</h2>"]
     R = m["reconstruction"]
     parts.append(_table(["channel", "model", "held-out PSNR (dB)", "MAE of the examples", "MAE of the 3D patient"],
                         [[escape(ch), escape(r["model"]), _f(r["held_out_psnr_db"], ".1f"),
@@ -119,15 +147,24 @@ def write_report(m: dict, path: str | Path) -> Path:
     for ch in R:
         parts.append(_img(fig.get(f"reconstruction_{ch}"), f"{ch} reconstructions"))
     parts.append(_img(fig.get("reconstruction_3d"), "3D view"))
+    return parts
 
-    # 4
-    parts.append("<h2>4. Retrieval examples</h2>")
+
+def _examples(m: dict) -> list[str]:
+    """Section 4: retrieval examples."""
+    fig = m["figures"]
+    parts = ["<h2>4. Retrieval examples</h2>"]
     parts.append("<p>Top 5 by Hamming distance among other patients' slices; isodose lines where the slice has "
                  "dose. CT-only features find similar anatomy; joint CT + dose features also match the dose.</p>")
     for e in fig.get("examples", []):
         parts.append(_img(e["file"], f"retrieval {e['channel']} {e['query']}"))
+    return parts
 
-    # 5
+
+def _relevance(m: dict) -> list[str]:
+    """Section 5: cross-patient relevance and dose from neighbours."""
+    fig, ks = m["figures"], m["parameters"]["ks"]
+    parts = []
     Rel = m["relevance"]
     O, Dz = Rel["organ"], Rel["dose"]
     parts.append("<h2>5. Is it useful? Cross-patient relevance and dose from neighbours</h2>")
@@ -154,61 +191,66 @@ def write_report(m: dict, path: str | Path) -> Path:
         parts.append(_table([f"dose MAE (Gy), the {Dz['possible_dose_mask_queries']} queries with a "
                              "possible-dose mask"] + hdr[1:], rows))
     parts.append(_img(fig.get("relevance"), "relevance"))
+    return parts
 
-    # 6: dose from similar patients
-    L = m.get("dose_prediction")
-    if L:
-        from ..dose.scores import LEADERBOARD
-        parts.append("<h2>6. Dose from similar patients, leave-one-patient-out (OpenKBP scores)</h2>")
-        parts.append(f"<p>Each of the {len(L['patients'])} patients with dose is in turn the query; of the "
-                     f"{L['k']} most similar other patients (index <code>{escape(L['index'])}</code>, z-aligned slice "
-                     f"votes), the {L.get('pool') or L['k']} whose aligned slices are nearest in features give the mean "
-                     "of their doses, per slice, aligned by z and the body outline. "
-                     "Dose score = MAE in Gy inside the possible-dose mask (else the body); DVH score = mean "
-                     "absolute difference of D99 / D95 / D1 of the PTVs and mean / D0.1cc of the organs.</p>")
-        rows = [[escape(name), _f(v["dose_score"], ".2f"), _f(v["dvh_score"], ".2f")] for name, v in L["methods"].items()]
-        if L.get("slice_level_euclidean_top10_pdm") is not None:
-            rows.append(["slice level: mean of the Euclidean top-10 slices (section 5, possible-dose mask)",
-                         _f(L["slice_level_euclidean_top10_pdm"], ".2f"), "–"])
-        rows.append(["slice level, raw pixels (mission.md reference)", "10.65", "–"])
-        rows += [[f"OpenKBP leaderboard: {escape(k)}", _f(v[0], ".2f"), _f(v[1], ".2f")] for k, v in LEADERBOARD.items()]
-        parts.append(_table(["method", "dose score (Gy)", "DVH score (Gy)"], rows))
-        parts.append("<p class=note>The leaderboard's models predict whole 3-D doses from the structures, trained on "
-                     "200 patients; retrieval uses no dose model at all and is scored here on the archive's own "
-                     "patients at the model grid's resolution, so the comparison is indicative.</p>")
 
-    # 7: hashers
-    H = m.get("hashers")
-    if H:
-        parts.append("<h2>7. Hashers compared on the same features</h2>")
-        parts.append(f"<p>Dice@{H['k']} of the Hamming against the Euclidean neighbours (same patient included) for "
-                     "kernel LSH (the talk's random codes), PCA-sign, ITQ (PCA + learned rotation; at most one bit "
-                     "per feature) and the trained kernel hash (w, b learned), with the fit time in seconds.</p>")
-        hb = H["bits"]
+def _dose_prediction(L: dict) -> list[str]:
+    """Section 6 (``dose_prediction`` of the metrics): dose from similar patients, leave-one-patient-out."""
+    parts = ["<h2>6. Dose from similar patients, leave-one-patient-out (OpenKBP scores)</h2>"]
+    parts.append(f"<p>Each of the {len(L['patients'])} patients with dose is in turn the query; of the "
+                 f"{L['k']} most similar other patients (index <code>{escape(L['index'])}</code>, z-aligned slice "
+                 f"votes), the {L.get('pool') or L['k']} whose aligned slices are nearest in features give the mean "
+                 "of their doses, per slice, aligned by z and the body outline. "
+                 "Dose score = MAE in Gy inside the possible-dose mask (else the body); DVH score = mean "
+                 "absolute difference of D99 / D95 / D1 of the PTVs and mean / D0.1cc of the organs.</p>")
+    rows = [[escape(name), _f(v["dose_score"], ".2f"), _f(v["dvh_score"], ".2f")] for name, v in L["methods"].items()]
+    if L.get("slice_level_euclidean_top10_pdm") is not None:
+        rows.append(["slice level: mean of the Euclidean top-10 slices (section 5, possible-dose mask)",
+                     _f(L["slice_level_euclidean_top10_pdm"], ".2f"), "–"])
+    rows.append(["slice level, raw pixels (mission.md reference)", "10.65", "–"])
+    rows += [[f"OpenKBP leaderboard: {escape(k)}", _f(v[0], ".2f"), _f(v[1], ".2f")] for k, v in LEADERBOARD.items()]
+    parts.append(_table(["method", "dose score (Gy)", "DVH score (Gy)"], rows))
+    parts.append("<p class=note>The leaderboard's models predict whole 3-D doses from the structures, trained on "
+                 "200 patients; retrieval uses no dose model at all and is scored here on the archive's own "
+                 "patients at the model grid's resolution, so the comparison is indicative.</p>")
+    return parts
+
+
+def _hashers(H: dict) -> list[str]:
+    """Section 7 (``hashers`` of the metrics): hashers compared on the same features."""
+    hb = H["bits"]
+    parts = ["<h2>7. Hashers compared on the same features</h2>",
+             f"<p>Dice@{H['k']} of the Hamming against the Euclidean neighbours (same patient included) for "
+             "kernel LSH (the talk's random codes), PCA-sign, ITQ (PCA + learned rotation; at most one bit "
+             "per feature) and the trained kernel hash (w, b learned), with the fit time in seconds.</p>"]
+    rows = []
+    for name, r in H["hashers"].items():
+        best = [r["dice"][str(b)] is not None and r["dice"][str(b)] >= max(
+            v["dice"][str(b)] for v in H["hashers"].values() if v["dice"][str(b)] is not None) for b in hb]
+        rows.append([escape(name)] + [("<b>" + _f(r["dice"][str(b)]) + "</b>") if best[i] else _f(r["dice"][str(b)])
+                                      for i, b in enumerate(hb)]
+                    + [", ".join(_f(r["fit_s"][str(b)], ".2f") for b in hb if r["fit_s"][str(b)] is not None)])
+    parts.append(_table(["hasher"] + [f"{b} bits" for b in hb] + ["fit s"], rows))
+    uk = H.get("usefulness_k")
+    if uk and any(r.get("usefulness") for r in H["hashers"].values()):
+        parts.append(f"<p>Usefulness of each hasher's results, as in section 5 (other patients' slices only, "
+                     f"top {uk}): organ-set Jaccard@{uk} (higher is better) and the MAE of the mean dose of the "
+                     f"top {uk} as the query's dose (Gy, possible-dose mask where there is one, else the body; "
+                     "lower is better).</p>")
         rows = []
         for name, r in H["hashers"].items():
-            best = [r["dice"][str(b)] is not None and r["dice"][str(b)] >= max(
-                v["dice"][str(b)] for v in H["hashers"].values() if v["dice"][str(b)] is not None) for b in hb]
-            rows.append([escape(name)] + [("<b>" + _f(r["dice"][str(b)]) + "</b>") if best[i] else _f(r["dice"][str(b)])
-                                          for i, b in enumerate(hb)]
-                        + [", ".join(_f(r["fit_s"][str(b)], ".2f") for b in hb if r["fit_s"][str(b)] is not None)])
-        parts.append(_table(["hasher"] + [f"{b} bits" for b in hb] + ["fit s"], rows))
-        uk = H.get("usefulness_k")
-        if uk and any(r.get("usefulness") for r in H["hashers"].values()):
-            parts.append(f"<p>Usefulness of each hasher's results, as in section 5 (other patients' slices only, "
-                         f"top {uk}): organ-set Jaccard@{uk} (higher is better) and the MAE of the mean dose of the "
-                         f"top {uk} as the query's dose (Gy, possible-dose mask where there is one, else the body; "
-                         "lower is better).</p>")
-            rows = []
-            for name, r in H["hashers"].items():
-                cells = []
-                for b in hb:
-                    u = (r.get("usefulness") or {}).get(str(b))
-                    cells.append("–" if not u else f"{_f(u['organ_jaccard'])} / {_f(u['dose_mae'], '.2f')} Gy")
-                rows.append([escape(name)] + cells)
-            parts.append(_table(["hasher"] + [f"{b} bits: J@{uk} / dose MAE@{uk}" for b in hb], rows))
+            cells = []
+            for b in hb:
+                u = (r.get("usefulness") or {}).get(str(b))
+                cells.append("–" if not u else f"{_f(u['organ_jaccard'])} / {_f(u['dose_mae'], '.2f')} Gy")
+            rows.append([escape(name)] + cells)
+        parts.append(_table(["hasher"] + [f"{b} bits: J@{uk} / dose MAE@{uk}" for b in hb], rows))
+    return parts
 
-    # timings
+
+def _timing(m: dict) -> list[str]:
+    """Speed and size, the reference figures and the footer."""
+    parts = []
     T = m["timing"]
     parts.append("<h2>Speed and size</h2>")
     rows = [[f"encode one {escape(ch)} slice", f"{v:.2f} ms"] for ch, v in T["encode_ms"].items()]
@@ -222,6 +264,19 @@ def write_report(m: dict, path: str | Path) -> Path:
     parts.append(f"<p class=note>All numbers: <a href=metrics.json>metrics.json</a> (schema {escape(m['schema'])}, "
                  "documented in docs/metrics-schema.md). Step times (s): "
                  + ", ".join(f"{escape(k)} {v}" for k, v in m["elapsed_s"].items()) + ".</p>")
+    return parts
+
+
+def write_report(m: dict, path: str | Path) -> Path:
+    """Write the HTML report of metrics ``m`` (the metrics.json dict) to ``path``."""
+    parts = []
+    for section in (_head, _overlap, _distances, _reconstructions, _examples, _relevance):
+        parts += section(m)
+    if m.get("dose_prediction"):
+        parts += _dose_prediction(m["dose_prediction"])
+    if m.get("hashers"):
+        parts += _hashers(m["hashers"])
+    parts += _timing(m)
     parts.append("</body></html>\n")
     path = Path(path)
     path.write_text("\n".join(parts), encoding="utf-8")

@@ -7,10 +7,12 @@ distance counted as the expected overlap under random tie-breaking, Jaccard = D 
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from ..hashing.kernel_lsh import KernelLSH, hamming_distances
+from ..hashing import HASHERS, KernelLSH, describe_hasher, hamming_distances, make_hasher
 from .metrics import dice_from_overlap, jaccard_from_dice, tie_aware_overlap
 
 MODES = ("included", "excluded")
@@ -61,6 +63,34 @@ def overlap_table(eu: np.ndarray, ham: np.ndarray, excluded: np.ndarray, ks: lis
     return out
 
 
+def codes_overlap(codes: np.ndarray, queries: np.ndarray, eu: np.ndarray, masks: dict[str, np.ndarray],
+                  ks: list[int]) -> dict[str, dict[int, np.ndarray]]:
+    """mode -> k -> (nq,) Dice of the Hamming k-NN of packed ``codes`` (n, n_bytes) against the Euclidean
+    k-NN (``eu`` (nq, n)), for the query rows ``queries``."""
+    ham = hamming_distances(codes[queries], codes)
+    return {mode: overlap_table(eu, ham, excluded, ks) for mode, excluded in masks.items()}
+
+
+def index_overlap(hasher, name: str, X: np.ndarray, queries: np.ndarray, eu: np.ndarray,
+                  masks: dict[str, np.ndarray], ks: list[int]) -> dict:
+    """Dice and Jaccard of an index's own fitted ``hasher`` (its codes), as :func:`hamming_overlap` gives
+    for kernel LSH: ``{"name", "hasher" (its description), "bits", "summary", "per_query_dice"}`` with
+    the index's code length as the only length."""
+    info = describe_hasher(hasher)
+    n_bits = int(info["params"]["n_bits"])
+    X = np.nan_to_num(np.asarray(X, dtype=np.float32))
+    per_query = {mode: {n_bits: dice} for mode, dice in codes_overlap(hasher.transform(X), queries, eu, masks,
+                                                                      ks).items()}
+    return {"name": name, "hasher": info, "bits": n_bits, "summary": summarise(per_query),
+            "per_query_dice": rounded(per_query)}
+
+
+def rounded(per_query: dict) -> dict:
+    """mode -> bits -> k -> list of per-query Dice, 4 decimals, string keys (metrics.json)."""
+    return {m: {str(b): {str(k): np.round(v, 4).tolist() for k, v in by_k.items()} for b, by_k in by_b.items()}
+            for m, by_b in per_query.items()}
+
+
 def mean_ci(values: np.ndarray, z: float = 1.96) -> dict:
     """Mean, 95 % normal-approximation confidence interval of the mean, median and quartiles."""
     v = np.asarray(values, dtype=np.float64)
@@ -96,10 +126,8 @@ def hamming_overlap(X: np.ndarray, queries: np.ndarray, eu: np.ndarray, masks: d
     for b in bits:
         hasher = KernelLSH(n_bits=int(b), gamma=gamma, seed=seed).fit(Xf[fit_rows])
         gamma_ = hasher.gamma_
-        codes = hasher.transform(Xf)
-        ham = hamming_distances(codes[queries], codes)
-        for mode, excluded in masks.items():
-            per_query[mode][int(b)] = overlap_table(eu, ham, excluded, ks)
+        for mode, dice in codes_overlap(hasher.transform(Xf), queries, eu, masks, ks).items():
+            per_query[mode][int(b)] = dice
         if progress is not None:
             progress.update(1)
     return {"gamma": gamma_, "per_query": per_query}
@@ -122,7 +150,7 @@ HASHER_BITS = (16, 32, 64, 128, 256, 1024)
 def compare_hashers(X: np.ndarray, queries: np.ndarray, eu: np.ndarray, excluded: np.ndarray, k: int, *,
                     bits=HASHER_BITS, seed: int = 0, fit_rows: np.ndarray | None = None, trained_epochs: int = 10,
                     progress=None, usefulness=None) -> dict:
-    """Dice@k of every hasher of :mod:`medhash.hashing.hashers` at each code length, on the same features.
+    """Dice@k of every hasher of :data:`medhash.hashing.HASHERS` at each code length, on the same features.
 
     ITQ and PCA-sign give at most one bit per feature (None beyond). Returns ``{"bits", "k",
     "hashers": name -> {"dice": bits -> mean Dice or None, "fit_s": bits -> seconds or None}}``.
@@ -130,9 +158,6 @@ def compare_hashers(X: np.ndarray, queries: np.ndarray, eu: np.ndarray, excluded
     scores (e.g. organ-set Jaccard@10 and dose MAE@10 of the other patients' results), each hasher
     also gets ``"usefulness": bits -> that dict or None``.
     """
-    import time
-
-    from ..hashing.hashers import HASHERS, make_hasher
     fit_rows = np.flatnonzero(np.isfinite(X).all(axis=1)) if fit_rows is None else fit_rows
     Xf = np.nan_to_num(np.asarray(X, dtype=np.float32))
     out = {"bits": list(bits), "k": k, "hashers": {}}

@@ -44,15 +44,17 @@ def topk(dist: np.ndarray, excluded: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def reranked_topk(ham: np.ndarray, eu: np.ndarray, excluded: np.ndarray, k: int, depth: int) -> np.ndarray:
-    """(nq, k): the Hamming top-``depth`` (ties by row) re-ordered by Euclidean distance (the depth is cut
-    to the fewest allowed items of a query, never below k)."""
-    depth = max(k, min(depth, int((~excluded).sum(axis=1).min())))
-    short = topk(ham, excluded, depth)
-    out = np.empty((len(short), k), dtype=np.int64)
-    for q in range(len(short)):
-        e = eu[q, short[q]]
-        out[q] = short[q][np.lexsort((short[q], e))][:k]
+def rerank_depth(excluded: np.ndarray, k: int, depth: int) -> int:
+    """The re-rank depth used: ``depth`` cut to the fewest allowed items of a query, never below ``k``."""
+    return max(k, min(depth, int((~excluded).sum(axis=1).min())))
+
+
+def reranked(shortlists: np.ndarray, eu: np.ndarray, k: int) -> np.ndarray:
+    """(nq, k): each query's shortlist (nq, depth) of rows re-ordered by Euclidean distance ``eu``
+    (nq, n), ties by row (as :meth:`medhash.retrieval.Index.search` with ``rerank``)."""
+    out = np.empty((len(shortlists), k), dtype=np.int64)
+    for q, short in enumerate(shortlists):
+        out[q] = short[np.lexsort((short, eu[q, short]))][:k]
     return out
 
 
