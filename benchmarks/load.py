@@ -48,7 +48,7 @@ def build_demo_archive(folder: Path) -> Path:
     from medhash import Archive
     from medhash.demo import write_demo_cohort
     from medhash.features import train_model
-    from medhash.retrieval.index import build_index
+    from medhash.retrieval import build_index
 
     write_demo_cohort(folder / "demo", n_patients=3, rows=96)
     with Archive(folder / "arch", create=True) as arch:

@@ -9,7 +9,7 @@ item's true neighbours are members of its own cluster at about 56 bits, while ot
 near 128. Queries are drawn the same way (not in the database).
 
 For each size and engine (medhash's :mod:`medhash.retrieval.engines.faiss_engines`, searched through
-:func:`medhash.retrieval.index.hamming_topk` exactly as ``Index.search`` does): build time, memory (RSS growth
+`medhash.retrieval.topk.hamming_topk` exactly as ``Index.search`` does): build time, memory (RSS growth
 of this process), single-query p50 / p95 latency (one query at a time, 1 OpenMP thread a shard),
 batch queries/s (all queries in one call, every core), load time (what opening an index costs: the
 codes file memory-mapped and copied into the shards for flat, the engine file read for ivf / hnsw)
@@ -135,8 +135,9 @@ def main() -> None:
 
     import faiss
 
-    from medhash.retrieval.engines.faiss_engines import DEFAULT_PARAMS, FaissApproxEngine, FlatEngine, cpu_count, resolve_params
-    from medhash.retrieval.index import hamming_topk
+    from medhash.retrieval import hamming_topk
+    from medhash.retrieval.engines import DEFAULT_PARAMS, FaissApproxEngine, FlatEngine, resolve_params
+    from medhash.threads import cpu_count, set_faiss_threads
 
     sizes = [int(s) for s in args.sizes.split(",")]
     types = args.types.split(",")
@@ -171,11 +172,11 @@ def main() -> None:
         log(f"{n:,}: flat single queries (medhash and faiss called directly, interleaved query by query)")
 
         def faiss_default(q):
-            faiss.omp_set_num_threads(cores)
+            set_faiss_threads(cores)
             direct.search(q, K)
 
         def faiss_one(q):
-            faiss.omp_set_num_threads(1)
+            set_faiss_threads(1)
             direct.search(q, K)
 
         lat = interleaved({"medhash": lambda q: hamming_topk(flat, q, K, keys), "faiss": faiss_default,

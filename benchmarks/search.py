@@ -7,19 +7,20 @@
 Part 1, query latency split, on a real archive and index (without ``--archive``: a 3-patient demo
 cohort at 96 rows is written, ingested, a shallow CT model trained for one epoch and a 256-bit CT
 index built, in a temporary folder). The queries are image arrays (archive slices' ``.ct`` / ``.dose``
-handed over as a :class:`medhash.retrieval.search.Query` of kind ``image``), so the encoder runs as it does for
+handed over as a :class:`medhash.retrieval.Query` of kind ``image``), so the encoder runs as it does for
 a DICOM or PNG query. Each query goes through the steps of :func:`medhash.search` one by one
-(``load_model``, ``encode_arrays`` + ``combine``, ``Index.encode``, ``hamming_topk``, the re-rank of
+(``load_model``, ``encode_arrays`` + ``combine``, ``Index.hash``, ``hamming_topk``, the re-rank of
 ``Index.search(..., rerank=R)``) and then through ``medhash.search`` itself; median and p95 per step.
 
 Part 2, scale, on synthetic 256-bit codes with a clustered structure like real codes (1,000 random
 centre codes; an item is a centre with each bit flipped with probability 0.1) at each ``--sizes``:
-(a) medhash's ``hamming_topk`` (deterministic tie-breaking included) on the faiss index it builds,
-(b) faiss ``IndexBinaryFlat.search`` on the same object, (d) exact float search over random float32
+(a) medhash's ``hamming_topk`` (deterministic tie-breaking included) on its flat engine (whose thread
+count follows :mod:`medhash.threads`: 1 for a single query, every core for a batch),
+(b) faiss ``IndexBinaryFlat.search`` on the engine's faiss index, (d) exact float search over random float32
 features of dimension 128 of the same number of items (faiss ``IndexFlatL2``; numpy brute force up
 to 10^5), and a plain numpy popcount (``medhash.hashing.kernel_lsh.hamming_distances``) for reference. One query
 at a time (a and b interleaved query by query, so drift hits both alike) and one batch of all
-queries; faiss threads set with ``faiss.omp_set_num_threads`` and printed. Tables go to stdout,
+queries; faiss threads set with :func:`medhash.threads.set_faiss_threads` and printed. Tables go to stdout,
 progress to stderr; nothing is asserted.
 """
 from __future__ import annotations
@@ -100,10 +101,11 @@ def load_line() -> str:
 
 
 class CountingIndex:
-    """Wraps a faiss binary index and counts the calls ``hamming_topk`` makes (for the tie fallback)."""
+    """Wraps an engine and counts the calls ``hamming_topk`` makes (for the tie fallback)."""
 
     def __init__(self, index):
         self._index = index
+        self.exact = index.exact
         self.searches = 0
         self.range_searches = 0
 
@@ -114,10 +116,6 @@ class CountingIndex:
     def search(self, *a, **kw):
         self.searches += 1
         return self._index.search(*a, **kw)
-
-    def search_c(self, *a, **kw):
-        self.searches += 1
-        return self._index.search_c(*a, **kw)
 
     def range_search(self, *a, **kw):
         self.range_searches += 1
@@ -180,7 +178,7 @@ def demo_archive(tmp: Path):
     from medhash import Archive
     from medhash.demo import write_demo_cohort
     from medhash.features import train_model
-    from medhash.retrieval.index import build_index
+    from medhash.retrieval import build_index
     log("part 1: writing the demo cohort (3 patients, 96 rows)")
     folders = write_demo_cohort(tmp / "demo", n_patients=3, rows=96)
     arch = Archive(tmp / "arch", create=True)
@@ -202,8 +200,8 @@ def part1(args) -> str:
     import medhash
     from medhash import Archive
     from medhash.features import encode_arrays, load_model
-    from medhash.retrieval.index import combine, hamming_topk
-    from medhash.retrieval.search import Query, open_index
+    from medhash.retrieval import Query, combine, hamming_topk, open_index
+    from medhash.threads import set_faiss_threads
 
     search_fn = medhash.search            # the function (medhash/__init__ binds it over the module name)
     tmp = None
@@ -221,7 +219,7 @@ def part1(args) -> str:
         depth = min(args.rerank, n_items)
         channels = list(idx.manifest["models"])
         if args.threads_part1 > 0:
-            faiss.omp_set_num_threads(args.threads_part1)
+            set_faiss_threads(args.threads_part1)
         th_note = (f"faiss threads {faiss.omp_get_max_threads()}"
                    + (" (set by --threads-part1)" if args.threads_part1 > 0 else
                       " (faiss's default, left as medhash leaves it)"))
@@ -238,7 +236,7 @@ def part1(args) -> str:
                                      ct=s.ct, dose=s.dose)))
         models = {ch: load_model(arch, m["name"]) for ch, m in idx.manifest["models"].items()}
         scales, weights = idx.manifest["scales"], idx.manifest["weights"]
-        fa = idx._faiss
+        fa = idx.engine
 
         def image_of(s, ch):
             return s.ct if ch == "ct" else s.dose
@@ -259,18 +257,18 @@ def part1(args) -> str:
             blocks = {ch: encode_arrays(models[ch][0], models[ch][1], image_of(s, ch)[None]) for ch in channels}
             feats = combine(blocks, scales, weights)
             t2 = time.perf_counter()
-            codes = idx.encode(feats)
+            codes = idx.hash(feats)
             t3 = time.perf_counter()
             hamming_topk(fa, codes, k, idx.rows)
             t4 = time.perf_counter()
             hamming_topk(fa, codes, depth, idx.rows)
             t5 = time.perf_counter()
             if th_default != 1:
-                faiss.omp_set_num_threads(1)
+                set_faiss_threads(1)
                 ta = time.perf_counter()
                 hamming_topk(fa, codes, k, idx.rows)
                 tb = time.perf_counter()
-                faiss.omp_set_num_threads(th_default)
+                set_faiss_threads(th_default)
                 if not warm:
                     T["hamming1"].append(tb - ta)
             hits0 = idx.search(feats, k)[0]
@@ -306,7 +304,7 @@ def part1(args) -> str:
         counter = CountingIndex(fa)
         for s, q in queries:
             blocks = {ch: encode_arrays(models[ch][0], models[ch][1], image_of(s, ch)[None]) for ch in channels}
-            hamming_topk(counter, idx.encode(combine(blocks, scales, weights)), k, idx.rows)
+            hamming_topk(counter, idx.hash(combine(blocks, scales, weights)), k, idx.rows)
         fallback = counter.range_searches / len(queries)
 
         e2e = np.median(np.asarray(T["e2e_rr"]) * 1e3)
@@ -314,8 +312,8 @@ def part1(args) -> str:
         labels = [
             ("load", "model lookup (Index.model: loaded once per open index)", e2e0),
             ("encode", "encode: encode_arrays on one slice + combine (model preloaded)", e2e0),
-            ("hash", "hash: Index.encode (KernelLSH.transform of one vector)", e2e0),
-            ("hamming", f"search: hamming_topk(index._faiss, code, k={k}, rows)", e2e0),
+            ("hash", "hash: Index.hash (the hasher's transform of one vector)", e2e0),
+            ("hamming", f"search: hamming_topk(index.engine, code, k={k}, rows)", e2e0),
             ("hamming1", f"  the same with faiss at 1 thread", e2e0),
             ("short", f"short-list: hamming_topk(..., k={depth}) (the Hamming part of rerank={depth})", e2e),
             ("rerank", f"re-rank: Index.search(rerank={depth}) - hash - short-list", e2e),
@@ -429,8 +427,9 @@ def numpy_hamming_topk(codes: np.ndarray, Q: np.ndarray, k: int) -> np.ndarray:
 def part2(args) -> str:
     import faiss
 
-    from medhash.retrieval.index import _faiss_binary, hamming_topk
-    from medhash.retrieval.index import Index
+    from medhash.retrieval import Index, hamming_topk
+    from medhash.retrieval.engines import FlatEngine
+    from medhash.threads import set_faiss_threads
 
     k, n_bits, dim = args.k, 256, 128
     nq = args.queries
@@ -445,7 +444,8 @@ def part2(args) -> str:
         codes = clustered_codes(n, centres, np.random.default_rng([args.seed, 3, n]))
         feats = random_features(n, dim, np.random.default_rng([args.seed, 4, n]))
         keys = np.arange(n, dtype=np.int64)          # an index's rows: increasing
-        binx = _faiss_binary(codes)                  # the object medhash builds (Index._faiss)
+        engine = FlatEngine(codes, shards=1)         # the engine a flat Index opens
+        binx = engine.parts[0]                       # its faiss IndexBinaryFlat
         flat = faiss.IndexFlatL2(dim)
         flat.add(feats)
         nq_float = nq if n <= 100_000 else min(nq, args.float_queries)
@@ -453,9 +453,9 @@ def part2(args) -> str:
         res = {}                                     # (method, threads) -> (median ms, p95 ms, q/s single)
         bres = {}                                    # (method, threads) -> q/s batch
         for th in threads:
-            faiss.omp_set_num_threads(th)
+            set_faiss_threads(th)
             log(f"part 2: n = {n:,}, {th} thread(s): single queries, medhash vs faiss ({passes} passes x {nq})")
-            t = time_single({"a": lambda i: hamming_topk(binx, Qc[i:i + 1], k, keys),
+            t = time_single({"a": lambda i: hamming_topk(engine, Qc[i:i + 1], k, keys),
                              "b": lambda i: binx.search(Qc[i:i + 1], k)}, nq, passes)
             for m in ("a", "b"):
                 med, p95 = ms(t[m])
@@ -468,10 +468,10 @@ def part2(args) -> str:
             res[("d", th)] = (med, p95, len(t["d"]) / sum(t["d"]))
             log(f"part 2: n = {n:,}, {th} thread(s): batch of {nq}")
             reps_b = 3 if n <= 100_000 else 2
-            bres[("a", th)] = nq / time_batch(lambda: hamming_topk(binx, Qc, k, keys), reps_b)
+            bres[("a", th)] = nq / time_batch(lambda: hamming_topk(engine, Qc, k, keys), reps_b)
             bres[("b", th)] = nq / time_batch(lambda: binx.search(Qc, k), reps_b)
             bres[("d", th)] = nq / time_batch(lambda: flat.search(Qf, k), 1 if n > 100_000 else 3)
-        faiss.omp_set_num_threads(threads[-1])
+        set_faiss_threads(threads[-1])
         # numpy references (threads: numpy's own; faiss setting irrelevant)
         nq_np = nq if n <= 100_000 else min(nq, args.float_queries)
         log(f"part 2: n = {n:,}: numpy popcount ({nq_np}) and numpy float brute force")
@@ -489,22 +489,22 @@ def part2(args) -> str:
 
         # medhash's path with an own-patient exclusion (archive queries: 90 slices excluded), single queries
         th = threads[-1]
-        faiss.omp_set_num_threads(th)
+        set_faiss_threads(th)
         pids = np.array([f"pt_{i // 90}" for i in range(n)], dtype=object)
         fake_arch = SimpleNamespace(table=lambda: {"patient_id": pids})
         fake_idx = SimpleNamespace(archive=fake_arch, rows=keys, _patient_codes=None)
         ex_mask = pids == "pt_1"
-        t = time_single({"ax": lambda i: hamming_topk(binx, Qc[i:i + 1], k, keys, [ex_mask]),
+        t = time_single({"ax": lambda i: hamming_topk(engine, Qc[i:i + 1], k, keys, [ex_mask]),
                          "pm": lambda i: Index.patient_mask(fake_idx, "pt_1")}, min(nq, 50), 1)
         res[("ax", th)] = ms(t["ax"]) + (0.0,)
         res[("pm", th)] = ms(t["pm"]) + (0.0,)
 
         # agreement and tie fallback
-        Da, Ia = hamming_topk(binx, Qc, k, keys)
+        Da, Ia = hamming_topk(engine, Qc, k, keys)
         Db, Ib = binx.search(Qc, k)
         same_d = int(np.all(Da == Db, axis=1).sum())
         same_i = int(np.all(Ia == Ib, axis=1).sum())
-        counter = CountingIndex(binx)
+        counter = CountingIndex(engine)
         for i in range(nq):
             hamming_topk(counter, Qc[i:i + 1], k, keys)
         fallback = counter.range_searches / nq
@@ -559,7 +559,7 @@ def part2(args) -> str:
         f"k={k}",
         f"queries: {nq} codes from the same distribution (not in the database), the same set at every size; float "
         f"search: random float32 features d={dim}, {nq} queries ({args.float_queries} single queries above 10^5).",
-        "faiss threads per row via faiss.omp_set_num_threads (column 'thr'; 'np' = numpy, its BLAS default). "
+        "faiss threads per row via medhash.threads.set_faiss_threads (column 'thr'; medhash's own rows follow its thread policy; 'np' = numpy, its BLAS default). "
         "(a) and (b) single queries are interleaved query by query on the same faiss object.",
         "",
         "Single queries (one call per query)",

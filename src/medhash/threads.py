@@ -57,19 +57,25 @@ def faiss_threads(pattern: str) -> int:
     return 1 if pattern == "single" else cpu_count()
 
 
-def use_faiss_threads(pattern: str) -> int:
-    """Make faiss calls of this thread use :func:`faiss_threads` (``pattern``) threads; returns the count.
+def set_faiss_threads(n: int) -> int:
+    """Make faiss calls of this thread use ``n`` OpenMP threads (at least 1); returns the count.
 
-    Calls ``faiss.omp_set_num_threads`` only when the count differs from the one this thread set
-    last (a no-op for repeated single queries).
+    Calls ``faiss.omp_set_num_threads`` only when ``n`` differs from what this thread set last (a
+    no-op for repeated single queries). Code that chooses faiss threads must come here, never call
+    faiss directly, so that the recorded count stays true.
     """
-    n = faiss_threads(pattern)
+    n = max(1, int(n))
     if getattr(_local, "faiss_threads", None) != n:
         import faiss  # start-up: faiss only when an engine is built or searched
 
         faiss.omp_set_num_threads(n)
         _local.faiss_threads = n
     return n
+
+
+def use_faiss_threads(pattern: str) -> int:
+    """Make faiss calls of this thread use :func:`faiss_threads` (``pattern``) threads; returns the count."""
+    return set_faiss_threads(faiss_threads(pattern))
 
 
 def search_threads(n_queries: int) -> int:
