@@ -107,3 +107,25 @@ def test_flat_engine_is_an_exact_engine():
     assert isinstance(engine, Engine) and engine.exact and engine.ntotal == 3
     D, I = engine.range_search(np.zeros((1, 2), np.uint8), 1)
     assert sorted(I.tolist()) == [0, 1, 2] and D.tolist() == [0, 0, 0]
+
+
+def test_thread_policy_per_call_pattern_and_per_thread():
+    import os
+    import threading
+
+    import faiss
+
+    from medhash import threads
+    assert os.environ["OMP_WAIT_POLICY"]                       # set (or kept) before faiss started OpenMP
+    assert threads.faiss_threads("single") == 1
+    assert threads.faiss_threads("batch") == threads.faiss_threads("build") == threads.cpu_count()
+    with pytest.raises(ValueError, match="call pattern"):
+        threads.faiss_threads("bulk")
+    assert threads.search_threads(1) == 1 and faiss.omp_get_max_threads() == 1
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(threads.set_faiss_threads(3) and faiss.omp_get_max_threads()))
+    t.start()
+    t.join()
+    assert seen == [3] and faiss.omp_get_max_threads() == 1    # another thread's setting is its own
+    threads.search_threads(5)
+    assert faiss.omp_get_max_threads() == threads.cpu_count()
