@@ -47,7 +47,8 @@ def pick_model(archive, channel: str, name: str | None = None) -> dict:
                             f"{', '.join(m['name'] for m in every) or 'none'}", param="models")
     models = [m for m in every if m["channel"] == channel]
     if not models:
-        raise NotFoundError(f"no {channel} model in {archive.path}; train one first")
+        raise NotFoundError(f"no {channel} model in {archive.path}; train one first (medhash train, channel "
+                            f"{channel})")
     return sorted(models, key=lambda m: (m.get("created", 0), m["name"]))[-1]
 
 
