@@ -554,12 +554,12 @@ def measure_size(args, n: int, centres: np.ndarray, Qc: np.ndarray, Qf: np.ndarr
                            passes=passes)
 
 
-def size_rows(args, n: int, threads: list[int], m: SimpleNamespace, single_rows: list, batch_rows: list,
+def size_rows(args, n: int, threads: list[int], meas: SimpleNamespace, single_rows: list, batch_rows: list,
               summary_rows: list, mem_rows: list) -> None:
     """Append part 2's table rows for one size."""
-    nq, res, bres = args.queries, m.res, m.bres
-    passes, nq_float, nq_np, fallback, same_d, same_i, dk = (m.passes, m.nq_float, m.nq_np, m.fallback, m.same_d,
-                                                            m.same_i, m.dk)
+    nq, res, bres = args.queries, meas.res, meas.bres
+    passes, nq_float, nq_np, fallback, same_d, same_i, dk = (meas.passes, meas.nq_float, meas.nq_np, meas.fallback,
+                                                            meas.same_d, meas.same_i, meas.dk)
     names = {"a": "(a) medhash hamming_topk", "b": "(b) faiss IndexBinaryFlat.search",
              "d": "(d) faiss IndexFlatL2, float32 d=128", "e": "numpy popcount (hashing.hamming_distances)",
              "f": "(d') numpy brute force, float32 d=128"}
@@ -595,8 +595,8 @@ def size_rows(args, n: int, threads: list[int], m: SimpleNamespace, single_rows:
                          f"{su_single:.0f}x", f"{su_batch:.0f}x", f"{pop:.1f}x",
                          f"{100 * fallback:.1f}%", f"{same_d}/{nq}", f"{same_i}/{nq}",
                          f"{int(np.median(dk))} [{int(dk.min())}-{int(dk.max())}]"])
-    mem_rows.append([f"{n:,}", human_bytes(m.codes_bytes), human_bytes(m.feats_bytes),
-                     f"{m.feats_bytes / m.codes_bytes:.0f}x"])
+    mem_rows.append([f"{n:,}", human_bytes(meas.codes_bytes), human_bytes(meas.feats_bytes),
+                     f"{meas.feats_bytes / meas.codes_bytes:.0f}x"])
 
 
 def part2_text(args, threads: list[int], single_rows: list, batch_rows: list, summary_rows: list,
