@@ -48,7 +48,7 @@ def build_demo_archive(folder: Path) -> Path:
     from medhash import Archive
     from medhash.demo import write_demo_cohort
     from medhash.features import train_model
-    from medhash.retrieval.index import build_index
+    from medhash.retrieval import build_index
 
     write_demo_cohort(folder / "demo", n_patients=3, rows=96)
     with Archive(folder / "arch", create=True) as arch:
@@ -147,22 +147,9 @@ def main() -> int:
             npys[(pid, s)] = buf.getvalue()
 
     port = free_port()
-    cmd = [sys.executable, "-m", "medhash.cli", "serve", "--archive", str(archive), "--port", str(port)]
-    server = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    server = None
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                c.request("GET", "/api/health")
-                if c.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            if server.poll() is not None or time.time() > deadline:
-                print(server.stderr.read(), file=sys.stderr)
-                raise SystemExit("the server did not start")
-            time.sleep(0.2)
+        server = start_server(archive, port)
         # warm-up, not counted: one search of each kind (first encode) and its pictures
         warm = Client(port, chosen, npys, args.index, args.k, time.perf_counter() + 60, args.seed + 10_000, rounds=2)
         warm.run()
@@ -177,15 +164,40 @@ def main() -> int:
             c.join()
         elapsed = time.perf_counter() - t0
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
         if tmp is not None:
             tmp.cleanup()
 
-    records = [r for c in clients for r in c.records]
+    return report(args, archive, slices, [r for c in clients for r in c.records], elapsed)
+
+
+def start_server(archive: Path, port: int) -> subprocess.Popen:
+    """``medhash serve`` on ``port``, once it answers ``/api/health`` (within 60 s)."""
+    cmd = [sys.executable, "-m", "medhash.cli", "serve", "--archive", str(archive), "--port", str(port)]
+    server = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while True:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/api/health")
+            if c.getresponse().status == 200:
+                return server
+        except OSError:
+            pass
+        if server.poll() is not None or time.time() > deadline:
+            print(server.stderr.read(), file=sys.stderr)
+            server.kill()
+            raise SystemExit("the server did not start")
+        time.sleep(0.2)
+
+
+def report(args, archive: Path, slices: list, records: list, elapsed: float) -> int:
+    """Print the table of request kinds; 0 when every request succeeded."""
     kinds = sorted({k for k, _, _ in records}, key=lambda k: (k.startswith("result"), k))
     print(f"# {args.clients} clients for {args.seconds:g} s against 127.0.0.1 (medhash serve, 1 uvicorn worker); "
           f"archive {Path(archive).name} ({len(slices)} slices), k {args.k}; {os.cpu_count()} CPU cores, "

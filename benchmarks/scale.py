@@ -9,7 +9,7 @@ item's true neighbours are members of its own cluster at about 56 bits, while ot
 near 128. Queries are drawn the same way (not in the database).
 
 For each size and engine (medhash's :mod:`medhash.retrieval.engines.faiss_engines`, searched through
-:func:`medhash.retrieval.index.hamming_topk` exactly as ``Index.search`` does): build time, memory (RSS growth
+`medhash.retrieval.topk.hamming_topk` exactly as ``Index.search`` does): build time, memory (RSS growth
 of this process), single-query p50 / p95 latency (one query at a time, 1 OpenMP thread a shard),
 batch queries/s (all queries in one call, every core), load time (what opening an index costs: the
 codes file memory-mapped and copied into the shards for flat, the engine file read for ivf / hnsw)
@@ -135,8 +135,7 @@ def main() -> None:
 
     import faiss
 
-    from medhash.retrieval.engines.faiss_engines import DEFAULT_PARAMS, FaissApproxEngine, FlatEngine, cpu_count, resolve_params
-    from medhash.retrieval.index import hamming_topk
+    from medhash.threads import cpu_count
 
     sizes = [int(s) for s in args.sizes.split(",")]
     types = args.types.split(",")
@@ -153,77 +152,11 @@ def main() -> None:
     Qs, Qb = Q[:args.queries], Q[:args.batch]
     rows, flat_rows, build_rate = [], [], {}
     for n in sizes:
-        log(f"{n:,} codes: generating")
         codes = clustered(n, centres, np.random.default_rng([args.seed, 2, n]))
         keys = np.arange(n, dtype=np.int64)
-        # the exact answer and faiss called directly
-        r0 = rss_mib()
-        t = time.perf_counter()
-        flat = FlatEngine(codes)
-        t_flat = time.perf_counter() - t
-        mem_flat = rss_mib() - r0
-        log(f"{n:,}: exact reference ({len(Qb)} queries, batch)")
-        t = time.perf_counter()
-        D_exact, _ = hamming_topk(flat, Qb, K, keys)
-        t_batch_flat = time.perf_counter() - t
-        direct = faiss.IndexBinaryFlat(N_BITS)
-        direct.add(codes)
-        log(f"{n:,}: flat single queries (medhash and faiss called directly, interleaved query by query)")
-
-        def faiss_default(q):
-            faiss.omp_set_num_threads(cores)
-            direct.search(q, K)
-
-        def faiss_one(q):
-            faiss.omp_set_num_threads(1)
-            direct.search(q, K)
-
-        lat = interleaved({"medhash": lambda q: hamming_topk(flat, q, K, keys), "faiss": faiss_default,
-                           "faiss1": faiss_one}, Qs)
-        lat_flat, lat_direct, lat_direct1 = lat["medhash"], lat["faiss"], lat["faiss1"]
-        del direct
-        bound_ms = n * N_BYTES / (bwn if len(flat.parts) > 1 else bw1) * 1e3
-        flat_rows.append([f"{n:,}", len(flat.parts), fmt(np.median(lat_flat)), fmt(np.median(lat_direct)),
-                          fmt(np.median(lat_direct1)), f"{np.median(lat_direct) / np.median(lat_flat):.2f}",
-                          fmt(bound_ms), f"{bound_ms / np.median(lat_flat):.2f}"])
-        with tempfile.TemporaryDirectory() as tmp:        # load = open codes.u8 memory-mapped + build the shards
-            codes.tofile(Path(tmp) / "codes.u8")
-            t = time.perf_counter()
-            FlatEngine(np.memmap(Path(tmp) / "codes.u8", dtype=np.uint8, mode="r", shape=codes.shape))
-            t_load_flat = time.perf_counter() - t
-        rows.append([f"{n:,}", "flat", f"{t_flat:.1f}", f"{t_load_flat:.2f}", f"{mem_flat:.0f}", f"{mem_flat / n * 1e6:.0f}",
-                     fmt(np.median(lat_flat)), fmt(np.percentile(lat_flat, 95)),
-                     f"{len(Qb) / t_batch_flat:,.0f}", "1.000"])
+        flat, D_exact = measure_flat(args, n, codes, keys, Qs, Qb, bw1, bwn, cores, rows, flat_rows)
         for kind in [t for t in types if t != "flat"]:
-            if kind == "hnsw" and n > args.hnsw_max:
-                rate = build_rate.get("hnsw")
-                est = f"not built (est. {rate * n:,.0f} s)" if rate else "not built"
-                rows.append([f"{n:,}", kind, est, "", "", "", "", "", "", ""])
-                continue
-            params = resolve_params(kind, {"nprobe": args.nprobe} if kind == "ivf" else {"ef_search": args.ef_search})
-            log(f"{n:,}: building {kind} {params}")
-            r0 = rss_mib()
-            t = time.perf_counter()
-            eng = FaissApproxEngine.create(kind, params, codes, seed=args.seed)
-            t_build = time.perf_counter() - t
-            mem = rss_mib() - r0
-            build_rate[kind] = t_build / n
-            with tempfile.TemporaryDirectory() as tmp:
-                eng.save(Path(tmp) / "engine")
-                t = time.perf_counter()
-                FaissApproxEngine.load(Path(tmp) / "engine", kind, params)
-                t_load = time.perf_counter() - t
-            lat = single_latencies(lambda q: hamming_topk(eng, q, K, keys), Qs)
-            t = time.perf_counter()
-            D_a, _ = hamming_topk(eng, Qb, K, keys)
-            t_batch = time.perf_counter() - t
-            rec = recall_at_k(D_a, D_exact)
-            label = kind + (f" (nlist {eng.index.nlist}, nprobe {eng.index.nprobe})" if kind == "ivf"
-                            else f" (M {params['M']}, ef {params['ef_search']})")
-            rows.append([f"{n:,}", label, f"{t_build:.1f}", f"{t_load:.2f}", f"{mem:.0f}", f"{mem / n * 1e6:.0f}", fmt(np.median(lat)),
-                         fmt(np.percentile(lat, 95)), f"{len(Qb) / t_batch:,.0f}", f"{rec:.3f}"])
-            log(f"{n:,}: {kind} p50 {np.median(lat):.3f} ms, recall {rec:.3f}")
-            del eng
+            measure_approx(args, kind, n, codes, keys, Qs, Qb, D_exact, build_rate, rows)
         del flat, codes
     print()
     print(f"Engines, {N_BITS}-bit clustered codes, k = {K}; single queries: {args.queries}, batch: {args.batch} "
@@ -238,7 +171,101 @@ def main() -> None:
                  f"speed ratio (faiss {cores} thr / medhash)", "bound ms", "bound / medhash"], flat_rows))
     print("(medians of single queries, the three called in turn query by query, two passes)")
     print()
-    # projection on paper
+    projection(args, bw1, bwn)
+    log("done")
+
+
+def measure_flat(args, n: int, codes, keys, Qs, Qb, bw1: float, bwn: float, cores: int, rows: list, flat_rows: list):
+    """The flat engine at one size: build, load, single and batch queries, against faiss called directly;
+    appends its rows and returns (engine, exact distances of the batch)."""
+    import faiss
+
+    from medhash.retrieval import hamming_topk
+    from medhash.retrieval.engines import FlatEngine
+    from medhash.threads import set_faiss_threads
+
+    log(f"{n:,} codes: measuring the flat engine")
+    # the exact answer and faiss called directly
+    r0 = rss_mib()
+    t = time.perf_counter()
+    flat = FlatEngine(codes)
+    t_flat = time.perf_counter() - t
+    mem_flat = rss_mib() - r0
+    log(f"{n:,}: exact reference ({len(Qb)} queries, batch)")
+    t = time.perf_counter()
+    D_exact, _ = hamming_topk(flat, Qb, K, keys)
+    t_batch_flat = time.perf_counter() - t
+    direct = faiss.IndexBinaryFlat(N_BITS)
+    direct.add(codes)
+    log(f"{n:,}: flat single queries (medhash and faiss called directly, interleaved query by query)")
+
+    def faiss_default(q):
+        set_faiss_threads(cores)
+        direct.search(q, K)
+
+    def faiss_one(q):
+        set_faiss_threads(1)
+        direct.search(q, K)
+
+    lat = interleaved({"medhash": lambda q: hamming_topk(flat, q, K, keys), "faiss": faiss_default,
+                       "faiss1": faiss_one}, Qs)
+    lat_flat, lat_direct, lat_direct1 = lat["medhash"], lat["faiss"], lat["faiss1"]
+    del direct
+    bound_ms = n * N_BYTES / (bwn if len(flat.parts) > 1 else bw1) * 1e3
+    flat_rows.append([f"{n:,}", len(flat.parts), fmt(np.median(lat_flat)), fmt(np.median(lat_direct)),
+                      fmt(np.median(lat_direct1)), f"{np.median(lat_direct) / np.median(lat_flat):.2f}",
+                      fmt(bound_ms), f"{bound_ms / np.median(lat_flat):.2f}"])
+    with tempfile.TemporaryDirectory() as tmp:        # load = open codes.u8 memory-mapped + build the shards
+        codes.tofile(Path(tmp) / "codes.u8")
+        t = time.perf_counter()
+        FlatEngine(np.memmap(Path(tmp) / "codes.u8", dtype=np.uint8, mode="r", shape=codes.shape))
+        t_load_flat = time.perf_counter() - t
+    rows.append([f"{n:,}", "flat", f"{t_flat:.1f}", f"{t_load_flat:.2f}", f"{mem_flat:.0f}", f"{mem_flat / n * 1e6:.0f}",
+                 fmt(np.median(lat_flat)), fmt(np.percentile(lat_flat, 95)),
+                 f"{len(Qb) / t_batch_flat:,.0f}", "1.000"])
+    return flat, D_exact
+
+
+def measure_approx(args, kind: str, n: int, codes, keys, Qs, Qb, D_exact, build_rate: dict, rows: list) -> None:
+    """An approximate engine at one size: build, save + load, single and batch queries, recall@10."""
+    from medhash.retrieval import hamming_topk
+    from medhash.retrieval.engines import FaissApproxEngine, resolve_params
+
+    if kind == "hnsw" and n > args.hnsw_max:
+        rate = build_rate.get("hnsw")
+        est = f"not built (est. {rate * n:,.0f} s)" if rate else "not built"
+        rows.append([f"{n:,}", kind, est, "", "", "", "", "", "", ""])
+        return
+    params = resolve_params(kind, {"nprobe": args.nprobe} if kind == "ivf" else {"ef_search": args.ef_search})
+    log(f"{n:,}: building {kind} {params}")
+    r0 = rss_mib()
+    t = time.perf_counter()
+    eng = FaissApproxEngine.create(kind, params, codes, seed=args.seed)
+    t_build = time.perf_counter() - t
+    mem = rss_mib() - r0
+    build_rate[kind] = t_build / n
+    with tempfile.TemporaryDirectory() as tmp:
+        eng.save(Path(tmp) / "engine")
+        t = time.perf_counter()
+        FaissApproxEngine.load(Path(tmp) / "engine", kind, params)
+        t_load = time.perf_counter() - t
+    lat = single_latencies(lambda q: hamming_topk(eng, q, K, keys), Qs)
+    t = time.perf_counter()
+    D_a, _ = hamming_topk(eng, Qb, K, keys)
+    t_batch = time.perf_counter() - t
+    rec = recall_at_k(D_a, D_exact)
+    label = kind + (f" (nlist {eng.index.nlist}, nprobe {eng.index.nprobe})" if kind == "ivf"
+                    else f" (M {params['M']}, ef {params['ef_search']})")
+    rows.append([f"{n:,}", label, f"{t_build:.1f}", f"{t_load:.2f}", f"{mem:.0f}", f"{mem / n * 1e6:.0f}", fmt(np.median(lat)),
+                 fmt(np.percentile(lat, 95)), f"{len(Qb) / t_batch:,.0f}", f"{rec:.3f}"])
+    log(f"{n:,}: {kind} p50 {np.median(lat):.3f} ms, recall {rec:.3f}")
+    del eng
+
+
+def projection(args, bw1: float, bwn: float) -> None:
+    """Print the arithmetic projection for 10^8 and 10^9 codes."""
+    from medhash.retrieval.engines import DEFAULT_PARAMS
+
     print("Projection for 10^8 and 10^9 codes (arithmetic; not measured):")
     nprobe = args.nprobe or DEFAULT_PARAMS["ivf"]["nprobe"]
     for n in (10**8, 10**9):
@@ -256,7 +283,6 @@ def main() -> None:
               f"      IVF, nlist {nlist} (medhash's auto), nprobe {nprobe}: {scanned:,.0f} codes + {nlist} centroids = "
               f"{(scanned + nlist) * N_BYTES / 1e6:.1f} MB at {bw1 / 1e9:.1f} GB/s (1 thread) = {ivf_ms:.1f} ms on one "
               f"machine; Milvus spreads the same IVF (BIN_IVF_FLAT) over query nodes.")
-    log("done")
 
 
 if __name__ == "__main__":

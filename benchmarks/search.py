@@ -7,24 +7,26 @@
 Part 1, query latency split, on a real archive and index (without ``--archive``: a 3-patient demo
 cohort at 96 rows is written, ingested, a shallow CT model trained for one epoch and a 256-bit CT
 index built, in a temporary folder). The queries are image arrays (archive slices' ``.ct`` / ``.dose``
-handed over as a :class:`medhash.retrieval.search.Query` of kind ``image``), so the encoder runs as it does for
+handed over as a :class:`medhash.retrieval.Query` of kind ``image``), so the encoder runs as it does for
 a DICOM or PNG query. Each query goes through the steps of :func:`medhash.search` one by one
-(``load_model``, ``encode_arrays`` + ``combine``, ``Index.encode``, ``hamming_topk``, the re-rank of
+(``load_model``, ``encode_arrays`` + ``combine``, ``Index.hash``, ``hamming_topk``, the re-rank of
 ``Index.search(..., rerank=R)``) and then through ``medhash.search`` itself; median and p95 per step.
 
 Part 2, scale, on synthetic 256-bit codes with a clustered structure like real codes (1,000 random
 centre codes; an item is a centre with each bit flipped with probability 0.1) at each ``--sizes``:
-(a) medhash's ``hamming_topk`` (deterministic tie-breaking included) on the faiss index it builds,
-(b) faiss ``IndexBinaryFlat.search`` on the same object, (d) exact float search over random float32
+(a) medhash's ``hamming_topk`` (deterministic tie-breaking included) on its flat engine (whose thread
+count follows :mod:`medhash.threads`: 1 for a single query, every core for a batch),
+(b) faiss ``IndexBinaryFlat.search`` on the engine's faiss index, (d) exact float search over random float32
 features of dimension 128 of the same number of items (faiss ``IndexFlatL2``; numpy brute force up
 to 10^5), and a plain numpy popcount (``medhash.hashing.kernel_lsh.hamming_distances``) for reference. One query
 at a time (a and b interleaved query by query, so drift hits both alike) and one batch of all
-queries; faiss threads set with ``faiss.omp_set_num_threads`` and printed. Tables go to stdout,
+queries; faiss threads set with :func:`medhash.threads.set_faiss_threads` and printed. Tables go to stdout,
 progress to stderr; nothing is asserted.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import shlex
@@ -100,10 +102,11 @@ def load_line() -> str:
 
 
 class CountingIndex:
-    """Wraps a faiss binary index and counts the calls ``hamming_topk`` makes (for the tie fallback)."""
+    """Wraps an engine and counts the calls ``hamming_topk`` makes (for the tie fallback)."""
 
     def __init__(self, index):
         self._index = index
+        self.exact = index.exact
         self.searches = 0
         self.range_searches = 0
 
@@ -114,10 +117,6 @@ class CountingIndex:
     def search(self, *a, **kw):
         self.searches += 1
         return self._index.search(*a, **kw)
-
-    def search_c(self, *a, **kw):
-        self.searches += 1
-        return self._index.search_c(*a, **kw)
 
     def range_search(self, *a, **kw):
         self.range_searches += 1
@@ -180,7 +179,7 @@ def demo_archive(tmp: Path):
     from medhash import Archive
     from medhash.demo import write_demo_cohort
     from medhash.features import train_model
-    from medhash.retrieval.index import build_index
+    from medhash.retrieval import build_index
     log("part 1: writing the demo cohort (3 patients, 96 rows)")
     folders = write_demo_cohort(tmp / "demo", n_patients=3, rows=96)
     arch = Archive(tmp / "arch", create=True)
@@ -202,10 +201,11 @@ def part1(args) -> str:
     import medhash
     from medhash import Archive
     from medhash.features import encode_arrays, load_model
-    from medhash.retrieval.index import combine, hamming_topk
-    from medhash.retrieval.search import Query, open_index
+    from medhash.retrieval import IndexCache, Query, combine, hamming_topk, open_index
+    from medhash.threads import set_faiss_threads
 
-    search_fn = medhash.search            # the function (medhash/__init__ binds it over the module name)
+    cache = IndexCache()                  # what a server keeps: the index is opened once
+    search_fn = functools.partial(medhash.search, cache=cache)
     tmp = None
     if args.archive:
         arch = Archive(args.archive)
@@ -215,13 +215,12 @@ def part1(args) -> str:
         tmp = tempfile.TemporaryDirectory(prefix="medhash-bench-")
         arch, name, where = demo_archive(Path(tmp.name))
     try:
-        idx = open_index(arch, name)
+        idx = open_index(arch, name, cache)
         name = idx.name
         k, n_items = args.k, len(idx)
-        depth = min(args.rerank, n_items)
         channels = list(idx.manifest["models"])
         if args.threads_part1 > 0:
-            faiss.omp_set_num_threads(args.threads_part1)
+            set_faiss_threads(args.threads_part1)
         th_note = (f"faiss threads {faiss.omp_get_max_threads()}"
                    + (" (set by --threads-part1)" if args.threads_part1 > 0 else
                       " (faiss's default, left as medhash leaves it)"))
@@ -238,126 +237,154 @@ def part1(args) -> str:
                                      ct=s.ct, dose=s.dose)))
         models = {ch: load_model(arch, m["name"]) for ch, m in idx.manifest["models"].items()}
         scales, weights = idx.manifest["scales"], idx.manifest["weights"]
-        fa = idx._faiss
+        fa = idx.engine
 
         def image_of(s, ch):
             return s.ct if ch == "ct" else s.dose
 
-        th_default = faiss.omp_get_max_threads()
-        keys = ["load", "encode", "hash", "hamming", "hamming1", "short", "isearch0", "isearch_rr", "rerank", "e2e0", "e2e_rr",
-                "e2e_archive"]
-        T = {key: [] for key in keys}
-        reported = {"encode": [], "search": []}
-        agree = 0
-        log(f"part 1: warm-up, then {len(queries)} queries")
-        for qi, (s, q) in enumerate([queries[0]] * 3 + queries):
-            warm = qi < 3
-            t0 = time.perf_counter()
-            for ch in idx.manifest["models"]:
-                idx.model(ch)                           # what query_features does: loaded once per Index
-            t1 = time.perf_counter()
-            blocks = {ch: encode_arrays(models[ch][0], models[ch][1], image_of(s, ch)[None]) for ch in channels}
-            feats = combine(blocks, scales, weights)
-            t2 = time.perf_counter()
-            codes = idx.encode(feats)
-            t3 = time.perf_counter()
-            hamming_topk(fa, codes, k, idx.rows)
-            t4 = time.perf_counter()
-            hamming_topk(fa, codes, depth, idx.rows)
-            t5 = time.perf_counter()
-            if th_default != 1:
-                faiss.omp_set_num_threads(1)
-                ta = time.perf_counter()
-                hamming_topk(fa, codes, k, idx.rows)
-                tb = time.perf_counter()
-                faiss.omp_set_num_threads(th_default)
-                if not warm:
-                    T["hamming1"].append(tb - ta)
-            hits0 = idx.search(feats, k)[0]
-            t6 = time.perf_counter()
-            idx.search(feats, k, rerank=depth)
-            t7 = time.perf_counter()
-            res0 = search_fn(arch, q, index=name, k=k)
-            t8 = time.perf_counter()
-            search_fn(arch, q, index=name, k=k, rerank=args.rerank)
-            t9 = time.perf_counter()
-            search_fn(arch, f"{s.patient_id}:{s.slice_index}", index=name, k=k)
-            t10 = time.perf_counter()
-            if warm:
-                continue
-            T["load"].append(t1 - t0)
-            T["encode"].append(t2 - t1)
-            T["hash"].append(t3 - t2)
-            T["hamming"].append(t4 - t3)
-            T["short"].append(t5 - t4)
-            T["isearch0"].append(t6 - t5)
-            T["isearch_rr"].append(t7 - t6)
-            T["rerank"].append((t7 - t6) - (t3 - t2) - (t5 - t4))
-            T["e2e0"].append(t8 - t7)
-            T["e2e_rr"].append(t9 - t8)
-            T["e2e_archive"].append(t10 - t9)
-            reported["encode"].append(res0["timing_ms"]["encode"] / 1e3)
-            reported["search"].append(res0["timing_ms"]["search"] / 1e3)
-            got = [(r["patient_id"], r["slice_index"]) for r in res0["results"]]
-            want = [(str(tab["patient_id"][h.row]), int(tab["slice_index"][h.row])) for h in hits0]
-            agree += got == want
-
+        T, reported, agree = time_steps(args, arch, idx, name, queries, models, fa, search_fn)
         # how often hamming_topk fell back to a range search (ties cut at the k-th distance)
         counter = CountingIndex(fa)
         for s, q in queries:
             blocks = {ch: encode_arrays(models[ch][0], models[ch][1], image_of(s, ch)[None]) for ch in channels}
-            hamming_topk(counter, idx.encode(combine(blocks, scales, weights)), k, idx.rows)
+            hamming_topk(counter, idx.hash(combine(blocks, scales, weights)), k, idx.rows)
         fallback = counter.range_searches / len(queries)
 
-        e2e = np.median(np.asarray(T["e2e_rr"]) * 1e3)
-        e2e0 = np.median(np.asarray(T["e2e0"]) * 1e3)
-        labels = [
-            ("load", "model lookup (Index.model: loaded once per open index)", e2e0),
-            ("encode", "encode: encode_arrays on one slice + combine (model preloaded)", e2e0),
-            ("hash", "hash: Index.encode (KernelLSH.transform of one vector)", e2e0),
-            ("hamming", f"search: hamming_topk(index._faiss, code, k={k}, rows)", e2e0),
-            ("hamming1", f"  the same with faiss at 1 thread", e2e0),
-            ("short", f"short-list: hamming_topk(..., k={depth}) (the Hamming part of rerank={depth})", e2e),
-            ("rerank", f"re-rank: Index.search(rerank={depth}) - hash - short-list", e2e),
-            ("isearch0", f"Index.search(feats, k={k}) (hash + search + Hit objects)", e2e0),
-            ("isearch_rr", f"Index.search(feats, k={k}, rerank={depth})", e2e),
-            ("e2e0", f"medhash.search(image query, k={k}) end to end", e2e0),
-            ("e2e_rr", f"medhash.search(image query, k={k}, rerank={args.rerank}) end to end", e2e),
-            ("e2e_archive", f"extra: medhash.search('PID:SLICE', k={k}) (stored features, own patient excluded)", None),
-        ]
-        rows_out = []
-        for key, label, ref in labels:
-            if not T[key]:
-                continue
-            med, p95 = ms(T[key])
-            share = f"{100 * med / ref:.1f}%" if ref else ""
-            rows_out.append([label, f3(med), f3(p95), share])
-        rep_enc, rep_search = ms(reported["encode"])[0], ms(reported["search"])[0]
-        out = [
-            "=" * 100,
-            "PART 1  query latency split (ms per query, one query at a time)",
-            f"{where}",
-            f"index {name!r}: {n_items} items, {idx.n_bits} bits, channel {idx.channel}, models "
-            + ", ".join(f"{ch}={m['name']}" for ch, m in idx.manifest["models"].items())
-            + f"; {len(queries)} image-array queries (archive slices' arrays, seed {args.seed}), after 3 warm-up queries; "
-            + th_note,
-            "",
-            table(["step", "median", "p95", "of end-to-end"], rows_out),
-            "",
-            "'of end-to-end': share of the median of medhash.search with the same rerank setting (k only: rerank=0; "
-            "short-list/re-rank: rerank=" + str(args.rerank) + ").",
-            f"search()'s own timing_ms medians (rerank=0): encode {rep_enc:.3f} ms (model lookup + encode + combine), "
-            f"search {rep_search:.3f} ms.",
-            *([f"note: the index has {n_items} items, not more than --rerank {args.rerank}: the short-list is the whole "
-               f"index, so the re-rank is tiny here."] if n_items <= args.rerank else []),
-            f"the replicated steps return the same results as medhash.search for {agree}/{len(queries)} queries; "
-            f"hamming_topk fell back to a range search (ties at the k-th distance) for {100 * fallback:.1f}% of queries.",
-        ]
-        return "\n".join(out)
+        return part1_text(args, where, name, idx, queries, th_note, T, reported, agree, fallback)
     finally:
         arch.close()
         if tmp is not None:
             tmp.cleanup()
+
+
+def time_steps(args, arch, idx, name: str, queries: list, models: dict, fa, search_fn) -> tuple[dict, dict, int]:
+    """Part 1's per-step times of each query (after 3 warm-up queries); also search()'s own timings and
+    how often the replicated steps agree with it."""
+    import faiss
+
+    from medhash.features import encode_arrays
+    from medhash.retrieval import combine, hamming_topk
+    from medhash.threads import set_faiss_threads
+
+    k, depth, channels = args.k, min(args.rerank, len(idx)), list(idx.manifest["models"])
+    scales, weights = idx.manifest["scales"], idx.manifest["weights"]
+    tab = arch.table()
+
+    def image_of(s, ch):
+        return s.ct if ch == "ct" else s.dose
+
+    th_default = faiss.omp_get_max_threads()
+    keys = ["load", "encode", "hash", "hamming", "hamming1", "short", "isearch0", "isearch_rr", "rerank", "e2e0", "e2e_rr",
+            "e2e_archive"]
+    T = {key: [] for key in keys}
+    reported = {"encode": [], "search": []}
+    agree = 0
+    log(f"part 1: warm-up, then {len(queries)} queries")
+    for qi, (s, q) in enumerate([queries[0]] * 3 + queries):
+        warm = qi < 3
+        t0 = time.perf_counter()
+        for ch in idx.manifest["models"]:
+            idx.model(ch)                           # what query_features does: loaded once per Index
+        t1 = time.perf_counter()
+        blocks = {ch: encode_arrays(models[ch][0], models[ch][1], image_of(s, ch)[None]) for ch in channels}
+        feats = combine(blocks, scales, weights)
+        t2 = time.perf_counter()
+        codes = idx.hash(feats)
+        t3 = time.perf_counter()
+        hamming_topk(fa, codes, k, idx.rows)
+        t4 = time.perf_counter()
+        hamming_topk(fa, codes, depth, idx.rows)
+        t5 = time.perf_counter()
+        if th_default != 1:
+            set_faiss_threads(1)
+            ta = time.perf_counter()
+            hamming_topk(fa, codes, k, idx.rows)
+            tb = time.perf_counter()
+            set_faiss_threads(th_default)
+            if not warm:
+                T["hamming1"].append(tb - ta)
+        hits0 = idx.search(feats, k)[0]
+        t6 = time.perf_counter()
+        idx.search(feats, k, rerank=depth)
+        t7 = time.perf_counter()
+        res0 = search_fn(arch, q, index=name, k=k)
+        t8 = time.perf_counter()
+        search_fn(arch, q, index=name, k=k, rerank=args.rerank)
+        t9 = time.perf_counter()
+        search_fn(arch, f"{s.patient_id}:{s.slice_index}", index=name, k=k)
+        t10 = time.perf_counter()
+        if warm:
+            continue
+        T["load"].append(t1 - t0)
+        T["encode"].append(t2 - t1)
+        T["hash"].append(t3 - t2)
+        T["hamming"].append(t4 - t3)
+        T["short"].append(t5 - t4)
+        T["isearch0"].append(t6 - t5)
+        T["isearch_rr"].append(t7 - t6)
+        T["rerank"].append((t7 - t6) - (t3 - t2) - (t5 - t4))
+        T["e2e0"].append(t8 - t7)
+        T["e2e_rr"].append(t9 - t8)
+        T["e2e_archive"].append(t10 - t9)
+        reported["encode"].append(res0["timing_ms"]["encode"] / 1e3)
+        reported["search"].append(res0["timing_ms"]["search"] / 1e3)
+        got = [(r["patient_id"], r["slice_index"]) for r in res0["results"]]
+        want = [(str(tab["patient_id"][h.row]), int(tab["slice_index"][h.row])) for h in hits0]
+        agree += got == want
+
+    return T, reported, agree
+
+
+def part1_text(args, where: str, name: str, idx, queries: list, th_note: str, T: dict, reported: dict, agree: int,
+               fallback: float) -> str:
+    """Part 1's report."""
+    k, n_items = args.k, len(idx)
+    depth = min(args.rerank, n_items)
+    e2e = np.median(np.asarray(T["e2e_rr"]) * 1e3)
+    e2e0 = np.median(np.asarray(T["e2e0"]) * 1e3)
+    labels = [
+        ("load", "model lookup (Index.model: loaded once per open index)", e2e0),
+        ("encode", "encode: encode_arrays on one slice + combine (model preloaded)", e2e0),
+        ("hash", "hash: Index.hash (the hasher's transform of one vector)", e2e0),
+        ("hamming", f"search: hamming_topk(index.engine, code, k={k}, rows)", e2e0),
+        ("hamming1", f"  the same with faiss at 1 thread", e2e0),
+        ("short", f"short-list: hamming_topk(..., k={depth}) (the Hamming part of rerank={depth})", e2e),
+        ("rerank", f"re-rank: Index.search(rerank={depth}) - hash - short-list", e2e),
+        ("isearch0", f"Index.search(feats, k={k}) (hash + search + Hit objects)", e2e0),
+        ("isearch_rr", f"Index.search(feats, k={k}, rerank={depth})", e2e),
+        ("e2e0", f"medhash.search(image query, k={k}) end to end", e2e0),
+        ("e2e_rr", f"medhash.search(image query, k={k}, rerank={args.rerank}) end to end", e2e),
+        ("e2e_archive", f"extra: medhash.search('PID:SLICE', k={k}) (stored features, own patient excluded)", None),
+    ]
+    rows_out = []
+    for key, label, ref in labels:
+        if not T[key]:
+            continue
+        med, p95 = ms(T[key])
+        share = f"{100 * med / ref:.1f}%" if ref else ""
+        rows_out.append([label, f3(med), f3(p95), share])
+    rep_enc, rep_search = ms(reported["encode"])[0], ms(reported["search"])[0]
+    out = [
+        "=" * 100,
+        "PART 1  query latency split (ms per query, one query at a time)",
+        f"{where}",
+        f"index {name!r}: {n_items} items, {idx.n_bits} bits, channel {idx.channel}, models "
+        + ", ".join(f"{ch}={m['name']}" for ch, m in idx.manifest["models"].items())
+        + f"; {len(queries)} image-array queries (archive slices' arrays, seed {args.seed}), after 3 warm-up queries; "
+        + th_note,
+        "",
+        table(["step", "median", "p95", "of end-to-end"], rows_out),
+        "",
+        "'of end-to-end': share of the median of medhash.search with the same rerank setting (k only: rerank=0; "
+        "short-list/re-rank: rerank=" + str(args.rerank) + ").",
+        f"search()'s own timing_ms medians (rerank=0): encode {rep_enc:.3f} ms (model lookup + encode + combine), "
+        f"search {rep_search:.3f} ms.",
+        *([f"note: the index has {n_items} items, not more than --rerank {args.rerank}: the short-list is the whole "
+           f"index, so the re-rank is tiny here."] if n_items <= args.rerank else []),
+        f"the replicated steps return the same results as medhash.search for {agree}/{len(queries)} queries; "
+        f"hamming_topk fell back to a range search (ties at the k-th distance) for {100 * fallback:.1f}% of queries.",
+    ]
+    return "\n".join(out)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -427,12 +454,7 @@ def numpy_hamming_topk(codes: np.ndarray, Q: np.ndarray, k: int) -> np.ndarray:
 
 
 def part2(args) -> str:
-    import faiss
-
-    from medhash.retrieval.index import _faiss_binary, hamming_topk
-    from medhash.retrieval.index import Index
-
-    k, n_bits, dim = args.k, 256, 128
+    n_bits, dim = 256, 128
     nq = args.queries
     rng_c = np.random.default_rng([args.seed, 0])
     centres = rng_c.random((1000, n_bits)) < 0.5
@@ -441,125 +463,153 @@ def part2(args) -> str:
     threads = sorted({1, min(2, os.cpu_count() or 1)})
     single_rows, batch_rows, summary_rows, mem_rows = [], [], [], []
     for n in args.sizes:
-        log(f"part 2: n = {n:,}: generating codes and features")
-        codes = clustered_codes(n, centres, np.random.default_rng([args.seed, 3, n]))
-        feats = random_features(n, dim, np.random.default_rng([args.seed, 4, n]))
-        keys = np.arange(n, dtype=np.int64)          # an index's rows: increasing
-        binx = _faiss_binary(codes)                  # the object medhash builds (Index._faiss)
-        flat = faiss.IndexFlatL2(dim)
-        flat.add(feats)
-        nq_float = nq if n <= 100_000 else min(nq, args.float_queries)
-        passes = 3 if n <= 100_000 else 2
-        res = {}                                     # (method, threads) -> (median ms, p95 ms, q/s single)
-        bres = {}                                    # (method, threads) -> q/s batch
-        for th in threads:
-            faiss.omp_set_num_threads(th)
-            log(f"part 2: n = {n:,}, {th} thread(s): single queries, medhash vs faiss ({passes} passes x {nq})")
-            t = time_single({"a": lambda i: hamming_topk(binx, Qc[i:i + 1], k, keys),
-                             "b": lambda i: binx.search(Qc[i:i + 1], k)}, nq, passes)
-            for m in ("a", "b"):
-                med, p95 = ms(t[m])
-                res[(m, th)] = (med, p95, len(t[m]) / sum(t[m]))
-            ratio_med = ms(t["b"])[0] / ms(t["a"])[0]
-            res[("ratio", th)] = ratio_med
-            log(f"part 2: n = {n:,}, {th} thread(s): single queries, faiss IndexFlatL2 ({nq_float})")
-            t = time_single({"d": lambda i: flat.search(Qf[i:i + 1], k)}, nq_float, 1)
-            med, p95 = ms(t["d"])
-            res[("d", th)] = (med, p95, len(t["d"]) / sum(t["d"]))
-            log(f"part 2: n = {n:,}, {th} thread(s): batch of {nq}")
-            reps_b = 3 if n <= 100_000 else 2
-            bres[("a", th)] = nq / time_batch(lambda: hamming_topk(binx, Qc, k, keys), reps_b)
-            bres[("b", th)] = nq / time_batch(lambda: binx.search(Qc, k), reps_b)
-            bres[("d", th)] = nq / time_batch(lambda: flat.search(Qf, k), 1 if n > 100_000 else 3)
-        faiss.omp_set_num_threads(threads[-1])
-        # numpy references (threads: numpy's own; faiss setting irrelevant)
-        nq_np = nq if n <= 100_000 else min(nq, args.float_queries)
-        log(f"part 2: n = {n:,}: numpy popcount ({nq_np}) and numpy float brute force")
-        t = time_single({"e": lambda i: numpy_hamming_topk(codes, Qc[i:i + 1], k)}, nq_np, 1)
-        med, p95 = ms(t["e"])
-        res[("e", 0)] = (med, p95, len(t["e"]) / sum(t["e"]))
-        if n <= 100_000:
-            xx = np.einsum("ij,ij->i", feats, feats)
-            t = time_single({"f": lambda i: numpy_l2_topk(feats, xx, Qf[i:i + 1], k)}, nq, 1)
-            med, p95 = ms(t["f"])
-            res[("f", 0)] = (med, p95, len(t["f"]) / sum(t["f"]))
-            bres[("f", 0)] = nq / time_batch(lambda: numpy_l2_topk(feats, xx, Qf, k), 2)
-        if n <= 100_000 or n <= args.popcount_batch_max:
-            bres[("e", 0)] = nq / time_batch(lambda: numpy_hamming_topk(codes, Qc, k), 1)
-
-        # medhash's path with an own-patient exclusion (archive queries: 90 slices excluded), single queries
-        th = threads[-1]
-        faiss.omp_set_num_threads(th)
-        pids = np.array([f"pt_{i // 90}" for i in range(n)], dtype=object)
-        fake_arch = SimpleNamespace(table=lambda: {"patient_id": pids})
-        fake_idx = SimpleNamespace(archive=fake_arch, rows=keys, _patient_codes=None)
-        ex_mask = pids == "pt_1"
-        t = time_single({"ax": lambda i: hamming_topk(binx, Qc[i:i + 1], k, keys, [ex_mask]),
-                         "pm": lambda i: Index.patient_mask(fake_idx, "pt_1")}, min(nq, 50), 1)
-        res[("ax", th)] = ms(t["ax"]) + (0.0,)
-        res[("pm", th)] = ms(t["pm"]) + (0.0,)
-
-        # agreement and tie fallback
-        Da, Ia = hamming_topk(binx, Qc, k, keys)
-        Db, Ib = binx.search(Qc, k)
-        same_d = int(np.all(Da == Db, axis=1).sum())
-        same_i = int(np.all(Ia == Ib, axis=1).sum())
-        counter = CountingIndex(binx)
-        for i in range(nq):
-            hamming_topk(counter, Qc[i:i + 1], k, keys)
-        fallback = counter.range_searches / nq
-        dk = Db[:, k - 1]
-
-        names = {"a": "(a) medhash hamming_topk", "b": "(b) faiss IndexBinaryFlat.search",
-                 "d": "(d) faiss IndexFlatL2, float32 d=128", "e": "numpy popcount (hashing.hamming_distances)",
-                 "f": "(d') numpy brute force, float32 d=128"}
-        for m in ("a", "b", "d"):
-            for th in threads:
-                med, p95, q = res[(m, th)]
-                cnt = (nq * passes) if m in "ab" else nq_float
-                single_rows.append([f"{n:,}", names[m], th, cnt, f3(med), f3(p95), qps(q), qps(1e3 / med)])
-        for m in ("f", "e"):
-            if (m, 0) in res:
-                med, p95, q = res[(m, 0)]
-                cnt = nq if m == "f" else nq_np
-                single_rows.append([f"{n:,}", names[m], "np", cnt, f3(med), f3(p95), qps(q), qps(1e3 / med)])
-        th = threads[-1]
-        single_rows.append([f"{n:,}", "(a) with 90 items excluded (archive query)", th, min(nq, 50),
-                            f3(res[("ax", th)][0]), f3(res[("ax", th)][1]), "", qps(1e3 / res[("ax", th)][0])])
-        single_rows.append([f"{n:,}", "Index.patient_mask (cached integer codes), alone", "-", min(nq, 50),
-                            f3(res[("pm", th)][0]), f3(res[("pm", th)][1]), "", ""])
-        for m in ("a", "b", "d", "f", "e"):
-            for th in (threads if m in "abd" else [0]):
-                if (m, th) in bres:
-                    batch_rows.append([f"{n:,}", names[m], th if th else "np", nq, qps(bres[(m, th)]),
-                                       f3(1e3 / bres[(m, th)])])
-        r1 = res[("ratio", 1)]
-        r2 = res[("ratio", threads[-1])]
-        rb1 = bres[("a", 1)] / bres[("b", 1)]
-        rb2 = bres[("a", threads[-1])] / bres[("b", threads[-1])]
-        su_single = res[("d", 1)][0] / res[("a", 1)][0]
-        su_batch = bres[("a", threads[-1])] / bres[("d", threads[-1])]
-        pop = res[("e", 0)][0] / res[("b", 1)][0]
-        summary_rows.append([f"{n:,}", f"{r1:.2f}" + ("" if r1 >= 0.8 else " <0.8"),
-                             f"{r2:.2f}" + ("" if r2 >= 0.8 else " <0.8"), f"{rb1:.2f}", f"{rb2:.2f}",
-                             f"{su_single:.0f}x", f"{su_batch:.0f}x", f"{pop:.1f}x",
-                             f"{100 * fallback:.1f}%", f"{same_d}/{nq}", f"{same_i}/{nq}",
-                             f"{int(np.median(dk))} [{int(dk.min())}-{int(dk.max())}]"])
-        mem_rows.append([f"{n:,}", human_bytes(codes.nbytes), human_bytes(feats.nbytes),
-                         f"{feats.nbytes / codes.nbytes:.0f}x"])
-        del codes, feats, binx, flat, pids, ex_mask
+        m = measure_size(args, n, centres, Qc, Qf, threads)
+        size_rows(args, n, threads, m, single_rows, batch_rows, summary_rows, mem_rows)
     for n in (10 ** 7, 10 ** 8):
         if n > max(args.sizes):
             mem_rows.append([f"{n:,} (computed)", human_bytes(n * n_bits // 8), human_bytes(n * dim * 4),
                              f"{dim * 4 * 8 // n_bits}x"])
+    return part2_text(args, threads, single_rows, batch_rows, summary_rows, mem_rows)
 
+
+def measure_size(args, n: int, centres: np.ndarray, Qc: np.ndarray, Qf: np.ndarray, threads: list[int]) -> SimpleNamespace:
+    """Part 2 at one size: single, batch, exclusion, agreement and tie-fallback measurements."""
+    import faiss
+
+    from medhash.retrieval import Index, hamming_topk
+    from medhash.retrieval.engines import FlatEngine
+    from medhash.threads import set_faiss_threads
+
+    k, dim, nq = args.k, 128, args.queries
+    log(f"part 2: n = {n:,}: generating codes and features")
+    codes = clustered_codes(n, centres, np.random.default_rng([args.seed, 3, n]))
+    feats = random_features(n, dim, np.random.default_rng([args.seed, 4, n]))
+    keys = np.arange(n, dtype=np.int64)          # an index's rows: increasing
+    engine = FlatEngine(codes, shards=1)         # the engine a flat Index opens
+    binx, flat = engine.parts[0], faiss.IndexFlatL2(dim)      # its faiss IndexBinaryFlat; float search
+    flat.add(feats)
+    nq_float = nq if n <= 100_000 else min(nq, args.float_queries)
+    passes = 3 if n <= 100_000 else 2
+    res, bres = {}, {}      # (method, threads) -> (median ms, p95 ms, q/s single); -> q/s batch
+    for th in threads:
+        set_faiss_threads(th)
+        log(f"part 2: n = {n:,}, {th} thread(s): single queries, medhash vs faiss ({passes} passes x {nq})")
+        t = time_single({"a": lambda i: hamming_topk(engine, Qc[i:i + 1], k, keys),
+                         "b": lambda i: binx.search(Qc[i:i + 1], k)}, nq, passes)
+        for m in ("a", "b"):
+            med, p95 = ms(t[m])
+            res[(m, th)] = (med, p95, len(t[m]) / sum(t[m]))
+        ratio_med = ms(t["b"])[0] / ms(t["a"])[0]
+        res[("ratio", th)] = ratio_med
+        log(f"part 2: n = {n:,}, {th} thread(s): single queries, faiss IndexFlatL2 ({nq_float})")
+        t = time_single({"d": lambda i: flat.search(Qf[i:i + 1], k)}, nq_float, 1)
+        med, p95 = ms(t["d"])
+        res[("d", th)] = (med, p95, len(t["d"]) / sum(t["d"]))
+        log(f"part 2: n = {n:,}, {th} thread(s): batch of {nq}")
+        reps_b = 3 if n <= 100_000 else 2
+        bres[("a", th)] = nq / time_batch(lambda: hamming_topk(engine, Qc, k, keys), reps_b)
+        bres[("b", th)] = nq / time_batch(lambda: binx.search(Qc, k), reps_b)
+        bres[("d", th)] = nq / time_batch(lambda: flat.search(Qf, k), 1 if n > 100_000 else 3)
+    set_faiss_threads(threads[-1])
+    # numpy references (threads: numpy's own; faiss setting irrelevant)
+    nq_np = nq if n <= 100_000 else min(nq, args.float_queries)
+    log(f"part 2: n = {n:,}: numpy popcount ({nq_np}) and numpy float brute force")
+    t = time_single({"e": lambda i: numpy_hamming_topk(codes, Qc[i:i + 1], k)}, nq_np, 1)
+    med, p95 = ms(t["e"])
+    res[("e", 0)] = (med, p95, len(t["e"]) / sum(t["e"]))
+    if n <= 100_000:
+        xx = np.einsum("ij,ij->i", feats, feats)
+        t = time_single({"f": lambda i: numpy_l2_topk(feats, xx, Qf[i:i + 1], k)}, nq, 1)
+        med, p95 = ms(t["f"])
+        res[("f", 0)] = (med, p95, len(t["f"]) / sum(t["f"]))
+        bres[("f", 0)] = nq / time_batch(lambda: numpy_l2_topk(feats, xx, Qf, k), 2)
+    if n <= 100_000 or n <= args.popcount_batch_max:
+        bres[("e", 0)] = nq / time_batch(lambda: numpy_hamming_topk(codes, Qc, k), 1)
+
+    # medhash's path with an own-patient exclusion (archive queries: 90 slices excluded), single queries
+    th = threads[-1]
+    set_faiss_threads(th)
+    pids = np.array([f"pt_{i // 90}" for i in range(n)], dtype=object)
+    fake_arch = SimpleNamespace(table=lambda: {"patient_id": pids})
+    fake_idx = SimpleNamespace(archive=fake_arch, rows=keys, _patient_codes=None)
+    ex_mask = pids == "pt_1"
+    t = time_single({"ax": lambda i: hamming_topk(engine, Qc[i:i + 1], k, keys, [ex_mask]),
+                     "pm": lambda i: Index.patient_mask(fake_idx, "pt_1")}, min(nq, 50), 1)
+    res[("ax", th)] = ms(t["ax"]) + (0.0,)
+    res[("pm", th)] = ms(t["pm"]) + (0.0,)
+
+    # agreement and tie fallback
+    Da, Ia = hamming_topk(engine, Qc, k, keys)
+    Db, Ib = binx.search(Qc, k)
+    same_d = int(np.all(Da == Db, axis=1).sum())
+    same_i = int(np.all(Ia == Ib, axis=1).sum())
+    counter = CountingIndex(engine)
+    for i in range(nq):
+        hamming_topk(counter, Qc[i:i + 1], k, keys)
+    fallback = counter.range_searches / nq
+    dk = Db[:, k - 1]
+
+    return SimpleNamespace(res=res, bres=bres, fallback=fallback, same_d=same_d, same_i=same_i, dk=dk,
+                           codes_bytes=codes.nbytes, feats_bytes=feats.nbytes, nq_float=nq_float, nq_np=nq_np,
+                           passes=passes)
+
+
+def size_rows(args, n: int, threads: list[int], meas: SimpleNamespace, single_rows: list, batch_rows: list,
+              summary_rows: list, mem_rows: list) -> None:
+    """Append part 2's table rows for one size."""
+    nq, res, bres = args.queries, meas.res, meas.bres
+    passes, nq_float, nq_np, fallback, same_d, same_i, dk = (meas.passes, meas.nq_float, meas.nq_np, meas.fallback,
+                                                            meas.same_d, meas.same_i, meas.dk)
+    names = {"a": "(a) medhash hamming_topk", "b": "(b) faiss IndexBinaryFlat.search",
+             "d": "(d) faiss IndexFlatL2, float32 d=128", "e": "numpy popcount (hashing.hamming_distances)",
+             "f": "(d') numpy brute force, float32 d=128"}
+    for m in ("a", "b", "d"):
+        for th in threads:
+            med, p95, q = res[(m, th)]
+            cnt = (nq * passes) if m in "ab" else nq_float
+            single_rows.append([f"{n:,}", names[m], th, cnt, f3(med), f3(p95), qps(q), qps(1e3 / med)])
+    for m in ("f", "e"):
+        if (m, 0) in res:
+            med, p95, q = res[(m, 0)]
+            cnt = nq if m == "f" else nq_np
+            single_rows.append([f"{n:,}", names[m], "np", cnt, f3(med), f3(p95), qps(q), qps(1e3 / med)])
+    th = threads[-1]
+    single_rows.append([f"{n:,}", "(a) with 90 items excluded (archive query)", th, min(nq, 50),
+                        f3(res[("ax", th)][0]), f3(res[("ax", th)][1]), "", qps(1e3 / res[("ax", th)][0])])
+    single_rows.append([f"{n:,}", "Index.patient_mask (cached integer codes), alone", "-", min(nq, 50),
+                        f3(res[("pm", th)][0]), f3(res[("pm", th)][1]), "", ""])
+    for m in ("a", "b", "d", "f", "e"):
+        for th in (threads if m in "abd" else [0]):
+            if (m, th) in bres:
+                batch_rows.append([f"{n:,}", names[m], th if th else "np", nq, qps(bres[(m, th)]),
+                                   f3(1e3 / bres[(m, th)])])
+    r1 = res[("ratio", 1)]
+    r2 = res[("ratio", threads[-1])]
+    rb1 = bres[("a", 1)] / bres[("b", 1)]
+    rb2 = bres[("a", threads[-1])] / bres[("b", threads[-1])]
+    su_single = res[("d", 1)][0] / res[("a", 1)][0]
+    su_batch = bres[("a", threads[-1])] / bres[("d", threads[-1])]
+    pop = res[("e", 0)][0] / res[("b", 1)][0]
+    summary_rows.append([f"{n:,}", f"{r1:.2f}" + ("" if r1 >= 0.8 else " <0.8"),
+                         f"{r2:.2f}" + ("" if r2 >= 0.8 else " <0.8"), f"{rb1:.2f}", f"{rb2:.2f}",
+                         f"{su_single:.0f}x", f"{su_batch:.0f}x", f"{pop:.1f}x",
+                         f"{100 * fallback:.1f}%", f"{same_d}/{nq}", f"{same_i}/{nq}",
+                         f"{int(np.median(dk))} [{int(dk.min())}-{int(dk.max())}]"])
+    mem_rows.append([f"{n:,}", human_bytes(meas.codes_bytes), human_bytes(meas.feats_bytes),
+                     f"{meas.feats_bytes / meas.codes_bytes:.0f}x"])
+
+
+def part2_text(args, threads: list[int], single_rows: list, batch_rows: list, summary_rows: list,
+               mem_rows: list) -> str:
+    """Part 2's report."""
+    k, n_bits, dim, nq = args.k, 256, 128, args.queries
     out = [
         "=" * 100,
         f"PART 2  scale: synthetic clustered {n_bits}-bit codes (1,000 random centres, each bit flipped with p=0.1), "
         f"k={k}",
         f"queries: {nq} codes from the same distribution (not in the database), the same set at every size; float "
         f"search: random float32 features d={dim}, {nq} queries ({args.float_queries} single queries above 10^5).",
-        "faiss threads per row via faiss.omp_set_num_threads (column 'thr'; 'np' = numpy, its BLAS default). "
+        "faiss threads per row via medhash.threads.set_faiss_threads (column 'thr'; medhash's own rows follow its thread policy; 'np' = numpy, its BLAS default). "
         "(a) and (b) single queries are interleaved query by query on the same faiss object.",
         "",
         "Single queries (one call per query)",

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from medhash.dose.scores import dose_score, dvh_metrics, dvh_score, tenth_cc_voxels
+from medhash.dose import dose_score, dvh_metrics, dvh_score, tenth_cc_voxels
 
 
 def test_dose_score_is_the_mean_absolute_error_inside_the_mask():

@@ -9,9 +9,9 @@ import pytest
 
 from medhash import Archive
 from medhash.demo import write_demo_cohort
-from medhash.retrieval.engines.faiss_engines import ENGINE_FILE, EngineError, FaissApproxEngine, FlatEngine, auto_nlist, resolve_params
-from medhash.errors import ModelMismatchError
-from medhash.retrieval.index import Index, _faiss_binary, build_index, hamming_topk
+from medhash.errors import EngineError, ModelMismatchError
+from medhash.retrieval import Engine, Index, build_index, hamming_topk
+from medhash.retrieval.engines import ENGINE_FILE, FaissApproxEngine, FlatEngine, auto_nlist, resolve_params
 
 
 def clustered_codes(n: int, n_bytes: int = 8, centres: int = 20, flip: float = 0.1, seed: int = 0) -> np.ndarray:
@@ -24,7 +24,7 @@ def clustered_codes(n: int, n_bytes: int = 8, centres: int = 20, flip: float = 0
 def test_sharded_flat_equals_one_faiss_scan_ties_included():
     codes = clustered_codes(3000, n_bytes=2, flip=0.05)     # 16 bits: many ties
     keys = np.arange(3000, dtype=np.int64)
-    ref = _faiss_binary(codes)
+    ref = FlatEngine(codes, shards=1)
     sharded = FlatEngine(codes, shards=3)
     assert len(sharded.parts) == 3 and sharded.ntotal == 3000
     q = clustered_codes(20, n_bytes=2, seed=5)
@@ -45,8 +45,8 @@ def test_approximate_engines_are_exact_when_told_to_scan_everything(index_type, 
     codes, q = both[:2000], both[2000:]
     keys = np.arange(2000, dtype=np.int64)
     eng = FaissApproxEngine.create(index_type, resolve_params(index_type, params), codes, seed=0)
-    assert not eng.exact and eng.ntotal == 2000
-    Df, If = hamming_topk(_faiss_binary(codes), q, 10, keys)
+    assert not eng.exact and eng.ntotal == 2000 and isinstance(eng, Engine)
+    Df, If = hamming_topk(FlatEngine(codes, shards=1), q, 10, keys)
     Da, Ia = hamming_topk(eng, q, 10, keys)
     assert np.array_equal(Df, Da)                                  # the distances of the true top-10
     # identical item sets up to ties at the 10th distance
@@ -130,10 +130,33 @@ def test_index_type_mismatches_are_clear_errors(trained, tmp_path):
     (arch.path / "indexes" / "i" / ENGINE_FILE).unlink()
     with pytest.raises(ModelMismatchError, match="is missing"):
         Index(arch, "i")
-    # --rebuild replaces it
+    # rebuilding replaces it
     build_index(arch, "i", "ct", 64, seed=0, rebuild=True)
     assert Index(arch, "i").index_type == "flat"
     assert not (arch.path / "indexes" / "i" / ENGINE_FILE).exists()
+
+
+def test_index_cache_reuses_an_index_until_its_manifest_changes(trained, tmp_path):
+    import os
+
+    from medhash.retrieval import IndexCache, open_index
+    root, arch0 = trained
+    shutil.copytree(arch0.path, tmp_path / "arch")
+    arch = Archive(tmp_path / "arch")
+    build_index(arch, "c", "ct", 64, seed=0)
+    cache = IndexCache()
+    first = open_index(arch, "c", cache)
+    assert open_index(arch, None, cache) is first and len(cache) == 1
+    assert open_index(arch, "c") is not first                     # no cache given: opened afresh
+    assert open_index(arch, "c", IndexCache()) is not first       # caches are not shared
+    mpath = arch.path / "indexes" / "c" / "manifest.json"
+    st = mpath.stat()
+    os.utime(mpath, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the index was written again
+    again = open_index(arch, "c", cache)
+    assert again is not first and open_index(arch, "c", cache) is again
+    assert open_index(Archive(tmp_path / "arch"), "c", cache) is not again   # another Archive object
+    cache.clear()
+    assert len(cache) == 0
 
 
 def test_search_many_equals_one_search_per_query(trained, tmp_path):

@@ -1,8 +1,15 @@
-"""Exact, deterministic kNN of the index (no model needed: faiss on hand-made codes)."""
+"""Exact, deterministic kNN of the index (no model needed: the flat engine on hand-made codes)."""
 import numpy as np
 import pytest
 
-from medhash.retrieval.index import _faiss_binary, block_scale, combine, euclidean_topk, hamming_topk
+from medhash.retrieval.blocks import block_scale, combine
+from medhash.retrieval.engines import Engine, FlatEngine
+from medhash.retrieval.topk import hamming_topk
+
+
+def _faiss_binary(codes):
+    """The exact engine over codes, one shard."""
+    return FlatEngine(codes, shards=1)
 
 
 def brute_hamming(codes, q):
@@ -67,18 +74,6 @@ def test_fewer_items_than_k():
     assert I[0].tolist()[:3] == [0, 1, 2] and I[0].tolist()[3:] == [-1, -1] and D[0][3] == -1
 
 
-def test_euclidean_topk_against_numpy():
-    rng = np.random.default_rng(2)
-    X = rng.normal(size=(300, 16)).astype(np.float32)
-    Q = rng.normal(size=(4, 16)).astype(np.float32)
-    D, I = euclidean_topk(X, Q, 7, np.arange(300))
-    full = np.sqrt(((Q[:, None, :] - X[None]) ** 2).sum(-1))
-    for j in range(4):
-        ref = np.argsort(full[j], kind="stable")[:7]
-        assert I[j].tolist() == ref.tolist()
-        np.testing.assert_allclose(D[j], full[j][ref], rtol=1e-4)
-
-
 def test_combine_normalises_blocks():
     rng = np.random.default_rng(3)
     a = rng.normal(size=(100, 8)).astype(np.float32) * 100.0
@@ -105,3 +100,32 @@ def test_single_query_fast_path_matches_brute_force():
         D, I = hamming_topk(index, q, 15, keys)
         rd, ri = reference_topk(codes, q[0], 15, keys)
         assert D[0].tolist() == rd.tolist() and I[0].tolist() == ri.tolist()
+
+
+def test_flat_engine_is_an_exact_engine():
+    engine = _faiss_binary(np.zeros((3, 2), np.uint8))
+    assert isinstance(engine, Engine) and engine.exact and engine.ntotal == 3
+    D, I = engine.range_search(np.zeros((1, 2), np.uint8), 1)
+    assert sorted(I.tolist()) == [0, 1, 2] and D.tolist() == [0, 0, 0]
+
+
+def test_thread_policy_per_call_pattern_and_per_thread():
+    import os
+    import threading
+
+    import faiss
+
+    from medhash import threads
+    assert os.environ["OMP_WAIT_POLICY"]                       # set (or kept) before faiss started OpenMP
+    assert threads.faiss_threads("single") == 1
+    assert threads.faiss_threads("batch") == threads.faiss_threads("build") == threads.cpu_count()
+    with pytest.raises(ValueError, match="call pattern"):
+        threads.faiss_threads("bulk")
+    assert threads.search_threads(1) == 1 and faiss.omp_get_max_threads() == 1
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(threads.set_faiss_threads(3) and faiss.omp_get_max_threads()))
+    t.start()
+    t.join()
+    assert seen == [3] and faiss.omp_get_max_threads() == 1    # another thread's setting is its own
+    threads.search_threads(5)
+    assert faiss.omp_get_max_threads() == threads.cpu_count()

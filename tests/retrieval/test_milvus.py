@@ -14,7 +14,7 @@ from medhash import Archive  # noqa: E402
 from medhash.cli import main  # noqa: E402
 from medhash.demo import write_demo_cohort  # noqa: E402
 from medhash.errors import ModelMismatchError  # noqa: E402
-from medhash.retrieval.index import Index, build_index  # noqa: E402
+from medhash.retrieval import Index, build_index  # noqa: E402
 
 
 def test_milvus_lite_equals_local_exact_index(trained, tmp_path):
@@ -58,7 +58,7 @@ def test_milvus_mismatches_are_clear(trained, tmp_path):
     build_index(arch, "mv", "ct", 32, backend={"type": "milvus", "uri": uri})
     with pytest.raises(ModelMismatchError, match="backend"):
         build_index(arch, "mv", "ct", 32)                         # now asked local
-    with pytest.raises(medhash.MedhashError, match="--index-type applies to local"):
+    with pytest.raises(medhash.MedhashError, match="the index type applies to local"):
         build_index(arch, "x", "ct", 32, index_type="ivf", backend={"type": "milvus", "uri": uri})
     from pymilvus import MilvusClient
     c = MilvusClient(uri)

@@ -10,7 +10,8 @@ from medhash.cli import main
 from medhash.demo import make_phantom, write_ct_series
 from medhash.errors import ModelMismatchError, NotFoundError
 from medhash.features import archive_features, train_model
-from medhash.retrieval.index import Index, IndexError_, build_index, list_indexes
+from medhash.errors import IndexConfigError
+from medhash.retrieval import Index, build_index, list_indexes
 
 PLANTED = "PLANTED"
 
@@ -181,14 +182,14 @@ def test_bad_inputs(archive_copy, tmp_path, capsys):
     with pytest.raises(ModelMismatchError, match="trained again"):
         Index(arch, "ct256")
     assert main(["search", "--archive", a, "DEMO001:20", "--index", "ct256"]) == 1
-    assert "--rebuild" in capsys.readouterr().err
+    assert "rebuild the index" in capsys.readouterr().err
     assert main(["index", "--archive", a, "--name", "ct256", "--bits", "256", "--no-progress"]) == 1
     assert main(["index", "--archive", a, "--name", "ct256", "--bits", "256", "--rebuild", "--no-progress"]) == 0
 
 
 def test_empty_archive_and_no_model(tmp_path):
     arch = Archive(tmp_path / "empty", create=True)
-    with pytest.raises(IndexError_, match="is empty"):
+    with pytest.raises(IndexConfigError, match="is empty"):
         build_index(arch, "x", "ct", 64)
     with pytest.raises(NotFoundError, match="has no index"):
         search(arch, "a:1")
@@ -196,7 +197,7 @@ def test_empty_archive_and_no_model(tmp_path):
 
 # ---------------------------------------------------------------------- patient-level search
 def test_patient_search_ranks_a_planted_copy_first(archive_copy, capsys):
-    from medhash.retrieval.patients import patient_search
+    from medhash.retrieval import patient_search
     root, arch = archive_copy
     _plant_copy(root / "planted-pt", 0)
     arch.ingest([root / "planted-pt"])
@@ -231,7 +232,8 @@ def test_patient_search_ranks_a_planted_copy_first(archive_copy, capsys):
 
 # ---------------------------------------------------------------------- dose from similar patients
 def test_predict_dose_from_a_planted_twin_and_rtdose_readback(archive_copy, tmp_path, capsys):
-    from medhash.dose.prediction import predict_dose, shift2d, write_prediction
+    from medhash.dose import predict_dose, write_prediction
+    from medhash.dose.prediction import shift2d
     from medhash.io.dicom import read_dose
     root, arch = archive_copy
     _plant_copy(root / "twin", 0)                       # DEMO001's anatomy, no dose

@@ -2,7 +2,7 @@
 
 The rule (also in the README):
 
-1. :func:`medhash.retrieval.patients.patient_search` ranks the other patients; the top ``k`` are used, each
+1. :func:`medhash.retrieval.patient_search` ranks the other patients; the top ``k`` are used, each
    with its z offset (how its anatomy is shifted along z against the query's).
 2. For every query slice i at z_i and each used patient P, P's slices with dose within
    ``tolerance_mm`` of ``z_i + offset_P`` are the candidates (none: P gives nothing for this slice);
@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
 from ..core.grid import BODY_HU, GRID_SPACING_MM
+from ..errors import InputError
+from ..retrieval import IndexCache, open_index, patient_query, patient_search, query_slice_features
 
 WEIGHTINGS = ("mean", "score")
 MATCHES = ("feature", "z")
@@ -93,57 +94,68 @@ def aligned_dose(q_ct: np.ndarray, r_ct: np.ndarray, r_dose: np.ndarray) -> np.n
 def predict_dose(archive, *, patient: str | None = None, series: str | Path | None = None,
                  dose: str | Path | None = None, index: str | None = None, k: int = 10, per_slice: int = 20,
                  rerank: int = 0, tolerance_mm: float = 10.0, weighting: str = "mean",
-                 match: str = "feature", pool: int | None = 5) -> DosePrediction:
+                 match: str = "feature", pool: int | None = 5, cache: IndexCache | None = None) -> DosePrediction:
     """Estimate a patient's dose from the ``k`` most similar other patients (rule in the module docstring).
 
-    Parameters as in :func:`medhash.retrieval.patients.patient_search`; ``weighting`` is ``"mean"`` or ``"score"``;
+    Parameters as in :func:`medhash.retrieval.patient_search`; ``weighting`` is ``"mean"`` or ``"score"``;
     ``match`` is ``"feature"`` or ``"z"``; ``pool``: per query slice, average only the ``pool`` candidates
-    (one per patient) nearest in features instead of all k (``match="feature"`` only).
+    (one per patient) nearest in features instead of all k (``match="feature"`` only); ``cache``: an
+    :class:`~medhash.retrieval.IndexCache` to open the index through (default: open it afresh).
     """
-    from ..retrieval.patients import patient_query, patient_search, query_slice_features
-    from ..retrieval.search import open_index
-
     if weighting not in WEIGHTINGS:
-        raise InputError(f"weighting must be one of {', '.join(WEIGHTINGS)}, not {weighting!r}")
+        raise InputError(f"weighting must be one of {', '.join(WEIGHTINGS)}, not {weighting!r}", param="weighting")
     if match not in MATCHES:
-        raise InputError(f"match must be one of {', '.join(MATCHES)}, not {match!r}")
+        raise InputError(f"match must be one of {', '.join(MATCHES)}, not {match!r}", param="match")
     res = patient_search(archive, patient=patient, series=series, dose=dose, index=index, k=k, per_slice=per_slice,
-                         rerank=rerank, tolerance_mm=tolerance_mm)
+                         rerank=rerank, tolerance_mm=tolerance_mm, cache=cache)
     q = patient_query(archive, patient, series, dose)
     q_ct = np.asarray(archive.ct[q.rows], dtype=np.float32) if q.rows is not None else q.ct
-    table = archive.table()
-    n = len(q.z_mm)
-    q_feat = None
+    idx = q_feat = None
     if match == "feature":
-        idx = open_index(archive, index)
+        idx = open_index(archive, index, cache)
         f, pos = query_slice_features(idx, q)
-        q_feat = np.full((n, f.shape[1]), np.nan, dtype=np.float32)
+        q_feat = np.full((len(q.z_mm), f.shape[1]), np.nan, dtype=np.float32)
         q_feat[pos] = f
-    cands: list[list[tuple[float, float, int]]] = [[] for _ in range(n)]     # per slice: (feature d², w, row)
-    used = []
-    for r in res["results"]:
-        rows = np.flatnonzero((table["patient_id"] == r["patient_id"]) & table["has_dose"])
-        if not len(rows):
+    cands: list[list[tuple[float, float, int]]] = [[] for _ in range(len(q.z_mm))]  # per slice: (feature d², w, row)
+    table = archive.table()
+    used = [_candidates(table, r, q.z_mm, q_feat, idx, cands, weighting, tolerance_mm) for r in res["results"]]
+    used = [u for u in used if u is not None]
+    pred, coverage = _average(archive, q_ct, cands, pool)
+    return DosePrediction(pred, q.z_mm, q.slice_index, used, coverage, res["query"], res, q.volume)
+
+
+def _candidates(table: dict, r: dict, q_z: np.ndarray, q_feat: np.ndarray | None, idx, cands: list[list],
+                weighting: str, tolerance_mm: float) -> dict | None:
+    """Add one retrieved patient's candidate slice to each query slice it covers (step 2 of the rule);
+    returns the patient's record for :attr:`DosePrediction.patients`, or None when it has no dose."""
+    rows = np.flatnonzero((table["patient_id"] == r["patient_id"]) & table["has_dose"])
+    if not len(rows):
+        return None
+    zs = table["z_mm"][rows]
+    w = 1.0 if weighting == "mean" else float(r["patient_score"])
+    p_feat = idx.features_of_rows(rows) if q_feat is not None else None
+    n_used = 0
+    for i in range(len(q_z)):
+        target = q_z[i] + r["z_offset_mm"]
+        near = np.flatnonzero(np.abs(zs - target) <= tolerance_mm)
+        if not len(near) or w <= 0:
             continue
-        zs = table["z_mm"][rows]
-        w = 1.0 if weighting == "mean" else float(r["patient_score"])
-        p_feat = idx.features_of_rows(rows) if q_feat is not None else None
-        n_used = 0
-        for i in range(n):
-            target = q.z_mm[i] + r["z_offset_mm"]
-            near = np.flatnonzero(np.abs(zs - target) <= tolerance_mm)
-            if not len(near) or w <= 0:
-                continue
-            d2 = 0.0
-            if q_feat is not None and np.isfinite(q_feat[i]).all() and np.isfinite(p_feat[near]).all():
-                dd = np.sum((p_feat[near] - q_feat[i]) ** 2, axis=1)
-                j, d2 = int(near[np.argmin(dd)]), float(dd.min())
-            else:
-                j = int(near[np.argmin(np.abs(zs[near] - target))])
-            cands[i].append((d2, w, int(rows[j])))
-            n_used += 1
-        used.append({"patient_id": r["patient_id"], "patient_score": r["patient_score"],
-                     "z_offset_mm": r["z_offset_mm"], "slices_used": n_used})
+        d2 = 0.0
+        if q_feat is not None and np.isfinite(q_feat[i]).all() and np.isfinite(p_feat[near]).all():
+            dd = np.sum((p_feat[near] - q_feat[i]) ** 2, axis=1)
+            j, d2 = int(near[np.argmin(dd)]), float(dd.min())
+        else:
+            j = int(near[np.argmin(np.abs(zs[near] - target))])
+        cands[i].append((d2, w, int(rows[j])))
+        n_used += 1
+    return {"patient_id": r["patient_id"], "patient_score": r["patient_score"], "z_offset_mm": r["z_offset_mm"],
+            "slices_used": n_used}
+
+
+def _average(archive, q_ct: np.ndarray, cands: list[list], pool: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 3-4 of the rule: per query slice, the (weighted) mean of the ``pool`` nearest candidates'
+    aligned doses, 0 Gy outside the body. Returns (n, 128, 128) float32 Gy and the (n,) coverage."""
+    n = len(cands)
     total = np.zeros((n, *q_ct.shape[1:]), dtype=np.float64)
     weight = np.zeros(n, dtype=np.float64)
     coverage = np.zeros(n, dtype=np.int64)
@@ -158,7 +170,7 @@ def predict_dose(archive, *, patient: str | None = None, series: str | Path | No
     ok = weight > 0
     pred[ok] = (total[ok] / weight[ok][:, None, None]).astype(np.float32)
     pred[q_ct <= BODY_HU] = 0.0
-    return DosePrediction(pred, q.z_mm, q.slice_index, used, coverage, res["query"], res, q.volume)
+    return pred, coverage
 
 
 def write_prediction(pred: DosePrediction, out: str | Path) -> dict[str, Path]:
@@ -188,7 +200,7 @@ def write_rtdose_for(pred: DosePrediction, path: Path) -> Path:
     "medhash", the date and time of writing, fresh series and instance UIDs, SeriesDescription
     :data:`PREDICTED_DOSE_DESCRIPTION`; PatientName empty. StudyDate / StudyTime are the query study's
     own (read from its folder)."""
-    from ..io.writers import medhash_provenance, write_rtdose
+    from ..io.writers import medhash_provenance, write_rtdose  # start-up: pydicom only when writing an RTDOSE
 
     vol = pred.volume
     order = np.argsort(vol.z_mm, kind="stable")
@@ -209,9 +221,9 @@ def write_rtdose_for(pred: DosePrediction, path: Path) -> Path:
 def _study_date_time(pred: DosePrediction) -> dict:
     """``{"study_date", "study_time"}`` of the query's study, read from a CT file of its DICOM folder (the
     RTDOSE joins that study: it must not give it another date), or ``{}`` when none can be read."""
-    import pydicom
+    import pydicom  # start-up: pydicom only when a prediction is written for a DICOM query
 
-    from ..io.dicom import iter_files
+    from ..io.dicom import iter_files  # start-up: as pydicom
     folder, study = (pred.query or {}).get("folder"), (pred.volume.info or {}).get("study_uid")
     if not folder or not study:
         return {}

@@ -21,83 +21,13 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, NotFoundError
-
-
-@dataclass
-class PatientQuery:
-    """The slices of a query patient on the model grid.
-
-    Attributes
-    ----------
-    kind : ``"archive"`` or ``"dicom"``.
-    patient_id : archive patient id (archive queries), else None.
-    z_mm : (n,) slice positions, increasing; slice_index : (n,) their indexes.
-    rows : (n,) archive rows (archive queries), else None.
-    ct : (n, 128, 128) HU (DICOM queries; archive queries read theirs from the archive when needed).
-    dose : (n, 128, 128) Gy or None; info : JSON-ready description.
-    """
-    kind: str
-    patient_id: str | None
-    z_mm: np.ndarray
-    slice_index: np.ndarray
-    rows: np.ndarray | None
-    ct: np.ndarray | None
-    dose: np.ndarray | None
-    info: dict
-    volume: object = None
-
-
-def patient_query(archive, patient: str | None = None, series: str | Path | None = None,
-                  dose: str | Path | None = None) -> PatientQuery:
-    """An archive patient (``patient``) or a DICOM CT series folder (``series``, optional RTDOSE)."""
-    if (patient is None) == (series is None):
-        raise InputError("give either an archive patient or a DICOM series folder")
-    if patient is not None:
-        if patient not in set(archive.patients()):
-            raise NotFoundError(f"no patient {patient!r} in {archive.path}")
-        table = archive.table()
-        rows = np.flatnonzero(table["patient_id"] == patient)
-        rows = rows[np.argsort(table["z_mm"][rows], kind="stable")]
-        return PatientQuery("archive", patient, table["z_mm"][rows], table["slice_index"][rows], rows, None, None,
-                            {"type": "archive", "patient_id": patient, "slices": int(len(rows))})
-    from ..io.dicom import read_query
-    vol, _ = read_query(series, slice_index=0, dose_path=dose)
-    vol = vol.body_only()
-    if len(vol) == 0:
-        raise InputError(f"{series}: no slice of this series shows a body")
-    order = np.argsort(vol.z_mm, kind="stable")
-    return PatientQuery("dicom", None, vol.z_mm[order], vol.slice_index[order], None, vol.ct[order],
-                        None if vol.dose is None else vol.dose[order],
-                        {"type": "dicom", "folder": str(series), "slices": int(len(vol)),
-                         "has_dose": vol.dose is not None}, volume=vol)
-
-
-def query_slice_features(idx, q: PatientQuery) -> tuple[np.ndarray, np.ndarray]:
-    """(m, D) combined features of the query's slices usable with ``idx`` and the (m,) positions in
-    ``q`` they belong to (archive slices without dose are left out of dose indexes)."""
-    if q.rows is not None:
-        f = idx.features_of_rows(q.rows)
-    else:
-        from ..features import encode_arrays
-        from .index import combine
-        blocks = {}
-        for ch in idx.manifest["models"]:
-            arr = q.ct if ch == "ct" else q.dose
-            if arr is None:
-                raise InputError(f"index {idx.name!r} searches {idx.channel}: the query series needs a dose (--dose)")
-            model, config = idx.model(ch)
-            blocks[ch] = encode_arrays(model, config, arr)
-        f = combine(blocks, idx.manifest["scales"], idx.manifest["weights"])
-    ok = np.flatnonzero(np.isfinite(f).all(axis=1))
-    if not len(ok):
-        raise InputError(f"no slice of the query can be searched in index {idx.name!r} ({idx.channel})")
-    return f[ok], ok
+from ..errors import InputError
+from .cache import IndexCache, open_index
+from .query import PatientQuery, patient_query, query_slice_features
 
 
 def rank_patients(q_z: np.ndarray, hits: list[list], table: dict, per_slice: int,
@@ -131,7 +61,7 @@ def rank_patients(q_z: np.ndarray, hits: list[list], table: dict, per_slice: int
 
 def patient_search(archive, *, patient: str | None = None, series: str | Path | None = None,
                    dose: str | Path | None = None, index: str | None = None, k: int = 5, per_slice: int = 20,
-                   rerank: int = 0, tolerance_mm: float = 10.0) -> dict:
+                   rerank: int = 0, tolerance_mm: float = 10.0, cache: IndexCache | None = None) -> dict:
     """Rank the other patients of the archive by similarity to a query patient.
 
     Parameters
@@ -140,6 +70,7 @@ def patient_search(archive, *, patient: str | None = None, series: str | Path | 
     index : index name (default: the archive's only one); k : patients returned.
     per_slice : slice neighbours per query slice; rerank : re-rank depth of each slice search.
     tolerance_mm : z alignment tolerance (see the module docstring).
+    cache : an :class:`~medhash.retrieval.cache.IndexCache` to open the index through (default: open it afresh).
 
     Returns
     -------
@@ -148,14 +79,12 @@ def patient_search(archive, *, patient: str | None = None, series: str | Path | 
     ``pairs``: per matched query slice ``query_slice_index``, ``query_z_mm``, ``slice_index``,
     ``z_mm``, ``hamming``, ``rank_in_slice``) and ``timing_ms``.
     """
-    from .search import open_index
-
     t0 = time.perf_counter()
     if k < 1 or per_slice < 1:
-        raise InputError(f"k and per_slice must be at least 1 (got {k}, {per_slice})")
+        raise InputError(f"k and per_slice must be at least 1 (got {k}, {per_slice})", param="k" if k < 1 else "per_slice")
     if not tolerance_mm >= 0:
-        raise InputError(f"tolerance_mm must be >= 0, not {tolerance_mm}")
-    idx = open_index(archive, index)
+        raise InputError(f"tolerance_mm must be >= 0, not {tolerance_mm}", param="tolerance_mm")
+    idx = open_index(archive, index, cache)
     q = patient_query(archive, patient, series, dose)
     t1 = time.perf_counter()
     feats, pos = query_slice_features(idx, q)
@@ -173,8 +102,17 @@ def patient_search(archive, *, patient: str | None = None, series: str | Path | 
     hits = idx.search(feats, per, rerank=min(max(rerank, per), available) if rerank else 0, exclude=excluded)
     t3 = time.perf_counter()
     table = archive.table()
+    results = _results(table, q, pos, rank_patients(q.z_mm[pos], hits, table, per, tolerance_mm)[:k])
+    return {"query": q.info, "index": idx.name, "channel": idx.channel, "n_bits": idx.n_bits, "k": k,
+            "per_slice": per, "rerank": rerank, "tolerance_mm": tolerance_mm, "query_slices_searched": int(len(pos)),
+            "results": results,
+            "timing_ms": {"prepare": round((t1 - t0) * 1e3, 3), "encode": round((t2 - t1) * 1e3, 3),
+                          "search": round((t3 - t2) * 1e3, 3)}}
+
+
+def _results(table: dict, q: PatientQuery, pos: np.ndarray, ranked: list[dict]) -> list[dict]:
+    """JSON-ready results of :func:`patient_search`: each ranked patient with its matched slice pairs."""
     q_z = q.z_mm[pos]
-    ranked = rank_patients(q_z, hits, table, per, tolerance_mm)[:k]
     results = []
     for rank, d in enumerate(ranked, start=1):
         pairs = []
@@ -185,8 +123,4 @@ def patient_search(archive, *, patient: str | None = None, series: str | Path | 
                           "slice_index": int(table["slice_index"][h.row]), "z_mm": round(float(table["z_mm"][h.row]), 3),
                           "hamming": int(h.hamming), "rank_in_slice": int(r)})
         results.append({"rank": rank, **d, "pairs": pairs})
-    return {"query": q.info, "index": idx.name, "channel": idx.channel, "n_bits": idx.n_bits, "k": k,
-            "per_slice": per, "rerank": rerank, "tolerance_mm": tolerance_mm, "query_slices_searched": int(len(pos)),
-            "results": results,
-            "timing_ms": {"prepare": round((t1 - t0) * 1e3, 3), "encode": round((t2 - t1) * 1e3, 3),
-                          "search": round((t3 - t2) * 1e3, 3)}}
+    return results

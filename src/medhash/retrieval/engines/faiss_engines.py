@@ -14,9 +14,8 @@ type       faiss structure                           when
 Every engine returns exact Hamming distances for the codes it returns; an approximate engine may
 miss some true neighbours (measured as recall@10 against ``flat`` by ``benchmarks/search.py``).
 
-A single query cannot use a second core in faiss's flat scan (faiss parallelises over queries): it
-runs on one OpenMP thread, which is faster than letting faiss start threads it cannot use (measured
-by ``benchmarks/scale.py``). :class:`FlatEngine` can also split the codes into shards scanned in
+Thread counts follow :mod:`medhash.threads` (a single query on one OpenMP thread, a batch or a build
+on every core; measured by ``benchmarks/scale.py``). :class:`FlatEngine` can also split the codes into shards scanned in
 parallel threads (faiss releases the GIL), each with one OpenMP thread: set ``MEDHASH_FLAT_SHARDS``
 to the number of shards (applied from :data:`SHARD_MIN_CODES` codes). It is off by default because
 on the 2-vCPU machine medhash is developed on two shards were no faster than one thread (the scan
@@ -32,21 +31,25 @@ Parameters and their defaults (recorded in the index manifest):
   seeded, to train the centroids; default 40 per centroid: binary k-means runs in float space and
   costs n_train x nlist x bits per iteration). When the archive drifts far from the codes the centroids
   were trained on (a new site, a new model), lists become unbalanced and recall falls: rebuild the
-  index (``medhash index ... --rebuild``).
+  index (``rebuild=True``).
 * ``hnsw``: ``M`` (default 32: links per node), ``ef_construction`` (default 80), ``ef_search``
   (default 128: candidates kept while searching; raised to the number of results asked when
   larger).
+
+Every engine here implements :class:`~medhash.retrieval.engines.base.Engine`; the engine file of an
+approximate engine is written through :func:`medhash.store.durable.replace_atomically` (fsynced).
 """
 from __future__ import annotations
 
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from ...errors import EngineError, MedhashError, ModelMismatchError
+from ...errors import EngineError, ModelMismatchError
+from ...store.durable import replace_atomically
+from ...threads import search_threads, use_faiss_threads
 
 INDEX_TYPES = ("flat", "ivf", "hnsw")
 DEFAULT_PARAMS = {"flat": {},
@@ -64,14 +67,6 @@ def default_shards(n: int) -> int:
     except ValueError:
         raise EngineError(f"MEDHASH_FLAT_SHARDS must be a whole number, not {os.environ['MEDHASH_FLAT_SHARDS']!r}")
     return max(1, want) if n >= SHARD_MIN_CODES else 1
-
-
-def cpu_count() -> int:
-    """Cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def resolve_params(index_type: str, params: dict | None) -> dict:
@@ -100,23 +95,6 @@ def auto_nlist(n: int) -> int:
     return int(max(1, min(max(16, nlist), n // 39)))
 
 
-def _set_threads(n: int) -> None:
-    import faiss
-    faiss.omp_set_num_threads(max(1, n))
-
-
-def _write_atomic(index, path: Path) -> None:
-    import faiss
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        faiss.write_index_binary(index, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class FlatEngine:
     """Exact Hamming scan; one faiss ``IndexBinaryFlat`` per shard (see the module docstring).
 
@@ -130,7 +108,7 @@ class FlatEngine:
     index_type = "flat"
 
     def __init__(self, codes: np.ndarray, shards: int | None = None) -> None:
-        import faiss
+        import faiss  # start-up: faiss only when an index is opened (medhash info does not need it)
         codes = np.ascontiguousarray(codes, dtype=np.uint8)
         n, nb = codes.shape
         if shards is None:
@@ -166,33 +144,43 @@ class FlatEngine:
         """The m nearest codes of each query: D (nq, m) int32 Hamming distances, I (nq, m) int64 positions
         (-1 where fewer exist). A single query scans the shards in parallel, a batch uses every core."""
         codes_q = np.ascontiguousarray(codes_q, dtype=np.uint8)
+        search_threads(len(codes_q))
         if len(self.parts) == 1:
-            _set_threads(1 if len(codes_q) <= 1 else cpu_count())
+            if len(codes_q) == 1:
+                return self._search_one(codes_q, m)
             return self.parts[0].search(codes_q, m)
         if len(codes_q) <= 1:
-            _set_threads(1)
             results = list(self._pool.map(lambda p: p.search(codes_q, m), self.parts))
         else:
-            _set_threads(cpu_count())
             results = [p.search(codes_q, m) for p in self.parts]
         return self._merge(results, m)
 
-    def range_search(self, code_q: np.ndarray, radius: int) -> tuple[None, np.ndarray, np.ndarray]:
-        """Every code at Hamming distance < ``radius`` from one query: (None, D, I), faiss's order."""
+    def _search_one(self, code_q: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """One query on one shard without faiss's Python wrapper (its checks cost a visible part of a
+        20 µs scan; benchmarks/search.py)."""
+        import faiss  # start-up: see __init__
+        D = np.empty((1, m), dtype=np.int32)
+        I = np.empty((1, m), dtype=np.int64)
+        self.parts[0].search_c(1, faiss.swig_ptr(code_q), m, faiss.swig_ptr(D), faiss.swig_ptr(I))
+        return D, I
+
+    def range_search(self, code_q: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every code at Hamming distance < ``radius`` from one query: (D, I), faiss's order."""
         code_q = np.ascontiguousarray(code_q, dtype=np.uint8)
         if self._pool is not None:
-            _set_threads(1)
+            search_threads(1)
             parts = list(self._pool.map(lambda p: p.range_search(code_q, int(radius)), self.parts))
         else:
             parts = [p.range_search(code_q, int(radius)) for p in self.parts]
         ds = [r[1] for r in parts]
         is_ = [r[2] + off for r, off in zip(parts, self.offsets)]
-        return None, np.concatenate(ds), np.concatenate(is_)
+        return np.concatenate(ds).astype(np.int32), np.concatenate(is_).astype(np.int64)
 
     def save(self, path: Path) -> None:
         """Nothing to write: a flat engine is rebuilt from ``codes.u8``."""
 
     def describe(self) -> dict:
+        """Type, shards and item count."""
         return {"index_type": "flat", "shards": len(self.parts), "ntotal": self.ntotal}
 
 
@@ -214,15 +202,15 @@ class FaissApproxEngine:
     @classmethod
     def create(cls, index_type: str, params: dict, codes: np.ndarray, seed: int = 0) -> "FaissApproxEngine":
         """Build an engine on codes: IVF trains its centroids on a seeded sample; HNSW links every code."""
-        import faiss
+        import faiss  # start-up: faiss only when an engine is built
         codes = np.ascontiguousarray(codes, dtype=np.uint8)
         n, nb = codes.shape
-        _set_threads(cpu_count())
+        use_faiss_threads("build")
         if index_type == "ivf":
             nlist = auto_nlist(n) if params["nlist"] == "auto" else int(params["nlist"])
             if n < nlist:
                 raise EngineError(f"an IVF index with nlist = {nlist} needs at least {nlist} codes to train on, "
-                                  f"got {n}; use fewer lists (--nlist) or a flat index")
+                                  f"got {n}; use fewer lists or a flat index", param="nlist")
             index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(nb * 8), nb * 8, nlist)
             index.cp.seed = int(seed)
             index.cp.niter = 10
@@ -243,16 +231,17 @@ class FaissApproxEngine:
 
     @classmethod
     def load(cls, path: Path, index_type: str, params: dict) -> "FaissApproxEngine":
-        import faiss
+        """Read an engine file, checking that it holds the manifest's index type."""
+        import faiss  # start-up: faiss only when an index is opened
         if not path.is_file():
             raise ModelMismatchError(f"{path} is missing: the manifest says this is a {index_type} index, whose "
-                                     "engine lives in that file; rebuild the index (--rebuild)")
+                                     "engine lives in that file; rebuild the index", param="rebuild")
         index = faiss.read_index_binary(str(path))
         kind = "ivf" if isinstance(index, faiss.IndexBinaryIVF) else \
             "hnsw" if isinstance(index, faiss.IndexBinaryHNSW) else type(index).__name__
         if kind != index_type:
             raise ModelMismatchError(f"{path} holds a {kind} engine but the manifest says {index_type}; rebuild the "
-                                     "index (--rebuild)")
+                                     "index", param="rebuild")
         if index_type == "ivf":
             index.nprobe = min(int(params["nprobe"]), index.nlist)
         else:
@@ -260,13 +249,15 @@ class FaissApproxEngine:
         return cls(index, index_type, params)
 
     def add(self, codes: np.ndarray) -> None:
+        """Add codes (IVF: each to the list of its nearest centroid; HNSW: linked into the graph)."""
         if len(codes):
-            _set_threads(cpu_count())
+            use_faiss_threads("build")
             self.index.add(np.ascontiguousarray(codes, dtype=np.uint8))
 
     def search(self, codes_q: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Up to m approximate nearest codes per query, with their exact distances (-1 where fewer)."""
         codes_q = np.ascontiguousarray(codes_q, dtype=np.uint8)
-        _set_threads(1 if len(codes_q) <= 1 else cpu_count())
+        search_threads(len(codes_q))
         if self.index_type == "hnsw":
             self.index.hnsw.efSearch = max(int(self.params["ef_search"]), int(m))
         return self.index.search(codes_q, int(m))
@@ -275,9 +266,13 @@ class FaissApproxEngine:
         raise EngineError(f"a {self.index_type} index has no exact range search")
 
     def save(self, path: Path) -> None:
-        _write_atomic(self.index, path)
+        """Replace the engine file, durably (:func:`~medhash.store.durable.replace_atomically`)."""
+        import faiss  # start-up: see load
+        with replace_atomically(Path(path)) as tmp:
+            faiss.write_index_binary(self.index, str(tmp))
 
     def describe(self) -> dict:
+        """What the manifest records: type, item count and the engine's parameters."""
         d = {"index_type": self.index_type, "ntotal": self.ntotal}
         if self.index_type == "ivf":
             d.update(nlist=int(self.index.nlist), nprobe=int(self.index.nprobe))
@@ -286,15 +281,19 @@ class FaissApproxEngine:
         return d
 
 
-def open_engine(index_dir: Path, index_type: str, params: dict, codes: np.ndarray):
-    """The engine of an index folder: flat from the codes, approximate from its file (checked against
-    the manifest's item count)."""
-    if index_type == "flat":
-        return FlatEngine(codes)
-    engine = FaissApproxEngine.load(Path(index_dir) / ENGINE_FILE, index_type, params)
+def open_flat(index_dir: Path, manifest: dict, codes: np.ndarray, rows: np.ndarray) -> FlatEngine:
+    """The flat engine of an index folder: built from the codes."""
+    return FlatEngine(codes)
+
+
+def open_approx(index_dir: Path, manifest: dict, codes: np.ndarray, rows: np.ndarray) -> FaissApproxEngine:
+    """The ivf / hnsw engine of an index folder, from its file (checked against the manifest's item count)."""
+    index_type = manifest.get("index_type", "flat")
+    path = Path(index_dir) / ENGINE_FILE
+    engine = FaissApproxEngine.load(path, index_type, manifest.get("index_params") or {})
     if engine.ntotal != len(codes):
-        raise ModelMismatchError(f"{Path(index_dir) / ENGINE_FILE} holds {engine.ntotal} codes but the manifest "
-                                 f"{len(codes)} (an interrupted update?); run 'medhash index' again with --rebuild")
+        raise ModelMismatchError(f"{path} holds {engine.ntotal} codes but the manifest {len(codes)} (an interrupted "
+                                 "update?); build the index again, rebuilding it", param="rebuild")
     return engine
 
 

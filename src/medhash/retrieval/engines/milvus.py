@@ -1,14 +1,16 @@
 """Milvus as the search engine of an index, for archives that outgrow one machine.
 
-``medhash index ... --backend milvus --uri URI [--collection NAME]`` builds the index as usual (the
+Building an index with the backend ``{"type": "milvus", "uri": URI, "collection": NAME}`` (the CLI's
+``medhash index`` with the milvus backend) builds the index as usual (the
 codes, hasher and manifest stay in ``ARCHIVE/indexes/NAME``: they are the truth and what a rebuild
 starts from) and upserts every code into a Milvus collection with its archive row as primary key and
 ``patient_id``, ``slice_index``, ``z_mm`` beside it. ``medhash search`` / ``serve`` / the Python API
-then ask Milvus for the Hamming neighbours through the same :class:`medhash.retrieval.index.Index`.
+then ask Milvus for the Hamming neighbours through the same :class:`medhash.retrieval.index.Index`:
+:class:`MilvusEngine` implements :class:`~medhash.retrieval.engines.base.Engine`.
 
 * **Milvus Lite** (``pip install milvus-lite``; a URI that is a file path ending in ``.db``): one
   process, for tests and small sites; index ``BIN_FLAT`` (exact), metric ``HAMMING``.
-* **A Milvus server or cluster** (``--uri http://HOST:19530``): index ``BIN_IVF_FLAT`` (approximate,
+* **A Milvus server or cluster** (a URI such as ``http://HOST:19530``): index ``BIN_IVF_FLAT`` (approximate,
   ``nlist`` as medhash's ivf default, ``nprobe`` from the index parameters), spread over the
   cluster's query nodes. Collections are created with ``Strong`` consistency so that a search
   right after ``medhash index`` sees the new codes; a site that ingests continuously may choose
@@ -24,13 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import MedhashError, MilvusError, ModelMismatchError
+from ...errors import EngineError, MilvusError, ModelMismatchError
+from .faiss_engines import auto_nlist
 
 MAX_LIMIT = 16384
 """Largest number of results Milvus returns for one query (its ``topk`` limit)."""
 
 
 def _client(uri: str):
+    # optional dependency: pymilvus only for indexes with the milvus backend
     try:
         from pymilvus import MilvusClient
     except ImportError as exc:  # pragma: no cover - depends on the installation
@@ -70,7 +74,7 @@ def push(uri: str, collection: str, codes: np.ndarray, rows: np.ndarray, table: 
     -------
     dict recorded in the manifest under ``backend``.
     """
-    from pymilvus import DataType, MilvusClient
+    from pymilvus import DataType, MilvusClient  # optional dependency (see _client)
 
     client = _client(uri)
     n_bits = int(codes.shape[1] * 8)
@@ -89,12 +93,11 @@ def push(uri: str, collection: str, codes: np.ndarray, rows: np.ndarray, table: 
         if lite:
             ip.add_index(field_name="code", index_type=index_type, metric_type="HAMMING")
         else:
-            from .faiss_engines import auto_nlist
             ip.add_index(field_name="code", index_type=index_type, metric_type="HAMMING",
                          params={"nlist": auto_nlist(max(len(codes), 1000))})
         client.create_collection(collection, schema=schema, index_params=ip, consistency_level="Strong")
     elif not client.has_collection(collection):
-        raise MilvusError(f"Milvus at {uri} has no collection {collection!r}; rebuild the index (--rebuild)")
+        raise MilvusError(f"Milvus at {uri} has no collection {collection!r}; rebuild the index", param="rebuild")
     step = 5000
     for s in range(0, len(rows), step):
         r = rows[s:s + step]
@@ -124,12 +127,12 @@ class MilvusEngine:
         self.exact = bool(info.get("exact", True))
         if not self.client.has_collection(self.collection):
             raise ModelMismatchError(f"Milvus at {info['uri']} has no collection {self.collection!r}; rebuild the "
-                                     "index (medhash index ... --rebuild)")
+                                     "index", param="rebuild")
         self.client.load_collection(self.collection)
         count = int(self.client.get_collection_stats(self.collection)["row_count"])
         if count != len(self.rows):
             raise ModelMismatchError(f"Milvus collection {self.collection!r} holds {count} codes but the index "
-                                     f"{len(self.rows)}; run 'medhash index' again (or --rebuild)")
+                                     f"{len(self.rows)}; build the index again (or rebuild it)", param="rebuild")
         self.ntotal = len(self.rows)
         self._params = {"metric_type": "HAMMING"} if self.exact else \
             {"metric_type": "HAMMING", "params": {"nprobe": int(info.get("nprobe", 32))}}
@@ -159,7 +162,7 @@ class MilvusEngine:
             I = np.pad(I, ((0, 0), (0, pad)), constant_values=-1)
         return D, I
 
-    def range_search(self, code_q: np.ndarray, radius: int) -> tuple[None, np.ndarray, np.ndarray]:
+    def range_search(self, code_q: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
         """Every code at distance < radius of one query, by asking for more until the farthest returned
         is at or beyond the radius (or all codes were returned)."""
         limit = 256
@@ -169,11 +172,26 @@ class MilvusEngine:
             d, i = D[0][ok], I[0][ok]
             if len(d) == 0 or d.max() >= radius or len(d) >= self.ntotal:
                 keep = d < radius
-                return None, d[keep], i[keep]
+                return d[keep], i[keep]
             if limit >= min(MAX_LIMIT, self.ntotal):
                 raise MilvusError(f"more than {MAX_LIMIT} codes tie within Hamming distance {radius - 1}; "
                                   "use longer codes")
             limit *= 4
 
+    def add(self, codes: np.ndarray) -> None:
+        """Not supported: codes reach Milvus with their archive rows and slice fields, through :func:`push`
+        (called by :func:`~medhash.retrieval.build.build_index`)."""
+        raise EngineError("codes are added to a Milvus collection by building the index, which pushes them with "
+                          "their archive rows")
+
+    def save(self, path: Path) -> None:
+        """Nothing to write: the codes live in the Milvus collection (and in ``codes.u8``)."""
+
     def describe(self) -> dict:
+        """Type, collection and item count."""
         return {"index_type": "milvus", "collection": self.collection, "ntotal": self.ntotal}
+
+
+def open_milvus(index_dir: Path, manifest: dict, codes: np.ndarray, rows: np.ndarray) -> MilvusEngine:
+    """The engine of an index whose manifest names the milvus backend."""
+    return MilvusEngine(manifest["backend"], rows)

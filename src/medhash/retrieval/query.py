@@ -1,0 +1,173 @@
+"""Queries: what a search starts from, turned into an index's combined features.
+
+A slice query (:class:`Query`: an archive slice, a DICOM CT slice or series slice, a PNG/NPY image)
+comes from :func:`parse_query` / :func:`archive_query`; a patient query (:class:`PatientQuery`: an
+archive patient or a DICOM series) from :func:`patient_query`. :func:`query_features` and
+:func:`query_slice_features` give their features for an index: archive slices read the stored
+features, other images are encoded by the index's models (:func:`encode_images`, the one place that
+runs the CNN on a query).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, NotFoundError
+from .blocks import combine
+from .index import Index
+
+_ARCHIVE_QUERY = re.compile(r"^(?P<pid>[^:]+):(?P<idx>-?\d+)$")
+
+
+@dataclass
+class Query:
+    """A prepared slice query: where it came from and its images on the model grid.
+
+    Attributes
+    ----------
+    kind : ``"archive"``, ``"dicom"`` or ``"image"``.
+    info : JSON-ready description (patient/slice for archive queries, the file otherwise).
+    ct : (128, 128) float32 HU, or None.
+    dose : (128, 128) float32 Gy, or None.
+    row : archive row for archive queries (their features are read from the archive, not recomputed).
+    patient_id : the query's patient in the archive (archive queries), else None.
+    """
+
+    kind: str
+    info: dict
+    ct: np.ndarray | None = None
+    dose: np.ndarray | None = None
+    row: int | None = None
+    patient_id: str | None = None
+
+
+@dataclass
+class PatientQuery:
+    """The slices of a query patient on the model grid.
+
+    Attributes
+    ----------
+    kind : ``"archive"`` or ``"dicom"``.
+    patient_id : archive patient id (archive queries), else None.
+    z_mm : (n,) slice positions, increasing; slice_index : (n,) their indexes.
+    rows : (n,) archive rows (archive queries), else None.
+    ct : (n, 128, 128) HU (DICOM queries; archive queries read theirs from the archive when needed).
+    dose : (n, 128, 128) Gy or None; info : JSON-ready description.
+    volume : the DICOM query's :class:`~medhash.core.records.Volume` (body slices), else None.
+    """
+    kind: str
+    patient_id: str | None
+    z_mm: np.ndarray
+    slice_index: np.ndarray
+    rows: np.ndarray | None
+    ct: np.ndarray | None
+    dose: np.ndarray | None
+    info: dict
+    volume: object = None
+
+
+def parse_query(archive, query: str | Path, *, dose: str | Path | None = None,
+                slice_index: int | None = None) -> Query:
+    """Turn a query given as text or path into a :class:`Query`.
+
+    ``PATIENT:SLICE`` names an archive slice; a ``.png`` / ``.npy`` file is an image (see
+    :mod:`medhash.io.images`); anything else is DICOM: a CT slice file, or a series folder with
+    ``slice_index``. ``dose`` is an RTDOSE (DICOM queries) or a dose image in Gy (image queries).
+    """
+    # start-up: the readers (pydicom, scipy) only for file queries; an archive slice needs neither
+    from ..io.dicom import read_query
+    from ..io.images import is_image, read_image
+
+    text = str(query)
+    m = _ARCHIVE_QUERY.match(text)
+    if m and not Path(text).exists():
+        if dose is not None:
+            raise InputError("a dose file is for file queries; an archive slice brings its own dose", param="dose")
+        return archive_query(archive, m.group("pid"), int(m.group("idx")))
+    path = Path(text)
+    if not path.exists():
+        raise InputError(f"query {text!r} is neither PATIENT:SLICE nor an existing file or folder", param="query")
+    if is_image(path):
+        d = read_image(dose, kind="dose") if dose is not None else None
+        return Query(kind="image", info={"type": "image", "file": str(path)}, ct=read_image(path, kind="ct"), dose=d)
+    vol, k = read_query(path, slice_index=slice_index, dose_path=dose)
+    info = {"type": "dicom", "file": str(path), "slice_index": int(vol.slice_index[k]), "z_mm": round(float(vol.z_mm[k]), 3),
+            "has_dose": vol.dose is not None}
+    return Query(kind="dicom", info=info, ct=vol.ct[k], dose=None if vol.dose is None else vol.dose[k])
+
+
+def archive_query(archive, patient_id: str, slice_index: int) -> Query:
+    """The :class:`Query` of the archive slice (patient_id, slice_index) (its stored features are used)."""
+    s = archive.get(patient_id, int(slice_index))
+    return Query(kind="archive", info={"type": "archive", **s.to_dict()}, ct=s.ct, dose=s.dose, row=s.row,
+                 patient_id=s.patient_id)
+
+
+def patient_query(archive, patient: str | None = None, series: str | Path | None = None,
+                  dose: str | Path | None = None) -> PatientQuery:
+    """An archive patient (``patient``) or a DICOM CT series folder (``series``, optional RTDOSE)."""
+    if (patient is None) == (series is None):
+        raise InputError("give either an archive patient or a DICOM series folder", param="patient")
+    if patient is not None:
+        if patient not in set(archive.patients()):
+            raise NotFoundError(f"no patient {patient!r} in {archive.path}", param="patient")
+        table = archive.table()
+        rows = np.flatnonzero(table["patient_id"] == patient)
+        rows = rows[np.argsort(table["z_mm"][rows], kind="stable")]
+        return PatientQuery("archive", patient, table["z_mm"][rows], table["slice_index"][rows], rows, None, None,
+                            {"type": "archive", "patient_id": patient, "slices": int(len(rows))})
+    from ..io.dicom import read_query  # start-up: pydicom only for DICOM queries
+    vol, _ = read_query(series, slice_index=0, dose_path=dose)
+    vol = vol.body_only()
+    if len(vol) == 0:
+        raise InputError(f"{series}: no slice of this series shows a body", param="series")
+    order = np.argsort(vol.z_mm, kind="stable")
+    return PatientQuery("dicom", None, vol.z_mm[order], vol.slice_index[order], None, vol.ct[order],
+                        None if vol.dose is None else vol.dose[order],
+                        {"type": "dicom", "folder": str(series), "slices": int(len(vol)),
+                         "has_dose": vol.dose is not None}, volume=vol)
+
+
+def encode_images(index: Index, ct: np.ndarray | None, dose: np.ndarray | None, what: str) -> np.ndarray:
+    """(n, D) combined features of images for ``index``, by its models.
+
+    Parameters
+    ----------
+    ct, dose : (n, 128, 128) float32 HU / Gy, or None; an index with a dose block needs ``dose``.
+    what : the query, for the message when an image the index needs is missing (``"the query"``).
+    """
+    from ..features import encode_arrays  # start-up: medhash.features loads torch, only for file queries
+    blocks = {}
+    for ch in index.manifest["models"]:
+        images = ct if ch == "ct" else dose
+        if images is None:
+            raise InputError(f"index {index.name!r} searches {index.channel}: {what} needs a dose too", param="dose")
+        model, config = index.model(ch)
+        blocks[ch] = encode_arrays(model, config, images)
+    return combine(blocks, index.manifest["scales"], index.manifest["weights"])
+
+
+def query_features(index: Index, query: Query) -> np.ndarray:
+    """(1, D) combined features of a slice query for ``index`` (archive queries: the stored features)."""
+    if query.row is None:
+        return encode_images(index, None if query.ct is None else query.ct[None],
+                             None if query.dose is None else query.dose[None], "the query")
+    f = index.features_of_rows([query.row])
+    if not np.isfinite(f).all():
+        raise InputError(f"slice ({query.patient_id}, {query.info.get('slice_index')}) has no dose, but index "
+                         f"{index.name!r} is a {index.channel} index")
+    return f
+
+
+def query_slice_features(index: Index, q: PatientQuery) -> tuple[np.ndarray, np.ndarray]:
+    """(m, D) combined features of a patient query's slices usable with ``index`` and the (m,)
+    positions in ``q`` they belong to (archive slices without dose are left out of dose indexes)."""
+    f = index.features_of_rows(q.rows) if q.rows is not None else \
+        encode_images(index, q.ct, q.dose, "the query series")
+    ok = np.flatnonzero(np.isfinite(f).all(axis=1))
+    if not len(ok):
+        raise InputError(f"no slice of the query can be searched in index {index.name!r} ({index.channel})")
+    return f[ok], ok

@@ -1,0 +1,119 @@
+"""Slice search: a query (archive slice, DICOM slice or series, PNG/NPY image) → ranked archive slices.
+
+:func:`search` is the one code path behind ``medhash search``, :func:`medhash.search` and the web
+API's ``POST /api/search``; it returns the JSON-ready dict that ``medhash search`` prints as JSON::
+
+    {"query": {"type": "archive", "patient_id": "pt_1", "slice_index": 60, "z_mm": 150.0, ...},
+     "index": "ct256", "channel": "ct", "k": 10, "rerank": 0, "same_patient": false,
+     "results": [{"rank": 1, "patient_id": "pt_7", "slice_index": 58, "z_mm": 145.0,
+                  "hamming": 31, "euclidean": 2.41}, ...]}
+
+``euclidean`` appears only when the Hamming short-list was re-ranked (``rerank > 0``).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import IndexConfigError
+from .cache import IndexCache, open_index
+from .index import Index
+from .query import Query, parse_query, query_features
+
+
+def _check_request(idx: Index, q: Query, k: int, rerank: int, same_patient: bool | None):
+    """Validate one request; returns (same_patient, excluded mask or None, rerank cut to what exists)."""
+    if same_patient is None:
+        same_patient = q.kind != "archive"
+    exclude_patient = q.patient_id if (q.patient_id and not same_patient) else None
+    excluded = idx.patient_mask(exclude_patient) if exclude_patient is not None else None
+    available = len(idx) - (0 if excluded is None else int(excluded.sum()))
+    if k < 1:
+        raise IndexConfigError(f"k must be at least 1, not {k}", param="k")
+    if k > available:
+        raise IndexConfigError(f"k = {k} is larger than the {available} slices the index {idx.name!r} can return"
+                               + (f" (patient {exclude_patient} excluded)" if exclude_patient else ""), param="k")
+    if rerank < 0:
+        raise IndexConfigError(f"the re-ranking depth must be 0 or a number >= k, not {rerank}", param="rerank")
+    return bool(same_patient), excluded, (min(rerank, available) if rerank else 0)
+
+
+def _result(archive, idx: Index, q: Query, hits, k: int, rerank: int, same_patient: bool, timing: dict) -> dict:
+    table = archive.table()
+    results = []
+    for rank, h in enumerate(hits, 1):
+        r = {"rank": rank, "patient_id": str(table["patient_id"][h.row]), "slice_index": int(table["slice_index"][h.row]),
+             "z_mm": round(float(table["z_mm"][h.row]), 3), "hamming": h.hamming}
+        if h.euclidean is not None:
+            r["euclidean"] = round(h.euclidean, 6)
+        results.append(r)
+    return {"query": q.info, "index": idx.name, "channel": idx.channel, "n_bits": idx.n_bits, "k": k,
+            "rerank": rerank, "same_patient": same_patient, "results": results,
+            "timing_ms": {key: round(v * 1e3, 3) for key, v in timing.items()}}
+
+
+def search(archive, query: str | Path | Query, *, index: str | None = None, k: int = 10, rerank: int = 0,
+           same_patient: bool | None = None, dose: str | Path | None = None,
+           slice_index: int | None = None, cache: IndexCache | None = None) -> dict:
+    """Search the archive for the slices most similar to ``query``.
+
+    Parameters
+    ----------
+    archive : an open :class:`~medhash.store.archive.Archive`.
+    query : ``"PATIENT:SLICE"``, a DICOM CT file or series folder, a PNG/NPY image, or a :class:`Query`.
+    index : index name (default: the archive's only index).
+    k : number of results.
+    rerank : re-rank the Hamming top-``rerank`` by exact Euclidean distance (0: no re-ranking).
+    same_patient : include slices of the query's own patient (default: excluded for archive queries).
+    dose, slice_index : see :func:`~medhash.retrieval.query.parse_query`.
+    cache : an :class:`~medhash.retrieval.cache.IndexCache` to open the index through (default: open it afresh).
+
+    Returns
+    -------
+    dict : JSON-ready result (see the module docstring); ``timing_ms`` holds encode / search times.
+    """
+    t0 = time.perf_counter()
+    idx = open_index(archive, index, cache)
+    q = query if isinstance(query, Query) else parse_query(archive, query, dose=dose, slice_index=slice_index)
+    same_patient, excluded, rerank = _check_request(idx, q, k, rerank, same_patient)
+    t1 = time.perf_counter()
+    feats = query_features(idx, q)
+    t2 = time.perf_counter()
+    hits = idx.search(feats, k, rerank=rerank, exclude=None if excluded is None else [excluded])[0]
+    t3 = time.perf_counter()
+    return _result(archive, idx, q, hits, k, rerank, same_patient,
+                   {"prepare": t1 - t0, "encode": t2 - t1, "search": t3 - t2})
+
+
+def search_many(archive, queries: list, *, index: str | None = None, k: int = 10, rerank: int = 0,
+                same_patient: bool | None = None, cache: IndexCache | None = None) -> list[dict]:
+    """:func:`search` for many queries at once: one batched Hamming search on every core.
+
+    Parameters
+    ----------
+    queries : list of what :func:`search` takes (``"PATIENT:SLICE"``, files, :class:`Query`).
+    index, k, rerank, same_patient, cache : as in :func:`search`, the same for every query.
+
+    Returns
+    -------
+    list of dict, one :func:`search` result per query, in order; ``timing_ms`` holds the whole
+    batch's times divided by the number of queries.
+    """
+    if not len(queries):
+        return []
+    t0 = time.perf_counter()
+    idx = open_index(archive, index, cache)
+    qs = [q if isinstance(q, Query) else parse_query(archive, q) for q in queries]
+    checked = [_check_request(idx, q, k, rerank, same_patient) for q in qs]
+    depth = max(c[2] for c in checked)
+    t1 = time.perf_counter()
+    feats = np.concatenate([query_features(idx, q) for q in qs], axis=0)
+    t2 = time.perf_counter()
+    exclude = [c[1] for c in checked]
+    hits = idx.search(feats, k, rerank=depth, exclude=None if all(e is None for e in exclude) else exclude)
+    t3 = time.perf_counter()
+    n = len(qs)
+    timing = {"prepare": (t1 - t0) / n, "encode": (t2 - t1) / n, "search": (t3 - t2) / n}
+    return [_result(archive, idx, q, h, k, depth, c[0], timing) for q, h, c in zip(qs, hits, checked)]
