@@ -18,7 +18,7 @@ centre codes; an item is a centre with each bit flipped with probability 0.1) at
 count follows :mod:`medhash.threads`: 1 for a single query, every core for a batch),
 (b) faiss ``IndexBinaryFlat.search`` on the engine's faiss index, (d) exact float search over random float32
 features of dimension 128 of the same number of items (faiss ``IndexFlatL2``; numpy brute force up
-to 10^5), and a plain numpy popcount (``medhash.hashing.kernel_lsh.hamming_distances``) for reference. One query
+to 10^5), and a plain numpy popcount (``medhash.hashing.hamming_distances``) for reference. One query
 at a time (a and b interleaved query by query, so drift hits both alike) and one batch of all
 queries; faiss threads set with :func:`medhash.threads.set_faiss_threads` and printed. Tables go to stdout,
 progress to stderr; nothing is asserted.
@@ -447,7 +447,7 @@ def numpy_l2_topk(X: np.ndarray, xx: np.ndarray, Q: np.ndarray, k: int) -> np.nd
 
 
 def numpy_hamming_topk(codes: np.ndarray, Q: np.ndarray, k: int) -> np.ndarray:
-    from medhash.hashing.kernel_lsh import hamming_distances
+    from medhash.hashing import hamming_distances
     D = hamming_distances(Q, codes)
     part = np.argpartition(D, k, axis=1)[:, :k]
     return np.take_along_axis(part, np.argsort(np.take_along_axis(D, part, axis=1), axis=1), axis=1)

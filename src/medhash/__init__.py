@@ -11,12 +11,12 @@ Public API::
 from .store.archive import Archive
 from .errors import ArchiveError, GeometryError, InputError, MedhashError, NotFoundError
 from .core.grid import GRID_SIZE, GRID_SPACING_MM
-from .hashing.kernel_lsh import KernelLSH
+from .hashing import KernelLSH
 from .ingest.pipeline import IngestReport, ingest
 from .core.records import Problem, Slice, Volume
 
 # the function, not the module: imported eagerly so that `import medhash.retrieval.search` cannot rebind the name
-from .retrieval.search import search, search_many  # noqa: E402
+from .retrieval import search, search_many  # noqa: E402
 
 __version__ = "0.1.0"
 

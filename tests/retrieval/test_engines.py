@@ -178,7 +178,7 @@ def test_search_many_equals_one_search_per_query(trained, tmp_path):
 @pytest.mark.parametrize("hasher", ["itq", "pca-sign", "trained"])
 def test_index_with_each_hasher(trained, tmp_path, hasher):
     import medhash
-    from medhash.hashing.hashers import load_hasher
+    from medhash.hashing import load_hasher
     root, arch0 = trained
     shutil.copytree(arch0.path, tmp_path / "arch")
     arch = Archive(tmp_path / "arch")

@@ -14,8 +14,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..core.grid import BODY_HU, GRID_SPACING_MM
-from ..dose.prediction import predict_dose
-from ..dose.scores import dose_score, dvh_metrics, dvh_score
+from ..dose import predict_dose
+from ..dose import dose_score, dvh_metrics, dvh_score
 from ..retrieval import open_index
 
 

@@ -6,7 +6,7 @@ import math
 from html import escape
 from pathlib import Path
 
-from ..dose.scores import LEADERBOARD
+from ..dose import LEADERBOARD
 
 # mission.md, raw pixels on the 60 OpenKBP patients: the reference to beat
 REFERENCE = [("Dice@50, 256 bits (same patient included)", "0.687"), ("Dice@50, 1024 bits", "0.829"),

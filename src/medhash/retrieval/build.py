@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import IndexConfigError, ModelMismatchError, NotFoundError
-from ..hashing.hashers import HASHERS, load_hasher, make_hasher
+from ..hashing import HASHERS, load_hasher, make_hasher
 from ..store import layout
 from ..store.durable import append_rows, write_json_atomic
 from .blocks import block_scale, channel_blocks, combine
@@ -66,7 +66,7 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
     channel : ``"ct"``, ``"dose"`` or ``"ct+dose"`` (joint: each block divided by its RMS norm, then
         weighted, then concatenated and hashed as one vector).
     n_bits : code length, 1 to 16384.
-    gamma : kernel parameter or ``"auto"`` (see :class:`~medhash.hashing.kernel_lsh.KernelLSH`); fixed when the
+    gamma : kernel parameter or ``"auto"`` (see :class:`~medhash.hashing.KernelLSH`); fixed when the
         index is first built, so that later additions get comparable codes.
     seed : seed of the hash draws.
     models : channel -> model name (default: the newest model of each channel).

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import IndexConfigError, ModelMismatchError, NotFoundError
-from ..hashing.hashers import describe_hasher, load_hasher
+from ..hashing import describe_hasher, load_hasher
 from ..store import layout
 from .blocks import archive_combined_features, combine
 from .engines import open_engine
