@@ -11,7 +11,7 @@ from pathlib import Path
 from medhash import Archive
 from medhash.demo import write_demo_cohort
 from medhash.features import train_model
-from medhash.retrieval.index import build_index
+from medhash.retrieval import build_index
 
 
 def web_archive(tmp_path_factory) -> tuple[Path, Path]:
