@@ -10,7 +10,7 @@ from .options import add_command
 
 def register(sub) -> None:
     """Add ``demo`` to the sub-commands."""
-    p = add_command(sub, "demo", help="write the synthetic demo cohort as DICOM",
+    p = add_command(sub, "demo", run, help="write the synthetic demo cohort as DICOM",
                     description="Write deterministic synthetic head-and-neck phantoms (CT series, RTDOSE, "
                                 "RTSTRUCT) as real DICOM files, to try medhash without patient data.",
                     examples="example: medhash demo --out demo-data && "
@@ -18,7 +18,6 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, type=Path, help="folder to write (one sub-folder per patient)")
     p.add_argument("--patients", type=int, default=6, help="number of patients (default 6)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from .options import add_archive, add_command, add_no_progress, add_rerank, int_
 
 def register(sub) -> None:
     """Add ``evaluate`` to the sub-commands."""
-    p = add_command(sub, "evaluate", help="measure retrieval quality and write an HTML report",
+    p = add_command(sub, "evaluate", run, help="measure retrieval quality and write an HTML report",
                     description="Reproduce the talk's analysis for this archive and go beyond it: overlap of "
                                 "Hamming and Euclidean neighbours (Dice, Jaccard; violins and curves against k), "
                                 "Hamming against Euclidean distance with the closed form and a gamma sweep, "
@@ -40,7 +40,6 @@ def register(sub) -> None:
     p.add_argument("--dose-k", type=int, default=10,
                    help="similar patients considered for --dose-prediction (default 10; the 5 nearest per slice)")
     add_no_progress(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from .options import add_archive, add_command, add_json, add_no_progress, positi
 
 def register(sub) -> None:
     """Add ``index`` to the sub-commands."""
-    p = add_command(sub, "index", help="hash the slices' features into a named Hamming index",
+    p = add_command(sub, "index", run, help="hash the slices' features into a named Hamming index",
                     description="Encode the archive's slices with the trained model(s), hash the features with "
                                 "kernel LSH and store the codes as index NAME. Run it again after an ingest: only "
                                 "the new slices are encoded and added.",
@@ -28,7 +28,6 @@ def register(sub) -> None:
     p.add_argument("--rebuild", action="store_true", help="build again from scratch (after retraining a model)")
     add_json(p, "print the manifest as JSON")
     add_no_progress(p)
-    p.set_defaults(func=run)
 
 
 def _add_hashing(p: argparse.ArgumentParser) -> None:

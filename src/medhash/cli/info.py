@@ -11,13 +11,12 @@ from .options import add_archive, add_command, add_json, human_bytes
 
 def register(sub) -> None:
     """Add ``info`` to the sub-commands."""
-    p = add_command(sub, "info", help="summarise an archive",
+    p = add_command(sub, "info", run, help="summarise an archive",
                     description="Patients, series, slices, slices with dose, structures, skipped slices and "
                                 "size on disk of an archive.",
                     examples="example: medhash info --archive ./archive --json\n")
     add_archive(p)
     add_json(p, "print JSON (keys: patients, series, slices, slices_with_dose, structures, ...)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from .options import add_archive, add_command, add_json, add_no_progress, add_ps
 
 def register(sub) -> None:
     """Add ``ingest`` to the sub-commands."""
-    p = add_command(sub, "ingest", help="add DICOM RT or OpenKBP data to an archive",
+    p = add_command(sub, "ingest", run, help="add DICOM RT or OpenKBP data to an archive",
                     description="Read CT series with their RTDOSE and RTSTRUCT (DICOM, matched by frame of "
                                 "reference) or OpenKBP patient folders, resample each axial slice onto the "
                                 "128 x 128 model grid and add it to the archive. Series already in the archive "
@@ -30,7 +30,6 @@ def register(sub) -> None:
     add_pseudonymise(p, "pseudonymise on the way in with this key (see `medhash keygen`): PatientID -> keyed "
                         "pseudonym, UIDs remapped consistently, dates shifted per patient, identifying free "
                         "text and private elements removed (README: Pseudonymisation)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,14 +11,13 @@ from .options import add_command
 
 def register(sub) -> None:
     """Add ``keygen`` to the sub-commands."""
-    p = add_command(sub, "keygen", help="create a pseudonymisation key file",
+    p = add_command(sub, "keygen", run, help="create a pseudonymisation key file",
                     description="Write 32 random bytes to KEYFILE (mode 0600) for `medhash ingest --pseudonymise "
                                 "KEYFILE`. An existing file is never overwritten. Keep the key safe: the same key "
                                 "gives the same pseudonyms on every run.",
                     examples="example: medhash keygen ./medhash.key && "
                              "medhash ingest demo-data --archive ./archive --pseudonymise ./medhash.key\n")
     p.add_argument("keyfile", metavar="KEYFILE", type=Path, help="key file to create")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

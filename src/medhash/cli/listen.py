@@ -11,7 +11,7 @@ from .options import add_archive, add_command, add_listen_address, add_pseudonym
 
 def register(sub) -> None:
     """Add ``listen`` to the sub-commands."""
-    p = add_command(sub, "listen", help="receive DICOM from a planning system or PACS (storage SCP) into an archive",
+    p = add_command(sub, "listen", run, help="receive DICOM from a planning system or PACS (storage SCP) into an archive",
                     description="A DICOM storage SCP for CT Image, RT Dose, RT Structure Set and RT Plan storage "
                                 "(other SOP classes are refused; C-ECHO answered). Each file is written to "
                                 "ARCHIVE/spool before it is acknowledged; once the association has ended and "
@@ -33,7 +33,6 @@ def register(sub) -> None:
                    help="a study is ingested as soon as the sender has moved on to other studies (16 files); "
                         "studies still open when an association ends are ingested once no file arrived for this "
                         "long (default 5)")
-    p.set_defaults(func=run)
 
 
 def _log_to_stderr(verbose: bool) -> None:

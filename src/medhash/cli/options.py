@@ -58,10 +58,13 @@ def error_text(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------- sub-commands and option groups
-def add_command(sub, name: str, examples: str, **kwargs) -> argparse.ArgumentParser:
-    """A sub-command whose ``--help`` ends with its examples and the exit codes."""
-    return sub.add_parser(name, epilog=examples.rstrip("\n") + "\n" + EPILOG,
-                          formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+def add_command(sub, name: str, run, *, help: str, description: str, examples: str) -> argparse.ArgumentParser:
+    """The sub-command ``name``, run by ``run(args) -> int``: ``help`` is its line in ``medhash
+    --help``, ``description`` heads its own ``--help``, which ends with its ``examples`` and the exit codes."""
+    p = sub.add_parser(name, help=help, description=description, epilog=examples.rstrip("\n") + "\n" + EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=run)
+    return p
 
 
 def add_archive(p: argparse.ArgumentParser, help: str = "archive directory") -> None:

@@ -12,7 +12,7 @@ from .search import patient_or_series
 
 def register(sub) -> None:
     """Add ``predict-dose`` to the sub-commands."""
-    p = add_command(sub, "predict-dose", help="estimate a patient's dose from the most similar other patients",
+    p = add_command(sub, "predict-dose", run, help="estimate a patient's dose from the most similar other patients",
                     description="Rank the other patients (as search --patient), take the k most similar, and "
                                 "average their doses on the slices matched along z, aligned by the body outline. "
                                 "Writes OUT.npy ((slices, 128, 128) float32 Gy on the model grid), OUT.json and, "
@@ -35,7 +35,6 @@ def register(sub) -> None:
     p.add_argument("--pool", type=int, default=5,
                    help="per query slice, average the POOL patients' slices nearest in features (default 5; "
                         "0: all k)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from .options import (MAX_LISTED, add_archive, add_command, add_json, add_no_pro
 
 def register(sub) -> None:
     """Add ``pull`` to the sub-commands."""
-    p = add_command(sub, "pull", help="fetch a patient or study from a PACS (DIMSE or DICOMweb) and ingest it",
+    p = add_command(sub, "pull", run, help="fetch a patient or study from a PACS (DIMSE or DICOMweb) and ingest it",
                     description="Query a PACS for a patient's studies (or one study) and retrieve them into a "
                                 "temporary folder that is then ingested (as `medhash ingest`). DIMSE (--pacs): "
                                 "C-FIND, then C-MOVE to a storage SCP that medhash runs during the pull with AE "
@@ -58,7 +58,6 @@ def register(sub) -> None:
     add_pseudonymise(p, "pseudonymise on the way in with this key, as `medhash ingest --pseudonymise`")
     add_json(p, "print the report as JSON")
     add_no_progress(p)
-    p.set_defaults(func=run)
 
 
 def host_port(text: str) -> tuple[str, int]:

@@ -13,7 +13,7 @@ from .options import add_archive, add_command, add_index, add_json, add_rerank
 
 def register(sub) -> None:
     """Add ``search`` to the sub-commands."""
-    p = add_command(sub, "search", help="find the archive slices most similar to a query",
+    p = add_command(sub, "search", run, help="find the archive slices most similar to a query",
                     description="QUERY is PATIENT:SLICE (an archive slice), a DICOM CT slice file, a DICOM series "
                                 "folder (with --slice), or a PNG/NPY image (PNG grey 0..255 = -1000..1000 HU; NPY "
                                 "in HU). Archive queries leave out the query's own patient unless "
@@ -43,7 +43,6 @@ def register(sub) -> None:
     p.add_argument("--slice", type=int, help="slice of a series folder query (0-based, position order)")
     add_json(p)
     p.add_argument("--png", type=Path, help="write a picture: the query and the results with isodose lines")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

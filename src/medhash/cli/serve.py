@@ -10,7 +10,7 @@ from .options import add_archive, add_command, add_listen_address
 
 def register(sub) -> None:
     """Add ``serve`` to the sub-commands."""
-    p = add_command(sub, "serve", help="run the web app and REST API for an archive",
+    p = add_command(sub, "serve", run, help="run the web app and REST API for an archive",
                     description="Serve the search page and the REST API (GET /api/health, /api/indexes, "
                                 "/api/patients, /api/slices/PATIENT/SLICE.png; POST /api/search) for one archive, "
                                 "opened read-only. Bound to 127.0.0.1 unless --host says otherwise; give a token "
@@ -23,7 +23,6 @@ def register(sub) -> None:
                                    "none: no token)")
     p.add_argument("--max-upload-mb", type=float, default=64, metavar="MIB",
                    help="largest request body accepted, MiB (default 64); larger uploads get 413")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from .options import add_archive, add_command, add_json, add_no_progress
 
 def register(sub) -> None:
     """Add ``train`` to the sub-commands."""
-    p = add_command(sub, "train", help="train an auto-encoder for CT or dose slices",
+    p = add_command(sub, "train", run, help="train an auto-encoder for CT or dose slices",
                     description="Train a convolutional auto-encoder on the archive's slices (validation split by "
                                 "patient, early stopping) and store it in ARCHIVE/models/NAME. Its encoder gives "
                                 "the feature vector of a slice.",
@@ -26,7 +26,6 @@ def register(sub) -> None:
     p.add_argument("--name", help="model name (default CHANNEL-ARCH, e.g. ct-shallow)")
     add_json(p)
     add_no_progress(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
