@@ -8,18 +8,19 @@ Public API::
     s = arch.get("pt_1", 60)                       # a Slice: .ct (HU), .dose (Gy), .masks
     res = medhash.search(arch, "pt_1:60", k=10)    # after `medhash train` and `medhash index`
 """
-from .store.archive import Archive
-from .errors import ArchiveError, GeometryError, InputError, MedhashError, NotFoundError
-from .core.grid import GRID_SIZE, GRID_SPACING_MM
-from .hashing import KernelLSH
-from .ingest.pipeline import IngestReport, ingest
-from .core.records import Problem, Slice, Volume
+# first: the thread policy (OMP_WAIT_POLICY ...) must be in the environment before faiss or torch loads
+from . import threads  # noqa: F401  isort: skip
 
-# the function, not the module: imported eagerly so that `import medhash.retrieval.search` cannot rebind the name
-from .retrieval import search, search_many  # noqa: E402
+from .core.grid import GRID_SIZE, GRID_SPACING_MM
+from .core.records import Problem, Slice, Volume
+from .errors import ArchiveError, GeometryError, InputError, MedhashError, NotFoundError
+from .hashing import KernelLSH
+from .ingest import IngestReport, ingest
+from .retrieval import search, search_many
+from .store import Archive
 
 __version__ = "0.1.0"
 
 __all__ = ["Archive", "ArchiveError", "GeometryError", "GRID_SIZE", "GRID_SPACING_MM", "IngestReport",
-           "InputError", "KernelLSH", "MedhashError", "NotFoundError", "Problem", "Slice", "Volume", "ingest", "search", "search_many",
-           "__version__"]
+           "InputError", "KernelLSH", "MedhashError", "NotFoundError", "Problem", "Slice", "Volume", "ingest",
+           "search", "search_many", "__version__"]

@@ -1,4 +1,5 @@
-"""Slice pictures: CT in a window, isodose lines with a legend, result grids.
+"""Every slice picture medhash draws: CT in a window, isodose lines with a legend, result grids
+(``medhash search --png``) and the web app's slice PNGs (:func:`render_png`).
 
 * CT is shown in a soft-tissue window (width 400 HU, level 40 HU) by default.
 * Dose is drawn as isodose lines at fixed levels (``ISODOSE_GY``), the same colours in every panel,
@@ -8,6 +9,7 @@
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,46 @@ def draw_slice(ax, ct: np.ndarray, dose: np.ndarray | None = None, *, window=SOF
     ax.set_yticks([])
 
 
+def render_png(ct: np.ndarray, dose: np.ndarray | None, *, level: float = SOFT_TISSUE_WINDOW[0],
+               width: float = SOFT_TISSUE_WINDOW[1], show_dose: bool = True, size: int = 256,
+               crop: str = "body") -> bytes:
+    """One slice as a square PNG of ``size`` x ``size`` pixels (the web app's pictures).
+
+    Parameters
+    ----------
+    ct : (128, 128) array
+        CT in HU on the model grid.
+    dose : (128, 128) array or None
+        Dose in Gy, drawn as isodose lines when ``show_dose``.
+    level, width : float
+        CT window in HU (default W400/L40).
+    show_dose : bool
+        Draw the isodose lines.
+    size : int
+        Side of the picture, pixels.
+    crop : {"body", "full"}
+        ``"body"``: a square around the body, as in ``medhash search --png``; ``"full"``: the whole
+        500 mm model grid.
+
+    Returns
+    -------
+    bytes
+        The PNG file. Not thread-safe (matplotlib): callers serialise.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # start-up: matplotlib only when drawing
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size / 100, size / 100), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    box = crop_box([ct]) if crop == "body" else None
+    draw_slice(ax, ct, dose if show_dose else None, window=(level, width), crop=box)
+    ax.set_axis_off()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
 def render_results(query_ct: np.ndarray, query_dose: np.ndarray | None, query_title: str,
                    results: list[tuple[np.ndarray, np.ndarray | None, str]], out: str | Path, *,
                    suptitle: str = "", ncols: int = 6) -> Path:
@@ -63,7 +105,7 @@ def render_results(query_ct: np.ndarray, query_dose: np.ndarray | None, query_ti
     results : (ct HU, dose Gy or None, caption) per result, in rank order.
     out : PNG path.
     """
-    import matplotlib
+    import matplotlib  # start-up: matplotlib only when drawing
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D

@@ -54,3 +54,31 @@ def test_console_script_help():
     cmd = [str(exe)] if exe.exists() else [shutil.which("medhash")]
     res = subprocess.run(cmd + ["ingest", "--help"], capture_output=True, text=True, check=True)
     assert "--archive" in res.stdout and "exit codes" in res.stdout and "example:" in res.stdout
+
+
+def test_errors_name_their_option_and_exit_code(monkeypatch, tmp_path, capsys):
+    from medhash.cli import info, options
+    from medhash.errors import ArchiveError, InputError, MilvusError, NotFoundError
+
+    assert options.option_of("rerank") == "--rerank" and options.option_of("tolerance_mm") == "--tolerance-mm"
+    assert options.option_of("query") == "QUERY" and options.option_of("n_bits") == "--bits"
+    assert options.error_text(InputError("give a number >= k", param="rerank")) == "give a number >= k (option --rerank)"
+    assert options.error_text(InputError("not a CT", param="query")) == "not a CT (QUERY)"
+    assert options.error_text(InputError("plain")) == "plain"
+    for exc, code in ((InputError("bad value", param="index"), 1), (NotFoundError("no such index"), 1),
+                      (ArchiveError("locked"), 3), (MilvusError("down"), 1), (ValueError("odd"), 1)):
+        def fail(args, exc=exc):
+            raise exc
+        monkeypatch.setattr(info, "run", fail)
+        assert main(["info", "--archive", str(tmp_path)]) == code
+        assert capsys.readouterr().err == f"error: {options.error_text(exc)}\n"
+    with pytest.raises(InputError):  # --verbose: the traceback of a caller's error
+        monkeypatch.setattr(info, "run", lambda args: (_ for _ in ()).throw(InputError("x")))
+        main(["-v", "info", "--archive", str(tmp_path)])
+
+
+def test_index_help_gives_the_nlist_rule(capsys):
+    with pytest.raises(SystemExit):
+        main(["index", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "the power of two nearest sqrt(n) / 4, at least 16 and at most n / 39" in out

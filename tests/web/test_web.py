@@ -14,8 +14,9 @@ from PIL import Image
 
 from medhash import Archive, search
 from medhash.cli import main
-from medhash.errors import ArchiveError
-from medhash.retrieval.search import open_index
+from medhash.errors import (ArchiveError, InputError, MilvusError, ModelMismatchError, NotFoundError,
+                            UnsupportedMediaType)
+from medhash.retrieval import open_index
 from medhash.web import create_app
 from webarchive import web_archive
 
@@ -138,7 +139,7 @@ def test_similar_patients(client, demo_arch):
     r = client.get("/api/patients/DEMO001/similar", params={"index": "ct64", "k": 2})
     assert r.status_code == 200, r.text
     got = r.json()
-    from medhash.retrieval.patients import patient_search
+    from medhash.retrieval import patient_search
     with Archive(demo_arch[1]) as arch:
         want = patient_search(arch, patient="DEMO001", index="ct64", k=2)
     assert got["results"] == json.loads(json.dumps(want["results"]))
@@ -203,7 +204,7 @@ def test_upload_with_dose_for_the_joint_index(client, demo_arch):
     ct, rd = (demo / "CT_0020.dcm").read_bytes(), (demo / "RD_DEMO001.dcm").read_bytes()
     r = client.post("/api/search", files={"file": ("CT_0020.dcm", ct)}, data={"index": "joint64", "k": "3"})
     assert r.status_code == 422
-    assert r.json()["detail"] == "index 'joint64' searches ct+dose: the query needs a dose too (the form field 'dose')"
+    assert r.json() == {"detail": "index 'joint64' searches ct+dose: the query needs a dose too", "field": "dose"}
     r = client.post("/api/search", files={"file": ("CT_0020.dcm", ct), "dose": ("RD.dcm", rd)},
                     data={"index": "joint64", "k": "3"})
     assert r.status_code == 200, r.text
@@ -380,3 +381,27 @@ def test_cli_serve(tmp_path, capsys):
         main(["serve", "--help"])
     out = capsys.readouterr().out
     assert "medhash serve --archive demo-archive" in out and "--max-upload-mb" in out and "127.0.0.1" in out
+
+
+def test_errors_answer_their_class_status_with_detail_and_field(client, monkeypatch):
+    """Caller's errors 4xx, server's 5xx, each with its message; "field" names the request field at fault."""
+    st = client.app.state.medhash
+    cases = [(InputError("k must be at most the index size", param="k"), 422, "k"),
+             (InputError("the query needs a dose too", param="dose"), 422, "dose"),
+             (NotFoundError("patient 'X' is not in the archive", param="patient"), 404, "patient_id"),
+             (UnsupportedMediaType("q.txt: unsupported file type", param="query"), 415, "file"),
+             (ModelMismatchError("index 'ct64' was made by another model; rebuild the index", param="rebuild"),
+              500, None),
+             (MilvusError("Milvus at http://milvus:19530 cannot be reached"), 503, None),
+             (ArchiveError(f"{st.archive.path}: the catalog is damaged"), 500, None)]
+    for exc, status, field in cases:
+        def fail(body, exc=exc):
+            raise exc
+        monkeypatch.setattr(st, "search_archive", fail)
+        r = client.post("/api/search", json={"patient_id": "DEMO002", "slice_index": 4, "index": "ct64"})
+        assert r.status_code == status, (exc, r.text)
+        expected = {"detail": str(exc).replace(str(st.archive.path), st.archive.path.name)}
+        if field:
+            expected["field"] = field
+        assert r.json() == expected
+    assert str(st.archive.path) not in r.json()["detail"] and r.json()["detail"].endswith(": the catalog is damaged")

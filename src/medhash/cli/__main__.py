@@ -1,0 +1,6 @@
+"""``python -m medhash.cli``: the ``medhash`` command."""
+import sys
+
+from .main import main
+
+sys.exit(main())

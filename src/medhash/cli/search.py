@@ -1,0 +1,111 @@
+"""``medhash search``: the archive slices most similar to a query slice, or the most similar
+patients (``--patient``)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import EXIT_OK, MedhashError
+from ..store import Archive
+from .options import add_archive, add_command, add_index, add_json, add_rerank
+
+
+def register(sub) -> None:
+    """Add ``search`` to the sub-commands."""
+    p = add_command(sub, "search", run, help="find the archive slices most similar to a query",
+                    description="QUERY is PATIENT:SLICE (an archive slice), a DICOM CT slice file, a DICOM series "
+                                "folder (with --slice), or a PNG/NPY image (PNG grey 0..255 = -1000..1000 HU; NPY "
+                                "in HU). Archive queries leave out the query's own patient unless "
+                                "--include-same-patient.",
+                    examples="examples:\n  medhash search --archive ./archive pt_1:60 --k 10 --png results.png\n"
+                             "  medhash search --archive ./archive CT_0042.dcm --dose RD.dcm --index joint --json\n"
+                             "  medhash search --archive ./archive --patient pt_7 --k 5          # similar patients\n"
+                             "  medhash search --archive ./archive --patient /data/new/CT --index ct256\n")
+    p.add_argument("query", metavar="QUERY", nargs="?")
+    p.add_argument("--patient", metavar="PID|FOLDER",
+                   help="patient-level search: rank the other patients like an archive patient or a DICOM CT "
+                        "series folder (with --dose for dose indexes); --k patients")
+    p.add_argument("--per-slice", type=int, default=20,
+                   help="patient-level: slice neighbours per query slice (default 20)")
+    p.add_argument("--tolerance-mm", type=float, default=10.0,
+                   help="patient-level: z alignment tolerance of matched slices (default 10 mm)")
+    add_archive(p)
+    add_index(p)
+    p.add_argument("--k", type=int, default=10, help="number of results (default 10)")
+    add_rerank(p, "re-rank the Hamming top-N by exact Euclidean distance of the features (default 0: off)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--exclude-same-patient", dest="same_patient", action="store_false", default=None,
+                   help="leave out the query's own patient (the default for archive queries)")
+    g.add_argument("--include-same-patient", dest="same_patient", action="store_true",
+                   help="also return slices of the query's own patient")
+    p.add_argument("--dose", type=Path, help="RTDOSE (DICOM query) or dose image in Gy (NPY) for ct+dose / dose indexes")
+    p.add_argument("--slice", type=int, help="slice of a series folder query (0-based, position order)")
+    add_json(p)
+    p.add_argument("--png", type=Path, help="write a picture: the query and the results with isodose lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Search with one slice (QUERY) or one patient (``--patient``); print the ranking."""
+    from ..retrieval import parse_query, search  # start-up: faiss only when searching
+
+    archive = Archive(args.archive)
+    if (args.query is None) == (args.patient is None):
+        raise MedhashError("give a QUERY (one slice) or --patient PID|FOLDER (patient-level search), not both")
+    if args.patient is not None:
+        return run_patient(archive, args)
+    query = parse_query(archive, args.query, dose=args.dose, slice_index=args.slice)
+    res = search(archive, query, index=args.index, k=args.k, rerank=args.rerank, same_patient=args.same_patient)
+    if args.png:
+        from ..render import render_search  # start-up: matplotlib only for a picture
+        render_search(archive, res, query, args.png)
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return EXIT_OK
+    q = res["query"]
+    label = f"{q['patient_id']}:{q['slice_index']}" if q["type"] == "archive" else q["file"]
+    print(f"query {label}  index {res['index']} ({res['channel']}, {res['n_bits']} bits)  k {res['k']}"
+          + (f"  re-ranked from {res['rerank']}" if res["rerank"] else "")
+          + ("" if res["same_patient"] else "  other patients only"))
+    rer = res["rerank"] > 0
+    print(f"{'rank':>4}  {'patient':<14} {'slice':>5} {'z_mm':>8} {'hamming':>7}" + ("  euclidean" if rer else ""))
+    for r in res["results"]:
+        print(f"{r['rank']:>4}  {r['patient_id']:<14} {r['slice_index']:>5} {r['z_mm']:>8.1f} {r['hamming']:>7}"
+              + (f"  {r['euclidean']:>9.4f}" if rer else ""))
+    t = res["timing_ms"]
+    print(f"time: encode {t['encode']:.1f} ms, search {t['search']:.1f} ms")
+    if args.png:
+        print(f"picture: {args.png}")
+    return EXIT_OK
+
+
+def patient_or_series(args: argparse.Namespace) -> dict:
+    """``--patient`` as keyword arguments: ``series=FOLDER`` for a DICOM series folder, else
+    ``patient=PID`` (shared with ``medhash predict-dose``)."""
+    folder = Path(args.patient)
+    return {"patient": None, "series": folder} if folder.is_dir() else {"patient": args.patient, "series": None}
+
+
+def run_patient(archive: Archive, args: argparse.Namespace) -> int:
+    """``medhash search --patient``: the other patients ranked by z-aligned slice votes."""
+    from ..retrieval import patient_search  # start-up: faiss only when searching
+
+    res = patient_search(archive, **patient_or_series(args), dose=args.dose, index=args.index, k=args.k,
+                         per_slice=args.per_slice, rerank=args.rerank, tolerance_mm=args.tolerance_mm)
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return EXIT_OK
+    q = res["query"]
+    label = q["patient_id"] if q["type"] == "archive" else q["folder"]
+    print(f"patient query {label} ({res['query_slices_searched']} slices searched)  index {res['index']} "
+          f"({res['channel']}, {res['n_bits']} bits)  {res['per_slice']} neighbours a slice, z tolerance "
+          f"{res['tolerance_mm']:g} mm")
+    print(f"{'rank':>4}  {'patient':<14} {'score':>6} {'matched':>7} {'z offset mm':>11}")
+    for r in res["results"]:
+        print(f"{r['rank']:>4}  {r['patient_id']:<14} {r['patient_score']:>6.3f} {r['matched_slices']:>7} "
+              f"{r['z_offset_mm']:>11.1f}")
+    for r in res["results"][:3]:
+        pairs = r["pairs"][::max(1, len(r["pairs"]) // 6)][:6]
+        txt = ", ".join(f"{p['query_slice_index']}->{p['slice_index']} (H {p['hamming']})" for p in pairs)
+        print(f"  {r['patient_id']}: query slice -> matched slice, e.g. {txt}")
+    return EXIT_OK

@@ -1,0 +1,45 @@
+"""``medhash serve``: the web app and REST API for one archive."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import EXIT_OK, MedhashError
+from .options import add_archive, add_command, add_listen_address
+
+def register(sub) -> None:
+    """Add ``serve`` to the sub-commands."""
+    p = add_command(sub, "serve", run, help="run the web app and REST API for an archive",
+                    description="Serve the search page and the REST API (GET /api/health, /api/indexes, "
+                                "/api/patients, /api/slices/PATIENT/SLICE.png; POST /api/search) for one archive, "
+                                "opened read-only. Bound to 127.0.0.1 unless --host says otherwise; give a token "
+                                "for use beyond localhost.",
+                    examples="examples:\n  medhash serve --archive demo-archive            # then open http://127.0.0.1:8000/\n"
+                             "  MEDHASH_TOKEN=s3cret medhash serve --archive ./archive --host 0.0.0.0 --port 8080\n")
+    add_archive(p, "archive directory (never modified)")
+    add_listen_address(p, 8000)
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on the API (default: $MEDHASH_TOKEN; "
+                                   "none: no token)")
+    p.add_argument("--max-upload-mb", type=float, default=64, metavar="MIB",
+                   help="largest request body accepted, MiB (default 64); larger uploads get 413")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C (uvicorn)."""
+    import uvicorn  # start-up: the web stack only when serving
+
+    from ..web import TOKEN_ENV, create_app  # start-up: fastapi only when serving
+
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if args.max_upload_mb <= 0:
+        raise MedhashError(f"--max-upload-mb must be positive, not {args.max_upload_mb}")
+    app = create_app(args.archive, token=token, max_upload=int(args.max_upload_mb * 2 ** 20))
+    if args.host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        print(f"warning: serving on {args.host} without a token: anyone who can reach this port can search the "
+              f"archive; use --token or ${TOKEN_ENV}", file=sys.stderr)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"medhash: serving {args.archive} at http://{host}:{args.port}/ (API schema: /api/openapi.json"
+          f"{', token required' if token else ''}); Ctrl-C stops", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if not args.verbose else "info")
+    return EXIT_OK

@@ -1,0 +1,79 @@
+"""The archive's contents: ``/api/archive``, ``/api/indexes``, ``/api/patients`` (one patient, its
+similar patients)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from fastapi import APIRouter, Query
+
+from ...errors import NotFoundError
+from ...render import ISODOSE_COLOURS, ISODOSE_GY, SOFT_TISSUE_WINDOW
+from ..deps import State
+
+WINDOWS = {  # name -> (level, width) HU, offered by the page
+    "soft tissue": SOFT_TISSUE_WINDOW, "bone": (500.0, 2000.0), "lung": (-600.0, 1500.0), "brain": (40.0, 80.0)}
+
+router = APIRouter()
+
+
+@router.get("/archive", summary="Archive overview")
+def archive_info(st: State) -> dict:
+    """What ``medhash info --json`` prints (without the server's path), plus display settings:
+    ``isodose`` (Gy levels and colours), ``windows`` (name -> level, width HU), ``max_upload_bytes``."""
+    with st.archive_lock:
+        info = st.archive.info()
+    info["archive"] = Path(info["archive"]).name
+    info["indexes"] = st.indexes()
+    info["isodose"] = [{"gy": g, "colour": c} for g, c in zip(ISODOSE_GY, ISODOSE_COLOURS)]
+    info["windows"] = {k: {"level": v[0], "width": v[1]} for k, v in WINDOWS.items()}
+    info["max_upload_bytes"] = st.max_upload
+    return info
+
+
+@router.get("/indexes", summary="The archive's indexes with their manifests")
+def indexes(st: State) -> list[dict]:
+    """``[{"name", "manifest"}]``; the manifest records channel, models (name, sha256), bits, gamma,
+    seed, item count and library versions."""
+    from ...retrieval import index_path  # start-up: faiss only once serving
+    return [{"name": name, "manifest": json.loads((index_path(st.archive, name) / "manifest.json").read_text())}
+            for name in st.indexes()]
+
+
+@router.get("/patients", summary="The archive's patients")
+def patients(st: State) -> list[dict]:
+    """``[{"patient_id", "slices", "slice_index_min", "slice_index_max", "slices_with_dose"}]``, sorted by id."""
+    t = st.table()
+    out = []
+    pids = t["patient_id"].astype(str)
+    for pid in sorted(set(pids)):
+        sel = pids == pid
+        idx = t["slice_index"][sel]
+        out.append({"patient_id": pid, "slices": int(sel.sum()), "slice_index_min": int(idx.min()),
+                    "slice_index_max": int(idx.max()), "slices_with_dose": int(t["has_dose"][sel].sum())})
+    return out
+
+
+@router.get("/patients/{patient_id}", summary="One patient's slices")
+def patient(patient_id: str, st: State) -> dict:
+    """``{"patient_id", "slices": [{"slice_index", "z_mm", "has_dose"}]}`` in position order."""
+    t = st.table()
+    sel = np.flatnonzero(t["patient_id"].astype(str) == patient_id)
+    if len(sel) == 0:
+        raise NotFoundError(f"patient {patient_id!r} is not in the archive")
+    sel = sel[np.argsort(t["slice_index"][sel], kind="stable")]
+    return {"patient_id": patient_id,
+            "slices": [{"slice_index": int(t["slice_index"][r]), "z_mm": round(float(t["z_mm"][r]), 3),
+                        "has_dose": bool(t["has_dose"][r])} for r in sel]}
+
+
+@router.get("/patients/{patient_id}/similar", summary="The most similar other patients (patient-level search)")
+def similar_patients(patient_id: str, st: State, index: str | None = None,
+                     k: int = Query(5, ge=1, le=100), per_slice: int = Query(20, ge=1, le=1000),
+                     rerank: int = Query(0, ge=0, le=100000, description="re-rank each slice's Hamming "
+                                                                         "top-N by Euclidean distance (0: off)")
+                     ) -> dict:
+    """The same JSON as ``medhash search --patient PID --json``: other patients ranked by z-aligned
+    slice votes, each with ``patient_score`` and its matched slice pairs."""
+    return st.patient_search(patient_id, index, k=k, per_slice=per_slice, rerank=rerank)
