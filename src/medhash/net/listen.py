@@ -71,9 +71,9 @@ from ..ingest.pseudonymise import as_pseudonymiser
 from ..io.dicom import RECEIVED_SOP_CLASSES, RECEIVED_SYNTAXES
 from ..store import Archive
 from ..store.durable import file_lock
-from ..store.layout import CATALOG, spool_dir
+from ..store.layout import CATALOG, catalog_path, spool_dir
 from .dicom_tuning import file_meta_bytes, tune_connection
-from .spool import (FAILED, left_behind, make_folder, read_study_key, rename_durable_with_file, safe_name,
+from .spool import (FAILED, LOCK, left_behind, make_folder, read_study_key, rename_durable_with_file, safe_name,
                     set_aside, write_atomic)
 from .workers import IngestProcesses
 
@@ -226,7 +226,7 @@ class Listener:
             raise ArchiveError(f"{path}: exists and is not a directory")
         if not path.exists() and not path.parent.is_dir():
             raise ArchiveError(f"{path}: archive missing and its parent folder {path.parent} does not exist")
-        if path.is_dir() and not (path / CATALOG).is_file() and any(path.iterdir()):
+        if path.is_dir() and not catalog_path(path).is_file() and any(path.iterdir()):
             raise ArchiveError(f"{path}: not a medhash archive (no {CATALOG}) and not empty; give an archive "
                                "folder, or a new or empty folder to create one")
         return Archive(path, create=True)
@@ -236,7 +236,7 @@ class Listener:
         self.archive = self._open_archive()
         try:
             self.spool.mkdir(exist_ok=True)
-            self._lock.enter_context(file_lock(self.spool / ".lock", wait_s=0, busy=(
+            self._lock.enter_context(file_lock(self.spool / LOCK, wait_s=0, busy=(
                 f"{self.archive_dir}: another `medhash listen` is receiving into this archive")))
             self._rename_durable = rename_durable_with_file(self.spool)
             self._recover()

@@ -27,6 +27,8 @@ from ..io.dicom import COMPRESSED_SYNTAXES, walk_elements
 from ..store.durable import RENAME_DURABLE_WITH_FILE, filesystem_type, fsync_dir
 from .dicom_tuning import file_meta_bytes
 
+LOCK = ".lock"
+"""The spool's lock file: held by the one listener receiving into the archive."""
 FAILED = "failed"
 """Sub-folder of the spool where files that could not be ingested are set aside."""
 PART = ".part"
