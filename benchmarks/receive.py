@@ -124,8 +124,9 @@ def main() -> None:
     args = ap.parse_args()
     if STORESCU is None:
         sys.exit("storescu (dcmtk) is not installed")
-    if args.baseline_src and not (Path(args.baseline_src) / "medhash" / "cli.py").is_file():
-        sys.exit(f"--baseline-src {args.baseline_src}: no medhash/cli.py there (give a checkout's src folder)")
+    if args.baseline_src and not any((Path(args.baseline_src) / "medhash" / cli).is_file()
+                                     for cli in ("cli.py", "cli/__init__.py")):
+        sys.exit(f"--baseline-src {args.baseline_src}: no medhash CLI there (give a checkout's src folder)")
     runs: dict[str, list[float]] = {"ingest": [], "recv": [], "total": [], "cpu_ingest": [], "cpu_total": [],
                                     "base": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,6 +17,7 @@ import pytest
 
 from medhash import Archive
 from medhash.demo import write_demo_cohort
+from medhash.ingest import ingest
 from medhash.net import Listener
 from medhash.ingest.pseudonymise import Pseudonymiser, load_key, make_key
 
@@ -61,8 +62,9 @@ def test_received_bytes_are_written_as_pynetdicom_would(cohort, syntax, tmp_path
     lossless: encapsulated pixel data behind an explicit VR little endian header), whose pixels decode
     to the original's."""
     from pynetdicom.dsutils import create_file_meta, encode
-    from medhash.net import listen
-    from medhash.net.listen import file_meta_bytes, read_study_key
+    from medhash.net import spool
+    from medhash.net.dicom_tuning import file_meta_bytes
+    from medhash.net.spool import read_study_key
     original = sorted((cohort / "DEMO001").glob("CT_*.dcm"))[3]
     ds = pydicom.dcmread(original)
     pixels = ds.pixel_array
@@ -88,7 +90,7 @@ def test_received_bytes_are_written_as_pynetdicom_would(cohort, syntax, tmp_path
     assert np.array_equal(back.pixel_array, pixels)
     with monkeypatch.context() as m:
         if not deflated:  # the header alone, never pydicom's file reader (nor the pixel data)
-            m.setattr(listen.pydicom, "dcmread", None)
+            m.setattr(spool.pydicom, "dcmread", None)
         assert read_study_key(raw, syntax) == str(ds.StudyInstanceUID)
         del ds.StudyInstanceUID  # then the frame of reference groups the files
         assert read_study_key(as_sent(ds), syntax) == str(ds.FrameOfReferenceUID)
@@ -101,7 +103,7 @@ def test_study_key_walk_skips_nested_sequences_and_leaves_doubts_to_pydicom(coho
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
     from pynetdicom.dsutils import encode
-    from medhash.net import listen
+    from medhash.net import spool
     ds = pydicom.dcmread(sorted((cohort / "DEMO001").glob("CT_*.dcm"))[0])
     code = Dataset()
     code.CodeValue, code.CodingSchemeDesignator = "121311", "DCM"
@@ -124,14 +126,14 @@ def test_study_key_walk_skips_nested_sequences_and_leaves_doubts_to_pydicom(coho
     for implicit, syntax in ((True, "1.2.840.10008.1.2"), (False, "1.2.840.10008.1.2.1")):
         raw = encode(ds, implicit, True)
         assert raw.count(b"\xfe\xff\xdd\xe0") == 3  # sequence delimiters (1 outer, 2 inner) the walk skips
-        assert listen.read_study_key(raw, syntax) == str(ds.StudyInstanceUID)
+        assert spool.read_study_key(raw, syntax) == str(ds.StudyInstanceUID)
         assert calls == []  # walked, pydicom's reader not used
         head = raw[:raw.index(str(ds.StudyInstanceUID).encode()) + 4]  # cut inside the study UID
-        assert listen._study_key_walked(head, implicit) is None
+        assert spool._study_key_walked(head, implicit) is None
     two = ds.copy()
     two.StudyInstanceUID = ["1.2.3", "1.2.4"]
-    assert listen._study_key_walked(encode(two, False, True), False) is None
-    assert listen.read_study_key(encode(two, False, True), "1.2.840.10008.1.2.1") == str(two.StudyInstanceUID)
+    assert spool._study_key_walked(encode(two, False, True), False) is None
+    assert spool.read_study_key(encode(two, False, True), "1.2.840.10008.1.2.1") == str(two.StudyInstanceUID)
     assert calls  # that one went to pydicom
 
 
@@ -143,7 +145,7 @@ def test_c_store_response_is_encoded_as_pynetdicom_would(message_id, sop_class, 
     (odd and even UID lengths, success, failure and warning statuses, the largest message ID)."""
     from pynetdicom.dimse_messages import C_STORE_RSP
     from pynetdicom.dimse_primitives import C_STORE
-    from medhash.net.listen import c_store_rsp_command
+    from medhash.net.dicom_tuning import c_store_rsp_command
     for instance in ("1.2.826.0.1.3680043.8.498.17516493074363227659646298173279165771", "1.2.3.44"):
         rsp = C_STORE()
         rsp.MessageID = rsp.MessageIDBeingRespondedTo = message_id
@@ -160,15 +162,15 @@ def test_c_store_responses_take_the_hand_encoded_path(cohort, tmp_path, monkeypa
     what it gets: a wrong response fails the transfer); a handler of EVT_DIMSE_SENT other than
     pynetdicom's standard one sends them back to pynetdicom's encoder."""
     from pynetdicom import evt
-    from medhash.net import listen
+    from medhash.net import dicom_tuning
     made = []
-    fast = listen._fast_c_store_rsp
+    fast = dicom_tuning._fast_c_store_rsp
 
     def spy(*args):
         out = fast(*args)
         made.append(out is not None)
         return out
-    monkeypatch.setattr(listen, "_fast_c_store_rsp", spy)
+    monkeypatch.setattr(dicom_tuning, "_fast_c_store_rsp", spy)
     with Listener(tmp_path / "recv", port=0, quiet_s=0.1) as listener:
         out = storescu(listener.port, cohort / "DEMO001")
         assert out.returncode == 0, out.stderr
@@ -186,7 +188,7 @@ def test_socket_reader_returns_what_pynetdicom_s_would():
     """The listener's AssociationSocket.recv: exactly the bytes asked for, however the peer cut them,
     and what came before the peer closed when it closed early (as pynetdicom's own recv)."""
     import threading
-    from medhash.net.listen import _reader
+    from medhash.net.dicom_tuning import _reader
 
     class Transport:  # what the reader needs of pynetdicom's AssociationSocket
         def __init__(self, sock):
@@ -214,7 +216,7 @@ def test_socket_reader_returns_what_pynetdicom_s_would():
 
 def test_storescu_gives_the_same_archive_as_ingest(cohort, tmp_path):
     plain = Archive(tmp_path / "plain", create=True)
-    assert plain.ingest([cohort]).errors == []
+    assert ingest(plain, [cohort]).errors == []
     with Listener(tmp_path / "recv", port=0, quiet_s=0.2) as listener:
         out = storescu(listener.port, cohort)
         assert out.returncode == 0, out.stderr
@@ -260,7 +262,7 @@ def test_compressed_cohort_is_stored_as_received_and_gives_the_same_archive(coho
     assert sum(received.values()) == sum(sent.values())
     assert listener.stats["series_ingested"] == 2 and listener.stats["errors"] == 0
     plain = Archive(tmp_path / "plain", create=True)
-    assert plain.ingest([cohort]).errors == []
+    assert ingest(plain, [cohort]).errors == []
     assert_same_archive(plain, Archive(tmp_path / "recv"))
 
 
@@ -270,7 +272,7 @@ def test_uncompressed_is_preferred_and_unknown_compression_refused(tmp_path):
     not decode (MPEG-2), no context."""
     from pydicom.uid import ExplicitVRLittleEndian, JPEGLosslessSV1, MPEG2MPML
     from pynetdicom import AE
-    from medhash.net.listen import CT_IMAGE_STORAGE, RT_DOSE_STORAGE, RT_STRUCTURE_SET_STORAGE
+    from medhash.io.dicom import CT_IMAGE_STORAGE, RT_DOSE_STORAGE, RT_STRUCT_STORAGE as RT_STRUCTURE_SET_STORAGE
     ae = AE(ae_title="NEGOTIATE")
     ae.add_requested_context(CT_IMAGE_STORAGE, [JPEGLosslessSV1, ExplicitVRLittleEndian])
     ae.add_requested_context(RT_DOSE_STORAGE, [JPEGLosslessSV1])
@@ -343,7 +345,7 @@ def test_killed_listener_loses_nothing_acknowledged(cohort, tmp_path):
     assert proc.returncode == 0, err
     assert "series ingested" in err and "Traceback" not in err
     plain = Archive(tmp_path / "plain", create=True)
-    plain.ingest([cohort])
+    ingest(plain, [cohort])
     assert_same_archive(plain, Archive(arch))
     assert not list((arch / "spool").glob("*/*.dcm"))
 
@@ -410,7 +412,7 @@ def test_listener_killed_mid_transfer_keeps_every_acknowledged_file(cohort, tmp_
         (sent / f.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(f, sent / f.parent.name / f.name)
     reference = Archive(tmp_path / "reference", create=True)
-    reference.ingest([sent])
+    ingest(reference, [sent])
     assert len(reference.slices("DEMO002")) > 0
     assert_same_archive(reference, Archive(arch))
 
@@ -441,7 +443,7 @@ def test_half_written_spool_files_are_dropped_at_start(cohort, tmp_path, caplog)
     assert sorted(p.name for p in aside.iterdir()) == sorted([cts[-2].name, "problems.txt"])
     assert "cut short" in (aside / "problems.txt").read_text()
     reference = Archive(tmp_path / "reference", create=True)
-    reference.ingest(cts[:-2])
+    ingest(reference, cts[:-2])
     assert_same_archive(reference, Archive(arch))
 
 
@@ -451,7 +453,7 @@ def test_spooled_file_complete_finds_every_cut(cohort, kind, tmp_path):
     after its last element. Cuts where a power cut leaves them (at 4 KiB blocks: in the pixel data, in a
     sequence of the RTSTRUCT, in a compressed fragment) and cuts inside an element or right after the
     file meta are found; whole files pass."""
-    from medhash.net.listen import spooled_file_complete
+    from medhash.net.spool import spooled_file_complete
     source = sorted((cohort / "DEMO001").glob(f"{'CT' if kind == 'rle' else kind}_*.dcm"))[0]
     if kind == "rle":
         if reason := compressed.missing("rle"):
@@ -474,7 +476,7 @@ def test_spooled_file_complete_finds_every_cut(cohort, kind, tmp_path):
 
 @pytest.mark.parametrize("rename_first", [False, True])
 def test_write_atomic_leaves_the_whole_file_and_no_part(tmp_path, rename_first):
-    from medhash.net.listen import write_atomic
+    from medhash.net.spool import write_atomic
     target = tmp_path / "a.dcm"
     write_atomic(target, b"x" * 100_000, b"yz", rename_durable_with_file=rename_first)
     assert target.read_bytes() == b"x" * 100_000 + b"yz"
@@ -499,7 +501,7 @@ def test_pseudonymised_listen_keeps_originals_out(cohort, tmp_path):
         out = storescu(listener.port, cohort)
         assert out.returncode == 0, out.stderr
     plain = Archive(tmp_path / "plain", create=True)
-    plain.ingest([cohort])
+    ingest(plain, [cohort])
     p = Pseudonymiser(load_key(key))
     assert_same_archive(plain, Archive(tmp_path / "pseudo"), map_pid=p.patient_id)
     originals = [b"DEMO00"]

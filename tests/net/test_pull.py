@@ -191,7 +191,7 @@ def test_pull_dicomweb_with_basic_authentication(tmp_path, cohort, reference, ca
         monkeypatch.delenv("MEDHASH_DICOMWEB_PASSWORD", raising=False)
         assert main(cmd) == 1
         err = capsys.readouterr().err
-        assert "HTTP 401" in err and "needs credentials" in err and "--dicomweb-user" in err
+        assert "HTTP 401" in err and "needs credentials: give a DICOMweb user and password, or a token" in err
         monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
         assert main(cmd + ["--dicomweb-user", "alice"]) == 1
         assert "MEDHASH_DICOMWEB_PASSWORD" in capsys.readouterr().err
@@ -260,9 +260,9 @@ def test_pull_compressed_as_stored(orthanc_compressed, reference, tmp_path, caps
     (nothing transcoded on the way) and the archive is the one of the uncompressed folder's ingest."""
     import pydicom
     from io import BytesIO
-    from medhash.net import pull
+    from medhash.net import dicomweb, dimse
     server, arrived = orthanc_compressed, []
-    handler, split = pull._store_handler, pull.split_multipart
+    handler, split = dimse._store_handler, dicomweb.split_multipart
 
     def spy_handler(*args):  # DIMSE: the presentation context each C-STORE came on
         inner = handler(*args)
@@ -277,8 +277,8 @@ def test_pull_compressed_as_stored(orthanc_compressed, reference, tmp_path, caps
         arrived.extend(str(pydicom.dcmread(BytesIO(p), stop_before_pixels=True).file_meta.TransferSyntaxUID)
                        for p in parts)
         return parts
-    monkeypatch.setattr(pull, "_store_handler", spy_handler)
-    monkeypatch.setattr(pull, "split_multipart", spy_split)
+    monkeypatch.setattr(dimse, "_store_handler", spy_handler)
+    monkeypatch.setattr(dicomweb, "split_multipart", spy_split)
     arch = tmp_path / "archive"
     source = (["--dicomweb", server.dicomweb] if how == "dicomweb" else
               ["--pacs", f"127.0.0.1:{server.dicom_port}", "--aec", "ORTHANC", "--aet", "MEDHASH",
@@ -295,7 +295,7 @@ def test_pull_compressed_as_stored(orthanc_compressed, reference, tmp_path, caps
 def test_dicomweb_server_refusing_any_transfer_syntax_is_asked_again(tmp_path, cohort, reference, capsys):
     """A WADO-RS server that answers 406 Not Acceptable to ``transfer-syntax=*`` is asked again without it
     (the default, explicit VR little endian), and the pull goes on."""
-    from medhash.net.pull import WADO_ACCEPT, WADO_ACCEPT_PLAIN
+    from medhash.net import WADO_ACCEPT, WADO_ACCEPT_PLAIN
 
     files = sorted(cohort[0].glob("*.dcm"))
     accepts = []
