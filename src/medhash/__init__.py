@@ -19,7 +19,7 @@ from .ingest import IngestReport, ingest
 from .retrieval import search, search_many
 from .store import Archive
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["Archive", "ArchiveError", "GeometryError", "GRID_SIZE", "GRID_SPACING_MM", "IngestReport",
            "InputError", "KernelLSH", "MedhashError", "NotFoundError", "Problem", "Slice", "Volume", "ingest",

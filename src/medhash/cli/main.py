@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from .. import __version__
+from ..version import __version__
 from ..errors import EXIT_OK, ArchiveError, MedhashError, NotFoundError, exit_code_of
 from . import demo, evaluate, export, index, info, ingest, keygen, listen, predict_dose, pull, search, serve, train
 from .options import EPILOG, error_text

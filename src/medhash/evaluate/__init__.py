@@ -2,7 +2,8 @@
 
 :func:`evaluate` runs everything and writes the HTML report (``medhash evaluate``).
 """
+from .doseloo import own_dose_score
 from .metrics import dice_from_overlap, jaccard_from_dice, set_jaccard, tie_aware_overlap
 from .run import SCHEMA, evaluate
 
-__all__ = ["SCHEMA", "dice_from_overlap", "evaluate", "jaccard_from_dice", "set_jaccard", "tie_aware_overlap"]
+__all__ = ["SCHEMA", "dice_from_overlap", "evaluate", "own_dose_score", "jaccard_from_dice", "set_jaccard", "tie_aware_overlap"]

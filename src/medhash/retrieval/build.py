@@ -17,6 +17,7 @@ from ..store.durable import append_rows, write_json_atomic
 from .blocks import block_scale, channel_blocks, combine
 from .engines import ENGINE_FILE, resolve_params, update_engine
 from .engines.milvus import default_collection, normalise_uri, push
+from ..version import __version__
 from .index import CODES_FILE, HASHER_FILE, ROWS_FILE, Index, index_path
 
 _COMPARED = ("channel", "n_bits", "gamma", "seed", "models", "weights", "index_type", "index_params")
@@ -27,7 +28,6 @@ def _versions() -> dict:
     import faiss  # start-up: faiss and torch only when an index is built
     import torch
 
-    from .. import __version__
     return {"medhash": __version__, "numpy": np.__version__, "faiss": faiss.__version__,
             "torch": torch.__version__, "python": platform.python_version()}
 

@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from .. import __version__
+from ..version import __version__
 from ..errors import MedhashError, http_status_of
 from .deps import require_token
 from .middleware import BodyLimit, SecurityHeaders

@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from ..core.grid import GRID_SIZE
+from ..features import encode_arrays
 from ..errors import MedhashError, NotFoundError
 from ..render import render_png
+from ..retrieval import IndexCache, archive_query, list_indexes, open_index, patient_search, search, search_many
 from ..store import Archive
 from .models import ArchiveSlice, BatchSearch, SearchParams
 from .uploads import search_upload
@@ -50,21 +52,19 @@ class ServerState:
         self.render_lock = threading.Lock()   # matplotlib is not thread-safe
         self.archive_lock = threading.RLock()  # catalog reads (one SQLite connection)
         self._png: OrderedDict[tuple, bytes] = OrderedDict()
+        self.index_cache = IndexCache()        # the indexes this server has opened, shared by every request
 
     # ------------------------------------------------------------------ archive and indexes
     def indexes(self) -> list[str]:
         """The archive's index names."""
-        from ..retrieval import list_indexes  # start-up: faiss only once serving
         return list_indexes(self.archive)
 
     def open_index(self, name: str | None):
         """The opened index ``name`` (loaded once, then shared by every request)."""
-        from ..retrieval import open_index  # start-up: faiss only once serving
-        return open_index(self.archive, name)
+        return open_index(self.archive, name, self.index_cache)
 
     def load_indexes(self) -> None:
         """Open every index (codes into faiss) and load its models, once, before the first request."""
-        from ..features import encode_arrays  # start-up: torch only once serving
         for name in self.indexes():
             try:
                 idx = self.open_index(name)
@@ -128,11 +128,10 @@ class ServerState:
     # ------------------------------------------------------------------ search
     def search(self, query, params: SearchParams) -> dict:
         """:func:`medhash.search` of one query, plus ``query_image`` when asked."""
-        from ..retrieval import search  # start-up: faiss only once serving
         index = self.check_index(params.index)
         with self.search_lock:
             res = search(self.archive, query, index=index, k=params.k, rerank=params.rerank,
-                         same_patient=params.same_patient)
+                         same_patient=params.same_patient, cache=self.index_cache)
         if params.query_image:
             png = self.png(None, query.ct, query.dose)
             res["query_image"] = "data:image/png;base64," + base64.b64encode(png).decode()
@@ -140,20 +139,18 @@ class ServerState:
 
     def search_archive(self, body: ArchiveSlice) -> dict:
         """Search with an archive slice."""
-        from ..retrieval import archive_query  # start-up: faiss only once serving
         with self.archive_lock:
             query = archive_query(self.archive, body.patient_id, body.slice_index)
         return self.search(query, body)
 
     def search_batch(self, body: BatchSearch) -> dict:
         """``{"results": [...]}``: one batched search of many archive slices."""
-        from ..retrieval import archive_query, search_many  # start-up: faiss only once serving
         index = self.check_index(body.index)
         with self.archive_lock:
             queries = [archive_query(self.archive, r.patient_id, r.slice_index) for r in body.slices]
         with self.search_lock:
             res = search_many(self.archive, queries, index=index, k=body.k, rerank=body.rerank,
-                              same_patient=body.same_patient)
+                              same_patient=body.same_patient, cache=self.index_cache)
         return {"results": res}
 
     def search_upload(self, data: bytes, name: str, dose: bytes | None, dose_name: str | None,
@@ -163,7 +160,6 @@ class ServerState:
 
     def patient_search(self, patient_id: str, index: str | None, **kw) -> dict:
         """:func:`medhash.retrieval.patient_search` of an archive patient."""
-        from ..retrieval import patient_search  # start-up: faiss only once serving
         name = self.check_index(index)
         with self.search_lock, self.archive_lock:
-            return patient_search(self.archive, patient=patient_id, index=name, **kw)
+            return patient_search(self.archive, patient=patient_id, index=name, cache=self.index_cache, **kw)
