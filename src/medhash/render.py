@@ -144,7 +144,7 @@ def render_results(query_ct: np.ndarray, query_dose: np.ndarray | None, query_ti
 
 
 def render_search(archive, result: dict, query, out: str | Path) -> Path:
-    """The PNG grid of a :func:`medhash.retrieval.search.search` result (query + top-k)."""
+    """The PNG grid of a :func:`medhash.search` result (query + top-k)."""
     q = result["query"]
     if q["type"] == "archive":
         qtitle = f"query {q['patient_id']}:{q['slice_index']}\nz {q['z_mm']:.1f} mm"

@@ -329,7 +329,8 @@ def test_the_archive_is_never_modified(demo_arch, tmp_path):
 def test_concurrent_searches_share_one_index(client, demo_arch):
     demo = demo_arch[0]
     arch = client.app.state.medhash.archive
-    index_before = open_index(arch, "ct64")
+    cache = client.app.state.medhash.index_cache
+    index_before = open_index(arch, "ct64", cache)
     uploads = {n: (demo / "DEMO003" / f"CT_{n:04d}.dcm").read_bytes() for n in (5, 15, 25)}
 
     def one(i):
@@ -350,7 +351,7 @@ def test_concurrent_searches_share_one_index(client, demo_arch):
     assert threading.active_count() >= 1
     for key, results in answers:
         assert results == serial[key]
-    assert open_index(arch, "ct64") is index_before    # loaded once, shared
+    assert open_index(arch, "ct64", cache) is index_before    # loaded once, shared
 
 
 def test_openapi_and_page(client):

@@ -4,16 +4,15 @@
 LSH fitted on the candidates.
 
 The lists the report scores (relevance, retrieval examples) are what ``medhash search`` would return:
-:func:`medhash.retrieval.hamming_topk` over an exact engine of the codes (faiss ``IndexBinaryFlat``),
+:func:`medhash.retrieval.hamming_topk` over an exact engine of the codes (:class:`~medhash.retrieval.FlatEngine`),
 ties at equal Hamming distance broken by archive row, the smaller first.
 """
 from __future__ import annotations
 
-import faiss
 import numpy as np
 
 from ..hashing import Hasher, KernelLSH
-from ..retrieval import hamming_topk
+from ..retrieval import FlatEngine, hamming_topk
 
 
 def hamming_lists(codes: np.ndarray, queries: np.ndarray, excluded: np.ndarray, k: int) -> np.ndarray:
@@ -32,8 +31,7 @@ def hamming_lists(codes: np.ndarray, queries: np.ndarray, excluded: np.ndarray, 
     (nq, k) int64 archive rows, nearest first, ties by row.
     """
     allowed = np.flatnonzero(~np.asarray(excluded).all(axis=0))          # rows some query may get
-    engine = faiss.IndexBinaryFlat(codes.shape[1] * 8)
-    engine.add(np.ascontiguousarray(codes[allowed]))
+    engine = FlatEngine(codes[allowed], shards=1)
     _, items = hamming_topk(engine, np.ascontiguousarray(codes[queries]), k, allowed,
                             [ex[allowed] for ex in excluded])
     if (items < 0).any():

@@ -19,7 +19,7 @@ from ..threads import search_threads
 from .blocks import CHANNELS, block_scale, channel_blocks, combine
 from .build import build_index, export_index, pick_model
 from .cache import IndexCache, open_index
-from .engines import Engine
+from .engines import Engine, FlatEngine
 from .index import Hit, Index, index_path, list_indexes
 from .patients import patient_search
 from .query import PatientQuery, Query, archive_query, parse_query, patient_query, query_features, query_slice_features
@@ -32,7 +32,7 @@ def set_search_threads(n_queries: int) -> None:
     search_threads(n_queries)
 
 
-__all__ = ["CHANNELS", "Engine", "Hit", "Index", "IndexCache", "PatientQuery", "Query", "archive_query",
+__all__ = ["CHANNELS", "Engine", "FlatEngine", "Hit", "Index", "IndexCache", "PatientQuery", "Query", "archive_query",
            "block_scale", "build_index", "channel_blocks", "combine", "export_index", "hamming_topk", "index_path",
            "list_indexes", "open_index", "parse_query", "patient_query", "patient_search", "pick_model",
            "query_features", "query_slice_features", "search", "search_many", "set_search_threads"]

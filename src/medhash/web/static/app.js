@@ -28,8 +28,8 @@ function headers() {
   return state.settings.token ? { Authorization: "Bearer " + state.settings.token } : {};
 }
 
-// fetch JSON from the API; errors carry the server's {"detail": ...} and, when the error is about
-// one request field, {"field": ...}, shown after the message
+// fetch JSON from the API; errors carry the server's {"detail": ...} (shown as it is: the page's
+// controls have their own labels, so the API's "field" is for other clients)
 async function api(path, options = {}) {
   const resp = await fetch(path, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
   let body = null;
@@ -37,7 +37,6 @@ async function api(path, options = {}) {
   if (!resp.ok) {
     let detail = body && body.detail !== undefined ? body.detail : resp.statusText;
     if (typeof detail !== "string") detail = JSON.stringify(detail);
-    if (body && typeof body.field === "string") detail += ` (field '${body.field}')`;
     throw new Error(`${resp.status}: ${detail}`);
   }
   return body;
