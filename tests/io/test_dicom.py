@@ -1,4 +1,4 @@
-"""Tests of the DICOM RT reader (medhash.io.dicom, medhash.io.rtstruct) through ingest and the archive.
+"""Tests of the DICOM RT reader (medhash.io.dicom and its rtstruct module) through ingest and the archive.
 
 Test data are pydicom's bundled files and series written with the low-level writers of
 :mod:`medhash.demo`. Where an exact comparison is needed the CT has 3.906 mm pixels (the model
