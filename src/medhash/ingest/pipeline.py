@@ -1,7 +1,8 @@
 """Ingest: sources (DICOM folders, OpenKBP patients) → the archive, one series at a time.
 
 Every problem is collected with its path and the run goes on; what was already in the archive
-is never touched. :func:`ingest` is what ``medhash ingest`` and :meth:`Archive.ingest` call.
+is never touched. :func:`ingest` is what ``medhash ingest`` and ``medhash listen`` call; the archive
+(:mod:`medhash.store`) knows nothing of readers.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import EXIT_ARCHIVE, EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE  # noqa: F401  (re-exported)
-from ..store.archive import Archive
+from ..store import Archive
 from ..io.dicom import iter_files, read_dicom
 from ..io.openkbp import find_patients, read_openkbp
 from ..core.records import Problem, Volume
@@ -93,7 +94,12 @@ def ingest(archive: Archive, sources: Iterable[str | Path], format: str = "auto"
     Returns
     -------
     IngestReport
+
+    Raises
+    ------
+    ArchiveError : the archive was opened read-only, or another process holds its writer lock.
     """
+    archive.check_writable()
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, not {format!r}")
     if pseudonymise is not None:
