@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 
 from ..errors import MedhashError, TrainingDataError
 from ..threads import torch_settings
-from .checkpoints import check_name, model_dir, save_checkpoint
+from ..store.layout import check_name, model_dir
+from .checkpoints import save_checkpoint
 from .models import ARCH_REVISION, build_model, check_arch, count_parameters
 from .preprocess import check_channel, preprocess, preprocessing_constants, psnr
 
@@ -120,14 +121,13 @@ def train_model(archive: Any, channel: str, arch: str = "shallow", *, epochs: in
         raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
     if max_slices is not None and int(max_slices) < 1:
         raise ValueError(f"max_slices must be >= 1 or None, got {max_slices}")
-    name = check_name(name or f"{channel}-{arch}")
+    name = check_name(name or f"{channel}-{arch}", "model name")
     epochs, batch_size, latent_dim = int(epochs), int(batch_size), int(latent_dim)
 
     table = archive.table()
     n_rows = len(table["row"])
     if n_rows == 0:
-        raise TrainingDataError(f"the archive {archive.path} has no slices: ingest data before training "
-                                f"(medhash ingest SOURCE --archive {archive.path})")
+        raise TrainingDataError(f"the archive {archive.path} has no slices: ingest data into it before training")
     eligible = table["row"] if channel == "ct" else table["row"][table["has_dose"]]
     if len(eligible) == 0:
         raise TrainingDataError(f"the archive {archive.path} has {n_rows} slices but none with dose: "
