@@ -6,10 +6,9 @@ brainstem, airway, parotids, a PTV and a dose distribution around it) and writes
 series, an RTDOSE and an RTSTRUCT with the writers of :mod:`medhash.io.writers`, stamped with
 :data:`DEMO_PROVENANCE`.
 
-It also offers those writers (:func:`write_ct_series`, :func:`write_rtdose`,
-:func:`write_rtstruct`) with :data:`DEMO_PROVENANCE` as the default provenance, so that tests can
-build odd cases (shuffled file names, absolute frame offsets, tilted orientations, ...) in a line.
-Files that medhash writes for real patients use :func:`medhash.io.writers.medhash_provenance`.
+Tests build odd cases (shuffled file names, absolute frame offsets, tilted orientations, ...) with
+those writers directly, passing ``provenance=DEMO_PROVENANCE``. Files that medhash writes for real
+patients use :func:`medhash.io.writers.medhash_provenance`.
 
 Conventions
 -----------
@@ -26,14 +25,11 @@ Conventions
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 from pydicom.uid import generate_uid
@@ -46,11 +42,8 @@ __all__ = [
     "Phantom",
     "ROI_NAMES",
     "make_phantom",
-    "write_ct_series",
     "write_demo_cohort",
     "write_phantom",
-    "write_rtdose",
-    "write_rtstruct",
 ]
 
 logger = logging.getLogger(__name__)
@@ -86,27 +79,6 @@ DEMO_PROVENANCE = Provenance(
     series_label="synthetic",
     structure_set_label="DEMO",
 )
-
-_Writer = TypeVar("_Writer", bound=Callable[..., object])
-
-
-def _with_demo_provenance(writer: _Writer) -> _Writer:
-    """``writer`` with ``provenance=DEMO_PROVENANCE`` unless the caller gives one."""
-
-    @functools.wraps(writer)
-    def write(*args: object, **kwargs: object) -> object:
-        kwargs.setdefault("provenance", DEMO_PROVENANCE)
-        return writer(*args, **kwargs)
-
-    return write  # type: ignore[return-value]
-
-
-#: :func:`medhash.io.writers.write_ct_series` with :data:`DEMO_PROVENANCE` by default.
-write_ct_series = _with_demo_provenance(writers.write_ct_series)
-#: :func:`medhash.io.writers.write_rtdose` with :data:`DEMO_PROVENANCE` by default.
-write_rtdose = _with_demo_provenance(writers.write_rtdose)
-#: :func:`medhash.io.writers.write_rtstruct` with :data:`DEMO_PROVENANCE` by default.
-write_rtstruct = _with_demo_provenance(writers.write_rtstruct)
 
 _HU_AIR = -1000
 _HU_FAT = -100

@@ -25,8 +25,8 @@ from scipy import ndimage
 from medhash import Archive
 from medhash.ingest import ingest
 from medhash.cli import main as cli_main
-from medhash.demo import ROI_NAMES, make_phantom, write_ct_series, write_demo_cohort, write_phantom, \
-    write_rtdose, write_rtstruct
+from medhash.demo import DEMO_PROVENANCE, ROI_NAMES, make_phantom, write_demo_cohort, write_phantom
+from medhash.io.writers import write_ct_series, write_rtdose, write_rtstruct
 from medhash.core.grid import GRID_SIZE
 from medhash.io.dicom import read_ct_series, scan
 
@@ -80,7 +80,7 @@ def make_series(folder: Path, name: str, *, n: int = 8, z=None, seed: int = 0, p
     study, series, fuid = uid(name, "study"), uid(name, "series"), for_uid or uid(name, "for")
     paths = write_ct_series(folder, hu, pixel_spacing=(SP, SP), slice_positions_mm=z, origin_xy_mm=origin,
                             patient_id=pid, study_uid=study, series_uid=series, frame_of_reference_uid=fuid,
-                            orientation=orientation, **kw)
+                            orientation=orientation, provenance=DEMO_PROVENANCE, **kw)
     return Series(folder, paths, hu, z, pid, series, study, fuid, tuple(orientation), tuple(origin))
 
 
@@ -318,7 +318,8 @@ def write_ramp_dose(path: Path, ser: Series, *, coef=(20.0, 0.05, -0.04, 0.3), o
     dose = ramp(dose_box(origin, spacing, shape, offsets), coef)
     assert dose.min() > 0
     return write_rtdose(path, dose, origin_mm=origin, pixel_spacing=spacing, frame_offsets_mm=offsets,
-                        frame_of_reference_uid=ser.for_uid, patient_id=ser.patient_id, study_uid=ser.study_uid, **kw)
+                        frame_of_reference_uid=ser.for_uid, patient_id=ser.patient_id, study_uid=ser.study_uid,
+                        provenance=DEMO_PROVENANCE, **kw)
 
 
 @pytest.mark.parametrize("absolute", [False, True], ids=["relative-offsets", "absolute-offsets"])
@@ -478,7 +479,8 @@ def test_rtstruct_square_circle_and_ring(tmp_path):
         "Ring": [_circle(ring[0], ring[1], ring[3], ring[4]), _circle(ring[0], ring[1], ring[2], ring[4])],
     }
     write_rtstruct(src / "RS.dcm", rois, ct_files_or_uids=ser.paths, frame_of_reference_uid=ser.for_uid,
-                   patient_id=ser.patient_id, study_uid=ser.study_uid, series_uid_of_ct=ser.series_uid)
+                   patient_id=ser.patient_id, study_uid=ser.study_uid, series_uid_of_ct=ser.series_uid,
+                   provenance=DEMO_PROVENANCE)
     arch = Archive(tmp_path / "arch", create=True)
     rep = ingest(arch, [src])
     assert rep.exit_code == 0 and rep.errors == []
