@@ -436,40 +436,17 @@ def write_phantom(phantom: Phantom, folder: str | os.PathLike[str]) -> dict[str,
         ``{"ct": list of Path in position order, "rtdose": Path, "rtstruct": Path}``.
     """
     folder = Path(folder)
-    ct = writers.write_ct_series(
-        folder,
-        phantom.hu,
-        pixel_spacing=phantom.pixel_spacing,
-        slice_positions_mm=phantom.slice_positions_mm,
-        origin_xy_mm=phantom.origin_xy_mm,
-        patient_id=phantom.patient_id,
-        study_uid=phantom.study_uid,
-        series_uid=phantom.ct_series_uid,
-        frame_of_reference_uid=phantom.frame_of_reference_uid,
-        slice_thickness_mm=phantom.slice_thickness_mm,
-        provenance=DEMO_PROVENANCE,
-    )
-    rd = writers.write_rtdose(
-        folder / f"RD_{phantom.patient_id}.dcm",
-        phantom.dose_gy,
-        origin_mm=phantom.dose_origin_mm,
-        pixel_spacing=phantom.dose_pixel_spacing,
-        frame_offsets_mm=phantom.dose_frame_offsets_mm,
-        frame_of_reference_uid=phantom.frame_of_reference_uid,
-        patient_id=phantom.patient_id,
-        study_uid=phantom.study_uid,
-        provenance=DEMO_PROVENANCE,
-    )
-    rs = writers.write_rtstruct(
-        folder / f"RS_{phantom.patient_id}.dcm",
-        phantom.contours,
-        ct_files_or_uids=ct,
-        frame_of_reference_uid=phantom.frame_of_reference_uid,
-        patient_id=phantom.patient_id,
-        study_uid=phantom.study_uid,
-        series_uid_of_ct=phantom.ct_series_uid,
-        provenance=DEMO_PROVENANCE,
-    )
+    common = {"frame_of_reference_uid": phantom.frame_of_reference_uid, "patient_id": phantom.patient_id,
+              "study_uid": phantom.study_uid, "provenance": DEMO_PROVENANCE}
+    ct = writers.write_ct_series(folder, phantom.hu, pixel_spacing=phantom.pixel_spacing,
+                                 slice_positions_mm=phantom.slice_positions_mm, origin_xy_mm=phantom.origin_xy_mm,
+                                 series_uid=phantom.ct_series_uid, slice_thickness_mm=phantom.slice_thickness_mm,
+                                 **common)
+    rd = writers.write_rtdose(folder / f"RD_{phantom.patient_id}.dcm", phantom.dose_gy,
+                              origin_mm=phantom.dose_origin_mm, pixel_spacing=phantom.dose_pixel_spacing,
+                              frame_offsets_mm=phantom.dose_frame_offsets_mm, **common)
+    rs = writers.write_rtstruct(folder / f"RS_{phantom.patient_id}.dcm", phantom.contours, ct_files_or_uids=ct,
+                                series_uid_of_ct=phantom.ct_series_uid, **common)
     return {"ct": ct, "rtdose": rd, "rtstruct": rs}
 
 
