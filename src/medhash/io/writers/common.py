@@ -206,3 +206,14 @@ def image_plane(ds: Dataset, *, frame_of_reference_uid: str, position: np.ndarra
     ds.BitsAllocated, ds.BitsStored = bits
     ds.HighBit = bits[1] - 1
     ds.PixelRepresentation = signed
+
+
+def check_stack(array: np.ndarray, name: str, count: str, positions, positions_name: str) -> np.ndarray:
+    """``positions`` as float64; ValueError unless ``array`` is ``(count, rows, cols)`` and ``positions`` has
+    one value per frame (``name``, ``count`` and ``positions_name`` name them in the message)."""
+    if array.ndim != 3:
+        raise ValueError(f"{name} must be ({count}, rows, cols), got shape {array.shape}")
+    values = np.asarray(positions, dtype=np.float64)
+    if values.shape != (array.shape[0],):
+        raise ValueError(f"{positions_name} must have {array.shape[0]} values, got shape {values.shape}")
+    return values

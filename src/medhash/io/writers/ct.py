@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import CTImageStorage
 
-from .common import Provenance, base_dataset, ds_str, image_plane, orientation_axes, save
+from .common import Provenance, base_dataset, check_stack, ds_str, image_plane, orientation_axes, save
 
 logger = logging.getLogger(__name__)
 
@@ -119,12 +119,8 @@ def _check_arguments(hu: np.ndarray, slice_positions_mm, pixel_spacing, rescale_
                      ) -> tuple[np.ndarray, np.ndarray, float]:
     """ValueError for arguments that do not fit the volume; else the slice positions (mm), the origin
     as 3 numbers (mm) and the slice thickness (default: the median spacing; 1 mm for one slice)."""
-    if hu.ndim != 3:
-        raise ValueError(f"hu must be (n_slices, rows, cols), got shape {hu.shape}")
+    z = check_stack(hu, "hu", "n_slices", slice_positions_mm, "slice_positions_mm")
     n = hu.shape[0]
-    z = np.asarray(slice_positions_mm, dtype=np.float64)
-    if z.shape != (n,):
-        raise ValueError(f"slice_positions_mm must have {n} values, got shape {z.shape}")
     if len(pixel_spacing) != 2:
         raise ValueError("pixel_spacing must be (row spacing, column spacing) in mm")
     if rescale_slope == 0:

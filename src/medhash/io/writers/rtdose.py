@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import RTDoseStorage
 
-from .common import Provenance, base_dataset, ds_list, ds_str, image_plane, orientation_axes, save
+from .common import Provenance, base_dataset, check_stack, ds_list, ds_str, image_plane, orientation_axes, save
 
 logger = logging.getLogger(__name__)
 
@@ -103,12 +103,7 @@ def _check_grid(dose: np.ndarray, frame_offsets_mm, origin_mm, orientation: Sequ
                 absolute_offsets: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(frame offsets, origin, GridFrameOffsetVector) as float64 arrays; ValueError when they or the dose
     do not fit. The vector is absolute (``origin . normal + offsets``) with ``absolute_offsets``."""
-    if dose.ndim != 3:
-        raise ValueError(f"dose_gy must be (n_frames, rows, cols), got shape {dose.shape}")
-    n_frames = dose.shape[0]
-    offsets = np.asarray(frame_offsets_mm, dtype=np.float64)
-    if offsets.shape != (n_frames,):
-        raise ValueError(f"frame_offsets_mm must have {n_frames} values, got shape {offsets.shape}")
+    offsets = check_stack(dose, "dose_gy", "n_frames", frame_offsets_mm, "frame_offsets_mm")
     if offsets[0] != 0.0:
         raise ValueError(f"frame_offsets_mm must start at 0 (relative offsets), got {offsets[0]}")
     origin = np.asarray(origin_mm, dtype=np.float64)
