@@ -21,11 +21,11 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 CHILD = r"""
 import json, resource, sys, time
-from medhash import Archive
+from medhash import Archive, ingest
 src, arch = sys.argv[1], sys.argv[2]
 a = Archive(arch, create=True)
 t = time.perf_counter()
-rep = a.ingest([src])
+rep = ingest(a, [src])
 dt = time.perf_counter() - t
 files = sum(1 for _ in __import__('pathlib').Path(src).rglob('*') if _.is_file())
 print(json.dumps({"seconds": dt, "series": rep.series_added, "slices_stored": rep.slices_added,

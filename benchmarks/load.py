@@ -46,13 +46,14 @@ def free_port() -> int:
 def build_demo_archive(folder: Path) -> Path:
     """3 demo patients (96 rows), a shallow CT model (1 epoch) and the 256-bit CT index ``ct256``."""
     from medhash import Archive
+    from medhash.ingest import ingest
     from medhash.demo import write_demo_cohort
     from medhash.features import train_model
     from medhash.retrieval import build_index
 
     write_demo_cohort(folder / "demo", n_patients=3, rows=96)
     with Archive(folder / "arch", create=True) as arch:
-        arch.ingest([folder / "demo"])
+        ingest(arch, [folder / "demo"])
         train_model(arch, "ct", "shallow", epochs=1, latent_dim=32, seed=0, progress=False)
         build_index(arch, "ct256", "ct", 256, seed=0)
     return folder / "arch"

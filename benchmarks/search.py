@@ -177,6 +177,7 @@ def header(args) -> str:
 
 def demo_archive(tmp: Path):
     from medhash import Archive
+    from medhash.ingest import ingest
     from medhash.demo import write_demo_cohort
     from medhash.features import train_model
     from medhash.retrieval import build_index
@@ -184,7 +185,7 @@ def demo_archive(tmp: Path):
     folders = write_demo_cohort(tmp / "demo", n_patients=3, rows=96)
     arch = Archive(tmp / "arch", create=True)
     log("part 1: ingesting")
-    rep = arch.ingest(folders)
+    rep = ingest(arch, folders)
     if rep.exit_code != 0:
         sys.exit(f"demo ingest failed: {rep}")
     log(f"part 1: training ct-shallow for 1 epoch on {len(arch)} slices")

@@ -65,12 +65,13 @@ def _trained_demo_template(tmp_path_factory):
     """Built once per session: ``demo/`` (3 synthetic DICOM patients, 96 rows) and ``arch/`` (them ingested,
     with a CT and a dose shallow auto-encoder trained 1 epoch, 32 features, seed 0)."""
     from medhash import Archive
+    from medhash.ingest import ingest
     from medhash.demo import write_demo_cohort
     from medhash.features import train_model
     root = tmp_path_factory.mktemp("trained-demo")
     write_demo_cohort(root / "demo", n_patients=3, rows=96)
     with Archive(root / "arch", create=True) as arch:
-        assert arch.ingest([root / "demo"]).exit_code == 0
+        assert ingest(arch, [root / "demo"]).exit_code == 0
         for channel in ("ct", "dose"):
             train_model(arch, channel, "shallow", epochs=1, latent_dim=32, seed=0, progress=False)
     return root

@@ -20,12 +20,10 @@ from medhash.demo import (
     ROI_NAMES,
     Phantom,
     make_phantom,
-    write_ct_series,
     write_demo_cohort,
     write_phantom,
-    write_rtdose,
-    write_rtstruct,
 )
+from medhash.io.writers import write_ct_series, write_rtdose, write_rtstruct
 
 SMALL = 96  # rows of the phantoms used where the size does not matter (speed)
 
@@ -112,7 +110,7 @@ def test_ct_series_shuffled_names_signed_pixels_and_instance_numbers(tmp_path):
         tmp_path, hu, pixel_spacing=(0.8, 0.9), slice_positions_mm=z, origin_xy_mm=(-10.0, 20.0),
         patient_id="X1", study_uid="1.2.3.4", series_uid="1.2.3.4.5",
         frame_of_reference_uid="1.2.3.9",
-        file_names=names, instance_numbers=[4, 3, 2, 1], rescale_intercept=0.0)
+        file_names=names, instance_numbers=[4, 3, 2, 1], rescale_intercept=0.0, provenance=DEMO_PROVENANCE)
     assert [p.name for p in paths] == names
     for k, p in enumerate(paths):
         ds = pydicom.dcmread(p)
@@ -129,7 +127,7 @@ def test_ct_series_rescale_slope_and_unsigned(tmp_path):
     (path,) = write_ct_series(
         tmp_path, hu, pixel_spacing=(1.0, 1.0), slice_positions_mm=[5.0], patient_id="X",
         study_uid="1.2.3", series_uid="1.2.3.1", frame_of_reference_uid="1.2.3.2",
-        rescale_slope=2.0, rescale_intercept=-1024.0)
+        rescale_slope=2.0, rescale_intercept=-1024.0, provenance=DEMO_PROVENANCE)
     ds = pydicom.dcmread(path)
     assert ds.PixelRepresentation == 0
     np.testing.assert_array_equal(ds.pixel_array, [[12, 512], [1012, 2012]])
@@ -142,7 +140,7 @@ def test_ct_series_any_orthonormal_orientation(tmp_path):
     paths = write_ct_series(
         tmp_path, hu, pixel_spacing=(2.0, 2.0), slice_positions_mm=[10.0, 12.0, 14.0],
         origin_xy_mm=(-5.0, 0.0, 7.0), orientation=orientation, patient_id="X",
-        study_uid="1.2.3", series_uid="1.2.3.1", frame_of_reference_uid="1.2.3.2")
+        study_uid="1.2.3", series_uid="1.2.3.1", frame_of_reference_uid="1.2.3.2", provenance=DEMO_PROVENANCE)
     for k, p in enumerate(paths):
         ds = pydicom.dcmread(p)
         np.testing.assert_allclose(_floats(ds.ImagePositionPatient), [-5.0, 10.0 + 2 * k, 7.0])
@@ -163,7 +161,7 @@ def test_ct_series_rejects_bad_input(tmp_path, kwargs):
                 study_uid="1.2.3", series_uid="1.2.3.1", frame_of_reference_uid="1.2.3.2")
     args.update(kwargs)
     with pytest.raises(ValueError):
-        write_ct_series(tmp_path, np.zeros((2, 3, 3)), **args)
+        write_ct_series(tmp_path, np.zeros((2, 3, 3)), provenance=DEMO_PROVENANCE, **args)
 
 
 # ---------------------------------------------------------------------------------------- dose
@@ -197,7 +195,7 @@ def test_rtdose_absolute_offsets_and_given_scaling(tmp_path):
         tmp_path / "rd.dcm", dose, origin_mm=origin, pixel_spacing=(4.0, 3.5),
         frame_offsets_mm=[0.0, 3.0, 6.0], frame_of_reference_uid="1.2.3.2", patient_id="X",
         study_uid="1.2.3", summation_type="FRACTION", absolute_offsets=True,
-        dose_grid_scaling=1e-4)
+        dose_grid_scaling=1e-4, provenance=DEMO_PROVENANCE)
     ds = pydicom.dcmread(path)
     np.testing.assert_allclose(_floats(ds.GridFrameOffsetVector), [-64.0, -61.0, -58.0])
     assert float(ds.DoseGridScaling) == 1e-4
@@ -221,7 +219,7 @@ def test_rtdose_rejects_bad_input(tmp_path, kwargs):
                 study_uid="1.2.3")
     args.update(kwargs)
     with pytest.raises(ValueError):
-        write_rtdose(tmp_path / "rd.dcm", np.ones((2, 2, 2)), **args)
+        write_rtdose(tmp_path / "rd.dcm", np.ones((2, 2, 2)), provenance=DEMO_PROVENANCE, **args)
 
 
 # ------------------------------------------------------------------------------------ RTSTRUCT
@@ -271,7 +269,7 @@ def test_rtstruct_with_plain_uids_has_no_per_contour_reference(tmp_path):
         tmp_path / "rs.dcm", {"PTV56": [square], "Empty": []},
         ct_files_or_uids=["1.2.3.7", "1.2.3.8"],
         frame_of_reference_uid="1.2.3.2", patient_id="X", study_uid="1.2.3",
-        series_uid_of_ct="1.2.3.1")
+        series_uid_of_ct="1.2.3.1", provenance=DEMO_PROVENANCE)
     ds = pydicom.dcmread(path)
     assert [r.ROIName for r in ds.StructureSetROISequence] == ["PTV56", "Empty"]
     item = ds.ROIContourSequence[0].ContourSequence[0]

@@ -9,6 +9,7 @@ import fcntl
 from pathlib import Path
 
 from medhash import Archive
+from medhash.ingest import ingest
 from medhash.demo import write_demo_cohort
 from medhash.features import train_model
 from medhash.retrieval import build_index
@@ -24,7 +25,7 @@ def web_archive(tmp_path_factory) -> tuple[Path, Path]:
         if not done.exists():
             write_demo_cohort(root / "demo", n_patients=3, rows=96)
             with Archive(root / "arch", create=True) as arch:
-                assert arch.ingest([root / "demo"]).exit_code == 0
+                assert ingest(arch, [root / "demo"]).exit_code == 0
                 train_model(arch, "ct", "shallow", epochs=1, latent_dim=32, seed=0, progress=False)
                 train_model(arch, "dose", "shallow", epochs=1, latent_dim=32, seed=0, progress=False)
                 build_index(arch, "ct64", "ct", 64, seed=0)

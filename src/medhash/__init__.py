@@ -4,7 +4,7 @@ Public API::
 
     from medhash import Archive
     arch = Archive("archive", create=True)
-    report = arch.ingest(["/data/export"])       # DICOM RT or OpenKBP
+    report = medhash.ingest(arch, ["/data/export"])   # DICOM RT or OpenKBP
     s = arch.get("pt_1", 60)                       # a Slice: .ct (HU), .dose (Gy), .masks
     res = medhash.search(arch, "pt_1:60", k=10)    # after `medhash train` and `medhash index`
 """

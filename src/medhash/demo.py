@@ -6,10 +6,9 @@ brainstem, airway, parotids, a PTV and a dose distribution around it) and writes
 series, an RTDOSE and an RTSTRUCT with the writers of :mod:`medhash.io.writers`, stamped with
 :data:`DEMO_PROVENANCE`.
 
-It also offers those writers (:func:`write_ct_series`, :func:`write_rtdose`,
-:func:`write_rtstruct`) with :data:`DEMO_PROVENANCE` as the default provenance, so that tests can
-build odd cases (shuffled file names, absolute frame offsets, tilted orientations, ...) in a line.
-Files that medhash writes for real patients use :func:`medhash.io.writers.medhash_provenance`.
+Tests build odd cases (shuffled file names, absolute frame offsets, tilted orientations, ...) with
+those writers directly, passing ``provenance=DEMO_PROVENANCE``. Files that medhash writes for real
+patients use :func:`medhash.io.writers.medhash_provenance`.
 
 Conventions
 -----------
@@ -26,14 +25,11 @@ Conventions
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 from pydicom.uid import generate_uid
@@ -46,11 +42,8 @@ __all__ = [
     "Phantom",
     "ROI_NAMES",
     "make_phantom",
-    "write_ct_series",
     "write_demo_cohort",
     "write_phantom",
-    "write_rtdose",
-    "write_rtstruct",
 ]
 
 logger = logging.getLogger(__name__)
@@ -86,27 +79,6 @@ DEMO_PROVENANCE = Provenance(
     series_label="synthetic",
     structure_set_label="DEMO",
 )
-
-_Writer = TypeVar("_Writer", bound=Callable[..., object])
-
-
-def _with_demo_provenance(writer: _Writer) -> _Writer:
-    """``writer`` with ``provenance=DEMO_PROVENANCE`` unless the caller gives one."""
-
-    @functools.wraps(writer)
-    def write(*args: object, **kwargs: object) -> object:
-        kwargs.setdefault("provenance", DEMO_PROVENANCE)
-        return writer(*args, **kwargs)
-
-    return write  # type: ignore[return-value]
-
-
-#: :func:`medhash.io.writers.write_ct_series` with :data:`DEMO_PROVENANCE` by default.
-write_ct_series = _with_demo_provenance(writers.write_ct_series)
-#: :func:`medhash.io.writers.write_rtdose` with :data:`DEMO_PROVENANCE` by default.
-write_rtdose = _with_demo_provenance(writers.write_rtdose)
-#: :func:`medhash.io.writers.write_rtstruct` with :data:`DEMO_PROVENANCE` by default.
-write_rtstruct = _with_demo_provenance(writers.write_rtstruct)
 
 _HU_AIR = -1000
 _HU_FAT = -100
@@ -262,9 +234,47 @@ def make_phantom(index: int, seed: int = 0, *, rows: int = 256) -> Phantom:
     if rows < 32:
         raise ValueError(f"rows must be >= 32, got {rows}")
     rng = np.random.default_rng([seed, index])
-    patient_id = f"DEMO{index + 1:03d}"
+    g = _draw_ct_grid(rng, rows)
+    an = _draw_anatomy(rng, g.z, g.image_centre_y, side=1 if (index + seed) % 2 == 0 else -1)
+    n_slices = len(g.z)
+    hu = np.full((n_slices, rows, rows), _HU_AIR, dtype=np.int16)
+    masks = {name: np.zeros((n_slices, rows, rows), dtype=bool) for name in ROI_NAMES}
+    contours: dict[str, list[np.ndarray]] = {name: [] for name in ROI_NAMES}
+    for k, zk in enumerate(g.z):
+        _paint_soft_tissue(an, g, k, float(zk), hu[k], masks, contours)
+        _paint_bones_and_airway(an, g, k, float(zk), hu[k], masks, contours)
+    # mild noise inside the body only (air outside stays exactly -1000)
+    noise = np.round(rng.normal(0.0, 3.0, size=hu.shape)).astype(np.int16)
+    hu = np.where(masks["BODY"], hu + noise, hu).astype(np.int16)
+    dose, dose_origin, dsp, offsets = _dose_grid(rng, an)
+    return Phantom(
+        patient_id=f"DEMO{index + 1:03d}", hu=hu, pixel_spacing=(g.spacing, g.spacing),
+        origin_xy_mm=(g.origin_x, g.origin_y), slice_positions_mm=g.z, dose_gy=dose, dose_origin_mm=dose_origin,
+        dose_pixel_spacing=(dsp, dsp), dose_frame_offsets_mm=offsets, contours=dict(contours), masks=masks,
+        ptv_centre_mm=an.ptv_centre, ptv_radii_mm=an.ptv_radii, ptv_side="L" if an.side > 0 else "R",
+        body_centre_xy_mm=(an.cx, an.cy), prescription_gy=_PRESCRIPTION_GY, slice_thickness_mm=g.thickness,
+        study_uid=_uid("study", seed, index), ct_series_uid=_uid("ct-series", seed, index),
+        frame_of_reference_uid=_uid("frame-of-reference", seed, index), index=index, seed=seed,
+    )
 
-    # ---- CT geometry
+
+@dataclass(frozen=True)
+class _CTGrid:
+    """Where the CT pixels of a phantom lie: slice positions and pixel centres, mm."""
+
+    spacing: float
+    thickness: float
+    z: np.ndarray             # (n_slices,)
+    image_centre_y: float
+    origin_x: float
+    origin_y: float
+    xs: np.ndarray            # (cols,) x of the pixel centres
+    ys: np.ndarray            # (rows,) y of the pixel centres
+
+
+def _draw_ct_grid(rng: np.random.Generator, rows: int) -> _CTGrid:
+    """The CT geometry: field of view 487-510 mm, 40-60 slices 2.5 or 3.0 mm apart, image centre moved
+    up to 20 mm along y (the first random draws of a phantom, in this order)."""
     fov = float(rng.uniform(487.0, 510.0))
     spacing = _round(fov / rows, 4)
     cols = rows
@@ -275,122 +285,140 @@ def make_phantom(index: int, seed: int = 0, *, rows: int = 256) -> Phantom:
     image_centre_y = _round(rng.uniform(-20.0, 20.0), 1)
     origin_x = _round(-(cols - 1) * spacing / 2.0)
     origin_y = _round(image_centre_y - (rows - 1) * spacing / 2.0)
-    xs = origin_x + spacing * np.arange(cols)  # (cols,) x of the pixel centres, mm
-    ys = origin_y + spacing * np.arange(rows)  # (rows,) y of the pixel centres, mm
+    return _CTGrid(spacing=spacing, thickness=thickness, z=z, image_centre_y=image_centre_y, origin_x=origin_x,
+                   origin_y=origin_y, xs=origin_x + spacing * np.arange(cols), ys=origin_y + spacing * np.arange(rows))
 
-    # ---- anatomy parameters
+
+@dataclass(frozen=True)
+class _Anatomy:
+    """The drawn parameters of a phantom's anatomy (mm; ``u`` is the height in the CT, 0 to 1)."""
+
+    cx: float
+    cy: float
+    a0: float                 # lateral semi-axis of the neck
+    b0: float                 # antero-posterior semi-axis
+    fat: float
+    zmin: float
+    zmax: float
+    side: int                 # +1: PTV on the patient's left
+    ptv_radii: tuple[float, float, float]
+    ptv_centre: tuple[float, float, float]
+    u_brainstem: float
+    parotid_cz: float
+    parotid_hz: float
+    parotid_ab: tuple[float, float]
+    mandible_u: tuple[float, float]
+    mandible_width: float
+    airway_r: float
+    airway_phase: float
+    vert_r: float
+    gtv_scale: float = 0.6
+
+    def u_of(self, zz: float) -> float:
+        """0 at the lowest slice, 1 at the highest."""
+        return (zz - self.zmin) / (self.zmax - self.zmin)
+
+    def axes(self, u: float) -> tuple[float, float]:
+        """Semi-axes (lateral, antero-posterior) of the body at height ``u``."""
+        return self.a0 * (0.92 + 0.16 * u), self.b0 * (0.95 + 0.10 * u)
+
+
+def _draw_anatomy(rng: np.random.Generator, z: np.ndarray, image_centre_y: float, side: int) -> _Anatomy:
+    """Body centre and size, PTV, parotids, mandible, airway and vertebra (the draws after the grid's)."""
     cx = _round(rng.uniform(-30.0, 30.0))
     cy = _round(image_centre_y + rng.uniform(-30.0, 30.0))
-    a0 = float(rng.uniform(68.0, 82.0))  # lateral semi-axis of the neck, mm
-    b0 = float(rng.uniform(58.0, 70.0))  # antero-posterior semi-axis, mm
+    a0 = float(rng.uniform(68.0, 82.0))
+    b0 = float(rng.uniform(58.0, 70.0))
     fat = float(rng.uniform(4.0, 8.0))
     zmin, zmax = float(z[0]), float(z[-1])
     extent = zmax - zmin
-
-    def u_of(zz: float) -> float:  # 0 at the lowest slice, 1 at the highest
-        return (zz - zmin) / extent
-
-    side = 1 if (index + seed) % 2 == 0 else -1
     u_ptv = float(rng.uniform(0.38, 0.58))
     ptv_radii = (_round(rng.uniform(18.0, 26.0)), _round(rng.uniform(18.0, 26.0)),
                  _round(rng.uniform(18.0, 28.0)))
-    ptv_z = _round(zmin + u_ptv * extent)
     a_at_ptv = a0 * (0.92 + 0.16 * u_ptv)
-    ptv_centre = (_round(cx + side * 0.38 * a_at_ptv), _round(cy - 0.08 * b0), ptv_z)
-    gtv_scale = 0.6
-    u_brainstem = float(rng.uniform(0.76, 0.82))
-    parotid_cz = zmin + float(rng.uniform(0.68, 0.78)) * extent
-    parotid_hz = float(rng.uniform(20.0, 28.0))
-    parotid_ab = (float(rng.uniform(10.0, 13.0)), float(rng.uniform(14.0, 18.0)))
-    mandible_u = (float(rng.uniform(0.30, 0.38)), float(rng.uniform(0.62, 0.70)))
-    mandible_width = float(rng.uniform(7.0, 9.0))
-    airway_r = float(rng.uniform(6.0, 9.0))
-    airway_phase = float(rng.uniform(0.0, 2.0 * np.pi))
-    vert_r = float(rng.uniform(12.0, 15.0))
+    ptv_centre = (_round(cx + side * 0.38 * a_at_ptv), _round(cy - 0.08 * b0), _round(zmin + u_ptv * extent))
+    return _Anatomy(
+        cx=cx, cy=cy, a0=a0, b0=b0, fat=fat, zmin=zmin, zmax=zmax, side=side, ptv_radii=ptv_radii,
+        ptv_centre=ptv_centre, u_brainstem=float(rng.uniform(0.76, 0.82)),
+        parotid_cz=zmin + float(rng.uniform(0.68, 0.78)) * extent, parotid_hz=float(rng.uniform(20.0, 28.0)),
+        parotid_ab=(float(rng.uniform(10.0, 13.0)), float(rng.uniform(14.0, 18.0))),
+        mandible_u=(float(rng.uniform(0.30, 0.38)), float(rng.uniform(0.62, 0.70))),
+        mandible_width=float(rng.uniform(7.0, 9.0)), airway_r=float(rng.uniform(6.0, 9.0)),
+        airway_phase=float(rng.uniform(0.0, 2.0 * np.pi)), vert_r=float(rng.uniform(12.0, 15.0)))
 
-    hu = np.full((n_slices, rows, cols), _HU_AIR, dtype=np.int16)
-    masks = {name: np.zeros((n_slices, rows, cols), dtype=bool) for name in ROI_NAMES}
-    contours: dict[str, list[np.ndarray]] = {name: [] for name in ROI_NAMES}
 
-    for k, zk in enumerate(z):
-        zk = float(zk)
-        u = u_of(zk)
-        sl = hu[k]
-        # body and fat
-        a = a0 * (0.92 + 0.16 * u)
-        b = b0 * (0.95 + 0.10 * u)
-        body = _ellipse_mask(xs, ys, cx, cy, a, b)
-        sl[body] = _HU_FAT
-        sl[_ellipse_mask(xs, ys, cx, cy, a - fat, b - fat)] = _HU_SOFT
-        masks["BODY"][k] = body
-        contours["BODY"].append(_ellipse_polygon(cx, cy, a, b, zk, 64))
+def _paint_soft_tissue(an: _Anatomy, g: _CTGrid, k: int, zk: float, sl: np.ndarray, masks: dict,
+                       contours: dict) -> None:
+    """Slice ``k`` (HU ``sl``, in place): body and fat, the PTV with a denser GTV, the parotids."""
+    xs, ys, cx, cy = g.xs, g.ys, an.cx, an.cy
+    a, b = an.axes(an.u_of(zk))
+    body = _ellipse_mask(xs, ys, cx, cy, a, b)
+    sl[body] = _HU_FAT
+    sl[_ellipse_mask(xs, ys, cx, cy, a - an.fat, b - an.fat)] = _HU_SOFT
+    masks["BODY"][k] = body
+    contours["BODY"].append(_ellipse_polygon(cx, cy, a, b, zk, 64))
+    (px0, py0, pz0), radii = an.ptv_centre, an.ptv_radii
+    s = _ellipsoid_section(zk, pz0, radii[2])
+    if s * min(radii[:2]) > 1.5:
+        pa, pb = radii[0] * s, radii[1] * s
+        masks["PTV70"][k] = _ellipse_mask(xs, ys, px0, py0, pa, pb)
+        contours["PTV70"].append(_ellipse_polygon(px0, py0, pa, pb, zk, 48))
+        sl[_ellipse_mask(xs, ys, px0, py0, an.gtv_scale * pa, an.gtv_scale * pb)] = _HU_GTV
+    # parotids (ellipsoids, lateral and slightly posterior)
+    s = _ellipsoid_section(zk, an.parotid_cz, an.parotid_hz)
+    if s * min(an.parotid_ab) > 1.5:
+        pa, pb = an.parotid_ab[0] * s, an.parotid_ab[1] * s
+        for name, sgn in (("LeftParotid", 1.0), ("RightParotid", -1.0)):
+            px, py = cx + sgn * 0.62 * a, cy + 0.2 * b
+            m = _ellipse_mask(xs, ys, px, py, pa, pb)
+            sl[m] = _HU_PAROTID
+            masks[name][k] = m
+            contours[name].append(_ellipse_polygon(px, py, pa, pb, zk, 48))
 
-        # PTV (with a slightly denser GTV inside)
-        s = _ellipsoid_section(zk, ptv_centre[2], ptv_radii[2])
-        if s * min(ptv_radii[:2]) > 1.5:
-            pa, pb = ptv_radii[0] * s, ptv_radii[1] * s
-            m = _ellipse_mask(xs, ys, ptv_centre[0], ptv_centre[1], pa, pb)
-            masks["PTV70"][k] = m
-            contours["PTV70"].append(_ellipse_polygon(ptv_centre[0], ptv_centre[1], pa, pb, zk, 48))
-            gtv = _ellipse_mask(xs, ys, ptv_centre[0], ptv_centre[1], gtv_scale * pa, gtv_scale * pb)
-            sl[gtv] = _HU_GTV
 
-        # parotids (ellipsoids, lateral and slightly posterior)
-        s = _ellipsoid_section(zk, parotid_cz, parotid_hz)
-        if s * min(parotid_ab) > 1.5:
-            pa, pb = parotid_ab[0] * s, parotid_ab[1] * s
-            for name, sgn in (("LeftParotid", 1.0), ("RightParotid", -1.0)):
-                px, py = cx + sgn * 0.62 * a, cy + 0.2 * b
-                m = _ellipse_mask(xs, ys, px, py, pa, pb)
-                sl[m] = _HU_PAROTID
-                masks[name][k] = m
-                contours[name].append(_ellipse_polygon(px, py, pa, pb, zk, 48))
-
-        # mandible: anterior half of an elliptical bone ring
-        if mandible_u[0] <= u <= mandible_u[1]:
-            ma, mb = 0.70 * a, 0.75 * b
-            outer = _ellipse_mask(xs, ys, cx, cy, ma, mb)
-            inner = _ellipse_mask(xs, ys, cx, cy, ma - mandible_width, mb - mandible_width)
-            m = outer & ~inner & (ys <= cy)[:, None]
-            sl[m] = _HU_MANDIBLE
-            masks["Mandible"][k] = m
-            contours["Mandible"].append(_half_ring_polygon(cx, cy, ma, mb, mandible_width, zk, 64))
-
-        # vertebral body, posterior arch, spinal canal with the cord; brainstem at the top
-        vy = cy + 0.18 * b
-        canal_y = vy + vert_r + 8.0
-        if u < u_brainstem:
-            sl[_ellipse_mask(xs, ys, cx, vy, vert_r, vert_r)] = _HU_CORTICAL
-            sl[_ellipse_mask(xs, ys, cx, vy, vert_r - 2.5, vert_r - 2.5)] = _HU_CANCELLOUS
-            sl[_ellipse_mask(xs, ys, cx, canal_y, 12.0, 11.0)] = _HU_ARCH
-            sl[_ellipse_mask(xs, ys, cx, canal_y, 7.5, 7.0)] = _HU_SOFT
-            m = _ellipse_mask(xs, ys, cx, canal_y, 5.0, 4.5)
-            sl[m] = _HU_CORD
-            masks["SpinalCord"][k] = m
-            contours["SpinalCord"].append(_ellipse_polygon(cx, canal_y, 5.0, 4.5, zk, 32))
-        else:
-            # skull base: a bone shell inside the fat with brain tissue in it
-            sl[_ellipse_mask(xs, ys, cx, cy, a - fat - 1.0, b - fat - 1.0)] = _HU_CORTICAL
-            sl[_ellipse_mask(xs, ys, cx, cy, a - fat - 7.0, b - fat - 7.0)] = _HU_BRAIN
-            by = canal_y - 4.0
-            m = _ellipse_mask(xs, ys, cx, by, 13.0, 10.0)
-            sl[m] = _HU_BRAINSTEM
-            masks["Brainstem"][k] = m
-            contours["Brainstem"].append(_ellipse_polygon(cx, by, 13.0, 10.0, zk, 48))
-
+def _paint_bones_and_airway(an: _Anatomy, g: _CTGrid, k: int, zk: float, sl: np.ndarray, masks: dict,
+                            contours: dict) -> None:
+    """Slice ``k`` (in place): the mandible; the vertebra with the cord, or above ``u_brainstem`` the skull
+    base with the brainstem; the airway."""
+    xs, ys, cx, cy = g.xs, g.ys, an.cx, an.cy
+    u = an.u_of(zk)
+    a, b = an.axes(u)
+    if an.mandible_u[0] <= u <= an.mandible_u[1]:  # anterior half of an elliptical bone ring
+        ma, mb, w = 0.70 * a, 0.75 * b, an.mandible_width
+        m = _ellipse_mask(xs, ys, cx, cy, ma, mb) & ~_ellipse_mask(xs, ys, cx, cy, ma - w, mb - w) & (ys <= cy)[:, None]
+        sl[m] = _HU_MANDIBLE
+        masks["Mandible"][k] = m
+        contours["Mandible"].append(_half_ring_polygon(cx, cy, ma, mb, w, zk, 64))
+    vy = cy + 0.18 * b
+    canal_y = vy + an.vert_r + 8.0
+    if u < an.u_brainstem:  # vertebral body, posterior arch, spinal canal with the cord
+        sl[_ellipse_mask(xs, ys, cx, vy, an.vert_r, an.vert_r)] = _HU_CORTICAL
+        sl[_ellipse_mask(xs, ys, cx, vy, an.vert_r - 2.5, an.vert_r - 2.5)] = _HU_CANCELLOUS
+        sl[_ellipse_mask(xs, ys, cx, canal_y, 12.0, 11.0)] = _HU_ARCH
+        sl[_ellipse_mask(xs, ys, cx, canal_y, 7.5, 7.0)] = _HU_SOFT
+        m = _ellipse_mask(xs, ys, cx, canal_y, 5.0, 4.5)
+        sl[m] = _HU_CORD
+        masks["SpinalCord"][k] = m
+        contours["SpinalCord"].append(_ellipse_polygon(cx, canal_y, 5.0, 4.5, zk, 32))
         # airway: a tube anterior to the spine that wanders a little with z
-        if u < u_brainstem:
-            ax = cx + 3.0 * math.sin(2.0 * np.pi * zk / 60.0 + airway_phase)
-            ay = cy - 0.3 * b + 2.0 * math.cos(2.0 * np.pi * zk / 45.0 + airway_phase)
-            sl[_ellipse_mask(xs, ys, ax, ay, airway_r, airway_r * 0.8)] = _HU_AIR
+        ax = cx + 3.0 * math.sin(2.0 * np.pi * zk / 60.0 + an.airway_phase)
+        ay = cy - 0.3 * b + 2.0 * math.cos(2.0 * np.pi * zk / 45.0 + an.airway_phase)
+        sl[_ellipse_mask(xs, ys, ax, ay, an.airway_r, an.airway_r * 0.8)] = _HU_AIR
+    else:  # skull base: a bone shell inside the fat with brain tissue in it, the brainstem
+        sl[_ellipse_mask(xs, ys, cx, cy, a - an.fat - 1.0, b - an.fat - 1.0)] = _HU_CORTICAL
+        sl[_ellipse_mask(xs, ys, cx, cy, a - an.fat - 7.0, b - an.fat - 7.0)] = _HU_BRAIN
+        by = canal_y - 4.0
+        m = _ellipse_mask(xs, ys, cx, by, 13.0, 10.0)
+        sl[m] = _HU_BRAINSTEM
+        masks["Brainstem"][k] = m
+        contours["Brainstem"].append(_ellipse_polygon(cx, by, 13.0, 10.0, zk, 48))
 
-    # mild noise inside the body only (air outside stays exactly -1000)
-    noise = np.round(rng.normal(0.0, 3.0, size=hu.shape)).astype(np.int16)
-    hu = np.where(masks["BODY"], hu + noise, hu).astype(np.int16)
 
-    # ---- dose grid: coarser, offset origin, covers the body (not the whole CT field of view)
+def _dose_grid(rng: np.random.Generator, an: _Anatomy) -> tuple[np.ndarray, tuple, float, np.ndarray]:
+    """A dose grid coarser than the CT, with an offset origin, that covers the body (not the whole CT
+    field of view): (Gy (frames, rows, cols) float32, origin mm, pixel spacing mm, frame offsets mm)."""
+    cx, cy, a0, b0, zmin, zmax = an.cx, an.cy, an.a0, an.b0, an.zmin, an.zmax
     dsp = _round(rng.uniform(3.0, 4.0), 1)
-    dose_spacing = (dsp, dsp)
     frame_step = 3.0
     margin = float(rng.uniform(10.0, 16.0))
     a_max, b_max = a0 * 1.08, b0 * 1.05
@@ -401,48 +429,20 @@ def make_phantom(index: int, seed: int = 0, *, rows: int = 256) -> Phantom:
     doz = _round(zmin - rng.uniform(0.2, 2.0))
     n_frames = int(math.ceil((zmax - doz) / frame_step)) + 1
     offsets = np.round(frame_step * np.arange(n_frames), 2)
-    dx_ = dox + dsp * np.arange(dcols)
-    dy_ = doy + dsp * np.arange(drows)
-    dz_ = doz + offsets
-    DZ, DY, DX = np.meshgrid(dz_, dy_, dx_, indexing="ij")
-    rho = np.sqrt(((DX - ptv_centre[0]) / ptv_radii[0]) ** 2
-                  + ((DY - ptv_centre[1]) / ptv_radii[1]) ** 2
-                  + ((DZ - ptv_centre[2]) / ptv_radii[2]) ** 2)
-    r_eff = float(np.prod(ptv_radii) ** (1.0 / 3.0))
+    DZ, DY, DX = np.meshgrid(doz + offsets, doy + dsp * np.arange(drows), dox + dsp * np.arange(dcols), indexing="ij")
+    (px, py, pz), radii = an.ptv_centre, an.ptv_radii
+    rho = np.sqrt(((DX - px) / radii[0]) ** 2 + ((DY - py) / radii[1]) ** 2 + ((DZ - pz) / radii[2]) ** 2)
+    r_eff = float(np.prod(radii) ** (1.0 / 3.0))
     dist = np.maximum(rho - 1.0, 0.0) * r_eff  # approximate distance outside the PTV surface
     sigma = float(rng.uniform(10.0, 15.0))
     falloff = _PRESCRIPTION_GY * np.exp(-(dist**2) / (2.0 * sigma**2))
-    bath = float(rng.uniform(5.0, 9.0)) * np.exp(-(((DZ - ptv_centre[2]) / 50.0) ** 2))
-    uz = (DZ - zmin) / extent
+    bath = float(rng.uniform(5.0, 9.0)) * np.exp(-(((DZ - pz) / 50.0) ** 2))
+    uz = (DZ - zmin) / (zmax - zmin)
     body_a = a0 * (0.92 + 0.16 * np.clip(uz, 0.0, 1.0))
     body_b = b0 * (0.95 + 0.10 * np.clip(uz, 0.0, 1.0))
     in_body = ((DX - cx) / body_a) ** 2 + ((DY - cy) / body_b) ** 2 <= 1.0
     dose = np.where(in_body, np.maximum(falloff, bath), 0.0).astype(np.float32)
-
-    return Phantom(
-        patient_id=patient_id,
-        hu=hu,
-        pixel_spacing=(spacing, spacing),
-        origin_xy_mm=(origin_x, origin_y),
-        slice_positions_mm=z,
-        dose_gy=dose,
-        dose_origin_mm=(dox, doy, doz),
-        dose_pixel_spacing=dose_spacing,
-        dose_frame_offsets_mm=offsets,
-        contours={name: c for name, c in contours.items()},
-        masks=masks,
-        ptv_centre_mm=ptv_centre,
-        ptv_radii_mm=ptv_radii,
-        ptv_side="L" if side > 0 else "R",
-        body_centre_xy_mm=(cx, cy),
-        prescription_gy=_PRESCRIPTION_GY,
-        slice_thickness_mm=thickness,
-        study_uid=_uid("study", seed, index),
-        ct_series_uid=_uid("ct-series", seed, index),
-        frame_of_reference_uid=_uid("frame-of-reference", seed, index),
-        index=index,
-        seed=seed,
-    )
+    return dose, (dox, doy, doz), dsp, offsets
 
 
 _DEMO_PATTERNS = ("CT_*.dcm", "RD_*.dcm", "RS_*.dcm")
@@ -464,40 +464,17 @@ def write_phantom(phantom: Phantom, folder: str | os.PathLike[str]) -> dict[str,
         ``{"ct": list of Path in position order, "rtdose": Path, "rtstruct": Path}``.
     """
     folder = Path(folder)
-    ct = writers.write_ct_series(
-        folder,
-        phantom.hu,
-        pixel_spacing=phantom.pixel_spacing,
-        slice_positions_mm=phantom.slice_positions_mm,
-        origin_xy_mm=phantom.origin_xy_mm,
-        patient_id=phantom.patient_id,
-        study_uid=phantom.study_uid,
-        series_uid=phantom.ct_series_uid,
-        frame_of_reference_uid=phantom.frame_of_reference_uid,
-        slice_thickness_mm=phantom.slice_thickness_mm,
-        provenance=DEMO_PROVENANCE,
-    )
-    rd = writers.write_rtdose(
-        folder / f"RD_{phantom.patient_id}.dcm",
-        phantom.dose_gy,
-        origin_mm=phantom.dose_origin_mm,
-        pixel_spacing=phantom.dose_pixel_spacing,
-        frame_offsets_mm=phantom.dose_frame_offsets_mm,
-        frame_of_reference_uid=phantom.frame_of_reference_uid,
-        patient_id=phantom.patient_id,
-        study_uid=phantom.study_uid,
-        provenance=DEMO_PROVENANCE,
-    )
-    rs = writers.write_rtstruct(
-        folder / f"RS_{phantom.patient_id}.dcm",
-        phantom.contours,
-        ct_files_or_uids=ct,
-        frame_of_reference_uid=phantom.frame_of_reference_uid,
-        patient_id=phantom.patient_id,
-        study_uid=phantom.study_uid,
-        series_uid_of_ct=phantom.ct_series_uid,
-        provenance=DEMO_PROVENANCE,
-    )
+    common = {"frame_of_reference_uid": phantom.frame_of_reference_uid, "patient_id": phantom.patient_id,
+              "study_uid": phantom.study_uid, "provenance": DEMO_PROVENANCE}
+    ct = writers.write_ct_series(folder, phantom.hu, pixel_spacing=phantom.pixel_spacing,
+                                 slice_positions_mm=phantom.slice_positions_mm, origin_xy_mm=phantom.origin_xy_mm,
+                                 series_uid=phantom.ct_series_uid, slice_thickness_mm=phantom.slice_thickness_mm,
+                                 **common)
+    rd = writers.write_rtdose(folder / f"RD_{phantom.patient_id}.dcm", phantom.dose_gy,
+                              origin_mm=phantom.dose_origin_mm, pixel_spacing=phantom.dose_pixel_spacing,
+                              frame_offsets_mm=phantom.dose_frame_offsets_mm, **common)
+    rs = writers.write_rtstruct(folder / f"RS_{phantom.patient_id}.dcm", phantom.contours, ct_files_or_uids=ct,
+                                series_uid_of_ct=phantom.ct_series_uid, **common)
     return {"ct": ct, "rtdose": rd, "rtstruct": rs}
 
 

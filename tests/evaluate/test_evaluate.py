@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from medhash import Archive
+from medhash.ingest import ingest
 from medhash.cli import main
 from medhash.demo import write_demo_cohort
 from medhash.evaluate import distances, evaluate, overlap, relevance
@@ -218,7 +219,7 @@ def test_evaluate_an_index_and_errors(tiny, tmp_path, capsys):
 def test_evaluate_without_a_model_says_what_to_do(tmp_path, capsys):
     write_demo_cohort(tmp_path / "demo", n_patients=2, rows=64, seed=3)
     arch = Archive(tmp_path / "arch", create=True)
-    arch.ingest([tmp_path / "demo"])
+    ingest(arch, [tmp_path / "demo"])
     assert main(["evaluate", "--archive", str(arch.path), "--quick", "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err
     assert "medhash train" in err

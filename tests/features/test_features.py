@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from medhash import Archive, MedhashError, NotFoundError
+from medhash.ingest import ingest
 from medhash.demo import write_demo_cohort
 from medhash.errors import ModelMismatchError
 from medhash.features import (TrainingDataError, archive_features, build_model, count_parameters, encode_arrays,
@@ -36,7 +37,7 @@ def demo_src(tmp_path_factory):
 def base_archive(demo_src, tmp_path_factory):
     path = tmp_path_factory.mktemp("base") / "arch"
     arch = Archive(path, create=True)
-    arch.ingest(demo_src[:3])
+    ingest(arch, demo_src[:3])
     assert len(arch.patients()) == 3 and len(arch) > 100
     arch.close()
     return path
@@ -231,7 +232,7 @@ def test_archive_features_incremental(trained, demo_src, tmp_path, monkeypatch):
     # junk left by a killed run past the committed rows is cut off
     with open(arch.path / "features" / "ct-shallow.f32", "ab") as f:
         f.write(b"\xff" * 1000)
-    arch.ingest([demo_src[3]])
+    ingest(arch, [demo_src[3]])
     n1 = len(arch)
     assert n1 > n0
     seen = []
@@ -263,7 +264,7 @@ def test_dose_model_and_nan_rows_without_dose(tmp_path):
     make_openkbp_patient(root, "pt_7")
     make_openkbp_patient(root, "pt_12", dose=False, body_slices=range(30, 50))
     arch = Archive(tmp_path / "arch", create=True)
-    arch.ingest([root])
+    ingest(arch, [root])
     has = arch.table()["has_dose"]
     assert has.any() and not has.all()
     r = train_model(arch, "dose", "shallow", epochs=1, progress=False)
@@ -298,7 +299,7 @@ def test_training_errors(tmp_path, trained):
     root.mkdir()
     make_openkbp_patient(root, "pt_3", dose=False, body_slices=range(40, 45))
     nodose = Archive(tmp_path / "nodose", create=True)
-    nodose.ingest([root])
+    ingest(nodose, [root])
     with pytest.raises(TrainingDataError, match="none with dose"):
         train_model(nodose, "dose", progress=False)
     assert list_models(empty) == []

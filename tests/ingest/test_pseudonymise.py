@@ -13,6 +13,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.uid import UID
 
 from medhash import Archive
+from medhash.ingest import ingest
 from medhash.cli import main as cli_main
 from medhash.demo import write_demo_cohort
 from medhash.errors import InputError
@@ -178,8 +179,8 @@ def test_ingest_pseudonymised_matches_plain_ingest(cohort, tmp_path):
     keyfile = tmp_path / "key"
     assert cli_main(["keygen", str(keyfile)]) == 0
     plain, pseudo = Archive(tmp_path / "plain", create=True), Archive(tmp_path / "pseudo", create=True)
-    r0 = plain.ingest([cohort])
-    r1 = pseudo.ingest([cohort], pseudonymise=keyfile)
+    r0 = ingest(plain, [cohort])
+    r1 = ingest(pseudo, [cohort], pseudonymise=keyfile)
     assert r0.errors == [] and r1.errors == [], r1.errors
     assert (r1.series_added, r1.slices_added) == (r0.series_added, r0.slices_added) == (2, r0.slices_added)
     p = Pseudonymiser(load_key(keyfile))
@@ -199,7 +200,7 @@ def test_ingest_pseudonymised_matches_plain_ingest(cohort, tmp_path):
     leaked = {o for o in originals if o in blob}
     assert not leaked
     # the same key again: everything already there (idempotent re-ingest)
-    again = Archive(tmp_path / "pseudo").ingest([cohort], pseudonymise=keyfile)
+    again = ingest(Archive(tmp_path / "pseudo"), [cohort], pseudonymise=keyfile)
     assert (again.series_added, again.series_existing) == (0, 2)
 
 
@@ -224,7 +225,7 @@ def test_problem_paths_name_the_original_files(cohort, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "notes.txt").write_text("not dicom")
-    report = Archive(tmp_path / "a", create=True).ingest([src, cohort / "DEMO002"], pseudonymise=KEY)
+    report = ingest(Archive(tmp_path / "a", create=True), [src, cohort / "DEMO002"], pseudonymise=KEY)
     assert report.series_added == 1
     paths = [pr.path for pr in report.problems]
     assert str(src / "notes.txt") in paths
@@ -241,7 +242,7 @@ def test_openkbp_patient_ids_are_pseudonymised(tmp_path):
 
     make_openkbp_patient(tmp_path / "pats", "pt_7")
     arch = Archive(tmp_path / "a", create=True)
-    report = arch.ingest([tmp_path / "pats"], pseudonymise=KEY)
+    report = ingest(arch, [tmp_path / "pats"], pseudonymise=KEY)
     assert report.errors == [] and report.series_added == 1
     assert arch.patients() == [Pseudonymiser(KEY).patient_id("pt_7")]
     arch.close()

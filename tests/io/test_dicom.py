@@ -1,4 +1,4 @@
-"""Tests of the DICOM RT reader (medhash.io.dicom, medhash.io.rtstruct) through ingest and the archive.
+"""Tests of the DICOM RT reader (medhash.io.dicom and its rtstruct module) through ingest and the archive.
 
 Test data are pydicom's bundled files and series written with the low-level writers of
 :mod:`medhash.demo`. Where an exact comparison is needed the CT has 3.906 mm pixels (the model
@@ -23,9 +23,10 @@ from pydicom.uid import generate_uid
 from scipy import ndimage
 
 from medhash import Archive
+from medhash.ingest import ingest
 from medhash.cli import main as cli_main
-from medhash.demo import ROI_NAMES, make_phantom, write_ct_series, write_demo_cohort, write_phantom, \
-    write_rtdose, write_rtstruct
+from medhash.demo import DEMO_PROVENANCE, ROI_NAMES, make_phantom, write_demo_cohort, write_phantom
+from medhash.io.writers import write_ct_series, write_rtdose, write_rtstruct
 from medhash.core.grid import GRID_SIZE
 from medhash.io.dicom import read_ct_series, scan
 
@@ -79,7 +80,7 @@ def make_series(folder: Path, name: str, *, n: int = 8, z=None, seed: int = 0, p
     study, series, fuid = uid(name, "study"), uid(name, "series"), for_uid or uid(name, "for")
     paths = write_ct_series(folder, hu, pixel_spacing=(SP, SP), slice_positions_mm=z, origin_xy_mm=origin,
                             patient_id=pid, study_uid=study, series_uid=series, frame_of_reference_uid=fuid,
-                            orientation=orientation, **kw)
+                            orientation=orientation, provenance=DEMO_PROVENANCE, **kw)
     return Series(folder, paths, hu, z, pid, series, study, fuid, tuple(orientation), tuple(origin))
 
 
@@ -165,7 +166,7 @@ def test_pydicom_ct_small_and_rtdose(tmp_path):
     ct_file = Path(shutil.copy(get_testdata_file("CT_small.dcm"), src / "CT_small.dcm"))
     rd_file = Path(shutil.copy(get_testdata_file("rtdose.dcm"), src / "rtdose.dcm"))
     arch = Archive(tmp_path / "arch", create=True)
-    rep = arch.ingest([src])
+    rep = ingest(arch, [src])
     assert rep.series_added == 1 and rep.slices_added == 1 and rep.patients == ["1CT1"]
     assert rep.exit_code == 1  # partial: the dose could not be used
     assert [p.path for p in rep.errors] == [str(rd_file)]
@@ -210,7 +211,7 @@ def test_relative_dose_units_are_refused_naming_the_element(tmp_path):
     rd.FrameOfReferenceUID = ct_for
     rd.save_as(src / "rd.dcm")
     arch = Archive(tmp_path / "arch", create=True)
-    rep = arch.ingest([src])
+    rep = ingest(arch, [src])
     assert rep.exit_code == 1 and rep.series_added == 1
     err, = problems_for(rep, src / "rd.dcm", "error")
     assert "(3004,0002)" in err.message and "'RELATIVE'" in err.message
@@ -227,7 +228,7 @@ def test_slices_ordered_by_position_not_file_name_or_instance_number(tmp_path):
     z = np.round(-31.25 + 2.5 * np.arange(n), 3)
     ser = make_series(tmp_path / "ct", "shuffled", z=z, seed=1, file_names=names, instance_numbers=numbers)
     arch = Archive(tmp_path / "arch", create=True)
-    rep = arch.ingest([ser.folder])
+    rep = ingest(arch, [ser.folder])
     assert rep.exit_code == 0 and rep.problems == [] and rep.slices_added == n
     slices = arch.slices(ser.patient_id)
     assert [s.slice_index for s in slices] == list(range(n))
@@ -258,7 +259,7 @@ def test_hu_round_trip_with_rescale(tmp_path, slope, intercept):
     np.testing.assert_array_equal(ct.hu, hu)  # exact native HU
     np.testing.assert_allclose(ct.z_mm, ser.z)
     arch = Archive(tmp_path / "arch", create=True)
-    assert arch.ingest([ser.folder]).exit_code == 0
+    assert ingest(arch, [ser.folder]).exit_code == 0
     for k, s in enumerate(arch.slices(ser.patient_id)):
         exp = expected_copy(s, ipp_of(ser.paths[k]), np.rint(hu[k]), (1, 0, 0), (0, 1, 0))
         np.testing.assert_array_equal(s.ct, exp)  # the archive keeps whole HU (rounded)
@@ -274,7 +275,7 @@ def test_file_order_reverse_of_position_order(tmp_path):
     by_name = sorted(ser.folder.iterdir())
     assert np.all(np.diff([ipp_of(p)[2] for p in by_name]) < 0)       # z decreases with file index
     arch = Archive(tmp_path / "arch", create=True)
-    assert arch.ingest([ser.folder]).exit_code == 0
+    assert ingest(arch, [ser.folder]).exit_code == 0
     slices = arch.slices(ser.patient_id)
     np.testing.assert_allclose([s.z_mm for s in slices], z)
     for k, s in enumerate(slices):
@@ -292,7 +293,7 @@ def test_tilted_orientation_keeps_native_axes_and_positions(tmp_path):
     ser = make_series(tmp_path / "ct", "tilted", z=z, seed=6, orientation=orientation, origin=(-120.3, -98.7, 12.0),
                       file_names=names)
     arch = Archive(tmp_path / "arch", create=True)
-    assert arch.ingest([ser.folder]).exit_code == 0
+    assert ingest(arch, [ser.folder]).exit_code == 0
     slices = arch.slices(ser.patient_id)
     assert len(slices) == n
     for k, s in enumerate(slices):
@@ -317,7 +318,8 @@ def write_ramp_dose(path: Path, ser: Series, *, coef=(20.0, 0.05, -0.04, 0.3), o
     dose = ramp(dose_box(origin, spacing, shape, offsets), coef)
     assert dose.min() > 0
     return write_rtdose(path, dose, origin_mm=origin, pixel_spacing=spacing, frame_offsets_mm=offsets,
-                        frame_of_reference_uid=ser.for_uid, patient_id=ser.patient_id, study_uid=ser.study_uid, **kw)
+                        frame_of_reference_uid=ser.for_uid, patient_id=ser.patient_id, study_uid=ser.study_uid,
+                        provenance=DEMO_PROVENANCE, **kw)
 
 
 @pytest.mark.parametrize("absolute", [False, True], ids=["relative-offsets", "absolute-offsets"])
@@ -327,7 +329,7 @@ def test_dose_resampled_from_coarser_offset_grid_is_the_analytic_ramp(tmp_path, 
     gfov = [float(v) for v in pydicom.dcmread(rd, stop_before_pixels=True).GridFrameOffsetVector]
     assert (gfov[0] == 0.0) != absolute
     arch = Archive(tmp_path / "arch", create=True)
-    rep = arch.ingest([tmp_path / "src"])
+    rep = ingest(arch, [tmp_path / "src"])
     assert rep.exit_code == 0 and rep.problems == []
     assert arch.info()["slices_with_dose"] == 12
     assert_dose_is_ramp(arch, ser.patient_id, DOSE_ORIGIN, DOSE_SPACING, DOSE_SHAPE, DOSE_OFFSETS)
@@ -392,7 +394,7 @@ def test_plan_dose_preferred_over_beam_and_the_ignored_file_named(tmp_path):
                            summation_type="BEAM")
     plan = write_ramp_dose(src / "RD_1_plan.dcm", ser, summation_type="PLAN")
     arch = Archive(tmp_path / "arch", create=True)
-    rep = arch.ingest([src])
+    rep = ingest(arch, [src])
     assert rep.exit_code == 0 and rep.errors == []
     warn, = [p for p in rep.warnings if "RTDOSE" in p.message]
     assert warn.path == str(plan) and str(beam) in warn.message and "PLAN" in warn.message
@@ -411,7 +413,7 @@ def test_dose_problems_reported_once_for_series_sharing_a_frame_of_reference(tmp
     beam = write_ramp_dose(src / "RD_beam.dcm", a, coef=(100.0, 0.0, 0.0, 0.0), summation_type="BEAM")
     plan = write_ramp_dose(src / "RD_plan.dcm", a, summation_type="PLAN")
     arch = Archive(tmp_path / "arch", create=True)
-    rep = arch.ingest([src])
+    rep = ingest(arch, [src])
     assert rep.errors == [] and rep.series_added == 2
     dose_warnings = [p for p in rep.warnings if "RTDOSE" in p.message]
     assert len(dose_warnings) == 1 and dose_warnings[0].path == str(plan) and str(beam) in dose_warnings[0].message
@@ -423,7 +425,7 @@ def test_dose_problems_reported_once_for_series_sharing_a_frame_of_reference(tmp
     ds.DoseUnits = "CGY"
     ds.save_as(plan)
     arch2 = Archive(tmp_path / "arch2", create=True)
-    rep2 = arch2.ingest([src])
+    rep2 = ingest(arch2, [src])
     assert rep2.series_added == 2 and rep2.exit_code == 1
     err, = rep2.errors
     assert err.path == str(plan) and "'CGY'" in err.message
@@ -435,7 +437,7 @@ def test_phantom_rois_become_masks_matching_the_analytic_ptv(tmp_path):
     ph = make_phantom(2, rows=64)
     write_phantom(ph, tmp_path / "src")
     arch = Archive(tmp_path / "arch", create=True)
-    rep = arch.ingest([tmp_path / "src"])
+    rep = ingest(arch, [tmp_path / "src"])
     assert rep.exit_code == 0 and rep.errors == []
     assert set(arch.info()["structures"]) == set(ROI_NAMES)
     contour_z = {name: {round(float(c[0, 2]), 2) for c in cs} for name, cs in ph.contours.items()}
@@ -477,9 +479,10 @@ def test_rtstruct_square_circle_and_ring(tmp_path):
         "Ring": [_circle(ring[0], ring[1], ring[3], ring[4]), _circle(ring[0], ring[1], ring[2], ring[4])],
     }
     write_rtstruct(src / "RS.dcm", rois, ct_files_or_uids=ser.paths, frame_of_reference_uid=ser.for_uid,
-                   patient_id=ser.patient_id, study_uid=ser.study_uid, series_uid_of_ct=ser.series_uid)
+                   patient_id=ser.patient_id, study_uid=ser.study_uid, series_uid_of_ct=ser.series_uid,
+                   provenance=DEMO_PROVENANCE)
     arch = Archive(tmp_path / "arch", create=True)
-    rep = arch.ingest([src])
+    rep = ingest(arch, [src])
     assert rep.exit_code == 0 and rep.errors == []
     off, = [p for p in rep.warnings if "lie on no CT slice" in p.message]
     assert off.path == str(src / "RS.dcm") and off.message.startswith("1 contour")
@@ -528,7 +531,7 @@ def base(tmp_path):
     ser = make_series(tmp_path / "base", "BASE", n=6, seed=10)
     write_ramp_dose(tmp_path / "base" / "RD.dcm", ser)
     arch = Archive(tmp_path / "arch", create=True)
-    assert arch.ingest([ser.folder]).exit_code == 0
+    assert ingest(arch, [ser.folder]).exit_code == 0
     snap = {"counts": counts(arch), "ct": [s.ct.copy() for s in arch.slices(ser.patient_id)],
             "dose": [s.dose.copy() for s in arch.slices(ser.patient_id)]}
     assert snap["counts"]["slices"] == 6 and snap["counts"]["slices_with_dose"] == 6
@@ -556,7 +559,7 @@ def test_non_dicom_files_next_to_a_good_series(base, tmp_path):
            src / "empty.dcm": b""}
     for p, data in bad.items():
         p.write_bytes(data)
-    rep = arch.ingest([src])
+    rep = ingest(arch, [src])
     assert rep.exit_code == 1 and rep.series_added == 1 and rep.slices_added == 5
     for p in bad:
         err, = problems_for(rep, p, "error")
@@ -572,7 +575,7 @@ def test_dicomdir_is_skipped_silently(tmp_path):
     good = make_series(src, "GOOD", n=4, seed=20)
     shutil.copy(get_testdata_file("DICOMDIR"), src / "DICOMDIR")
     arch = Archive(tmp_path / "arch", create=True)
-    rep = arch.ingest([src])
+    rep = ingest(arch, [src])
     assert rep.problems == [] and rep.exit_code == 0 and rep.series_added == 1
     assert len(arch.slices(good.patient_id)) == 4
 
@@ -584,7 +587,7 @@ def test_truncated_pixel_data_reports_the_slice_and_keeps_the_rest(base, tmp_pat
     victim = good.paths[3]
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])
-    rep = arch.ingest([src])
+    rep = ingest(arch, [src])
     assert rep.exit_code == 1 and rep.series_added == 1 and rep.slices_added == 6
     err, = problems_for(rep, victim, "error")
     assert "truncated" in err.message
@@ -627,7 +630,7 @@ def test_file_truncated_inside_the_header_is_reported_by_name(base, tmp_path, wh
     cut = data.find(tag) + 2
     assert 132 < cut < _header_end(victim)
     victim.write_bytes(data[:cut])
-    rep = arch.ingest([src])
+    rep = ingest(arch, [src])
     assert rep.exit_code == 1 and rep.series_added == 1 and rep.slices_added == 6
     assert len(rep.problems) == 1, rep.problems            # nothing anonymous like "(sources): unknown x1"
     err, = problems_for(rep, victim, "error")
@@ -640,7 +643,7 @@ def test_missing_slice_and_uneven_spacing_warnings(base, tmp_path):
     arch, bser, snap = base
     gap = make_series(tmp_path / "src" / "gap", "GAP", z=[0, 2.5, 5, 10, 12.5, 15], seed=14)
     uneven = make_series(tmp_path / "src" / "uneven", "UNEVEN", z=[0, 2.5, 5, 7.5, 9.5, 12, 14.5], seed=15)
-    rep = arch.ingest([tmp_path / "src"])
+    rep = ingest(arch, [tmp_path / "src"])
     assert rep.exit_code == 0 and rep.errors == [] and rep.series_added == 2
     w_gap = [p for p in rep.warnings if gap.series_uid in p.message]
     assert len(w_gap) == 1 and "missing" in w_gap[0].message
@@ -659,7 +662,7 @@ def test_rtdose_without_its_ct(base, tmp_path):
     good = make_series(src, "GOOD", n=5, seed=16)
     orphan = make_series(tmp_path / "elsewhere", "ORPHAN", n=5, seed=17)
     rd = write_ramp_dose(src / "RD_orphan.dcm", orphan)
-    rep = arch.ingest([src])
+    rep = ingest(arch, [src])
     assert rep.exit_code == 1 and rep.series_added == 1
     err, = rep.errors
     assert err.path == str(rd) and "matches no CT series" in err.message and orphan.for_uid in err.message
@@ -686,7 +689,7 @@ def test_slice_without_image_position(base, tmp_path):
     ds = pydicom.dcmread(victim)
     del ds.ImagePositionPatient
     ds.save_as(victim)
-    rep = arch.ingest([src])
+    rep = ingest(arch, [src])
     assert rep.exit_code == 1 and rep.series_added == 1 and rep.slices_added == 5
     err, = problems_for(rep, victim, "error")
     assert "(0020,0032)" in err.message and "missing" in err.message
@@ -699,17 +702,17 @@ def test_reingest_adds_nothing_and_second_series_gets_dot_2(tmp_path):
     ph = make_phantom(1, rows=64)
     write_phantom(ph, tmp_path / "first")
     arch = Archive(tmp_path / "arch", create=True)
-    r1 = arch.ingest([tmp_path / "first"])
+    r1 = ingest(arch, [tmp_path / "first"])
     assert r1.exit_code == 0 and r1.series_added == 1
     before = counts(arch)
     sizes = {p.name: p.stat().st_size for p in (tmp_path / "arch" / "arrays").iterdir()}
-    r2 = arch.ingest([tmp_path / "first"])
+    r2 = ingest(arch, [tmp_path / "first"])
     assert (r2.series_added, r2.series_existing, r2.slices_added, r2.exit_code) == (0, 1, 0, 0)
     assert counts(arch) == before
     assert {p.name: p.stat().st_size for p in (tmp_path / "arch" / "arrays").iterdir()} == sizes
 
     second = make_series(tmp_path / "second", "second-ct", n=5, seed=19, patient_id=ph.patient_id)
-    r3 = arch.ingest([tmp_path / "second"])
+    r3 = ingest(arch, [tmp_path / "second"])
     assert r3.exit_code == 0 and r3.patients == [f"{ph.patient_id}.2"]
     warn, = [p for p in r3.warnings if f"{ph.patient_id}.2" in p.message]
     assert warn.path == second.series_uid and "already has a CT series" in warn.message
@@ -717,7 +720,7 @@ def test_reingest_adds_nothing_and_second_series_gets_dot_2(tmp_path):
     assert len(arch.slices(f"{ph.patient_id}.2")) == 5
     assert len(arch.slices(ph.patient_id)) == before["slices"]
     after = counts(arch)
-    r4 = arch.ingest([tmp_path / "first", tmp_path / "second"])
+    r4 = ingest(arch, [tmp_path / "first", tmp_path / "second"])
     assert (r4.series_added, r4.series_existing) == (0, 2) and counts(arch) == after
 
 
@@ -725,7 +728,7 @@ def test_reingest_adds_nothing_and_second_series_gets_dot_2(tmp_path):
 def test_demo_cohort_ingests_with_dose_structures_and_air(tmp_path):
     folders = write_demo_cohort(tmp_path / "demo", n_patients=2, rows=96)
     arch = Archive(tmp_path / "arch", create=True)
-    rep = arch.ingest([tmp_path / "demo"])
+    rep = ingest(arch, [tmp_path / "demo"])
     assert rep.errors == [] and rep.exit_code == 0 and rep.series_added == 2
     info = arch.info()
     assert info["slices_with_dose"] == info["slices"] > 0
@@ -814,7 +817,7 @@ def demo_one(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo_one")
     write_demo_cohort(root / "dicom", n_patients=1, rows=64)
     arch = Archive(root / "archive", create=True)
-    assert arch.ingest([root / "dicom"]).errors == []
+    assert ingest(arch, [root / "dicom"]).errors == []
     return root
 
 
@@ -837,7 +840,7 @@ def test_lossless_compressed_folder_ingests_as_the_uncompressed_one(demo_one, tm
     if compressed.DCMTK["dcmcrle"] is not None:
         assert found[("RTDOSE", compressed.SYNTAX["rle"])] == 1  # and the dose (32 bits: dcmtk's RLE)
     arch = Archive(tmp_path / "archive", create=True)
-    report = arch.ingest([folder])
+    report = ingest(arch, [folder])
     assert report.errors == [] and report.series_added == 1
     assert not [w for w in report.warnings if "lossy" in w.message]  # lossless: no warning
     assert_same_archive(Archive(demo_one / "archive"), arch, min_slices=11, dose_required=True)
@@ -865,7 +868,7 @@ def test_lossy_jpeg_slice_ingests_close_to_the_original(demo_one, tmp_path, how,
     series = tmp_path / "series"
     shutil.copytree(demo_one / "dicom" / "DEMO001", series)
     shutil.copy(lossy, series / original.name)
-    report = Archive(tmp_path / "archive", create=True).ingest([series])
+    report = ingest(Archive(tmp_path / "archive", create=True), [series])
     assert report.series_added == 1 and report.errors == []
     assert [w.message for w in report.warnings if "lossy compression" in w.message] == [
         f"1 of the 50 slices of series {ds.SeriesInstanceUID} went through lossy compression "
@@ -913,7 +916,7 @@ def test_undecodable_syntax_is_named_with_the_package_that_decodes_it(demo_one, 
 
     mpeg = _encapsulated_slice(demo_one, tmp_path, MPEG2MPML, b"\0\0\1\xb3 video")
     arch = Archive(tmp_path / "archive", create=True)
-    report = arch.ingest([mpeg])
+    report = ingest(arch, [mpeg])
     err, = report.errors
     assert f"{mpeg}: pixel data in transfer syntax MPEG2 Main Profile / Main Level (1.2.840.10008.1.2.4.100) " \
         "cannot be decoded" in err.message

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from medhash import Archive, InputError
+from medhash.ingest import ingest
 from medhash.core.grid import GRID_SPACING_MM
 from medhash.io.openkbp import find_patients, read_patient, read_sparse
 from medhash.core.records import POSSIBLE_DOSE_MASK
@@ -56,7 +57,7 @@ def test_other_pixel_spacing_is_resampled_to_the_grid(tmp_path):
 def test_patient_without_dose_is_ingested_with_a_warning(tmp_path):
     make_openkbp_patient(tmp_path, "pt_3", dose=False)
     arch = Archive(tmp_path / "arch", create=True)
-    report = arch.ingest([tmp_path])
+    report = ingest(arch, [tmp_path])
     assert report.series_added == 1 and report.exit_code == 0
     assert any("no dose.csv" in w.message and "pt_3" in w.path for w in report.warnings)
     assert arch.info()["slices_with_dose"] == 0 and arch.info()["slices"] == 40
@@ -69,7 +70,7 @@ def test_malformed_csv_names_the_file(tmp_path):
         read_patient(p["folder"])
     make_openkbp_patient(tmp_path, "pt_10")
     arch = Archive(tmp_path / "arch", create=True)
-    report = arch.ingest([tmp_path])
+    report = ingest(arch, [tmp_path])
     assert report.series_added == 1 and report.exit_code == 1  # pt_10 in, pt_9 reported
     assert "pt_9" in report.errors[0].path
 
@@ -87,7 +88,7 @@ def test_real_openkbp_patients(tmp_path):
     subprocess.run(["tar", "-xJf", str(SHARED_OPENKBP), "-C", str(tmp_path), "train-pats/pt_1", "train-pats/pt_2"],
                    check=True)
     arch = Archive(tmp_path / "arch", create=True)
-    report = arch.ingest([tmp_path / "train-pats"])
+    report = ingest(arch, [tmp_path / "train-pats"])
     assert report.series_added == 2 and not report.errors
     info = arch.info()
     assert info["patients"] == 2 and info["slices"] == info["slices_with_dose"] > 100

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from medhash import Archive
+from medhash.ingest import ingest
 from medhash.demo import write_demo_cohort
 from medhash.errors import EngineError, ModelMismatchError
 from medhash.retrieval import Engine, Index, build_index, hamming_topk
@@ -97,7 +98,7 @@ def test_index_types_in_an_archive_incremental_equals_rebuild(trained, tmp_path,
     # a new patient arrives: both indexes grow; the approximate one still answers like the flat one
     write_demo_cohort(tmp_path / "more", n_patients=4, rows=96, seed=11)
     shutil.rmtree(tmp_path / "more" / "DEMO001")
-    arch.ingest([tmp_path / "more"])
+    ingest(arch, [tmp_path / "more"])
     added = build_index(arch, "approx", "ct", 128, g, seed=0, index_type=index_type, index_params=params)
     assert added["added"] > 0 and added["items"] == len(arch)
     assert added["engine"]["built_on"] < added["items"]          # trained before the new patient came

@@ -11,6 +11,7 @@ pytest.importorskip("milvus_lite")
 
 import medhash  # noqa: E402
 from medhash import Archive  # noqa: E402
+from medhash.ingest import ingest  # noqa: E402
 from medhash.cli import main  # noqa: E402
 from medhash.demo import write_demo_cohort  # noqa: E402
 from medhash.errors import ModelMismatchError  # noqa: E402
@@ -41,7 +42,7 @@ def test_milvus_lite_equals_local_exact_index(trained, tmp_path):
     # a new patient: only the new codes are pushed, answers still equal
     write_demo_cohort(tmp_path / "more", n_patients=4, rows=96, seed=5)
     shutil.rmtree(tmp_path / "more" / "DEMO001")
-    arch.ingest([tmp_path / "more"])
+    ingest(arch, [tmp_path / "more"])
     man = build_index(arch, "mv", "ct", 32, backend={"type": "milvus", "uri": uri})
     build_index(arch, "local", "ct", 32)
     assert man["added"] > 0

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from medhash import GRID_SPACING_MM, Archive, search
+from medhash.ingest import ingest
 from medhash.cli import main
-from medhash.demo import make_phantom, write_ct_series
+from medhash.demo import DEMO_PROVENANCE, make_phantom
+from medhash.io.writers import write_ct_series
 from medhash.errors import ModelMismatchError, NotFoundError
 from medhash.features import archive_features, train_model
 from medhash.errors import IndexConfigError
@@ -24,7 +26,7 @@ def _plant_copy(dest, index=0, rows=96):
     write_ct_series(dest, hu.astype(np.int16), pixel_spacing=ph.pixel_spacing,
                     slice_positions_mm=ph.slice_positions_mm, origin_xy_mm=ph.origin_xy_mm, patient_id=PLANTED,
                     study_uid="1.2.826.0.1.3680043.8.498.1", series_uid="1.2.826.0.1.3680043.8.498.2",
-                    frame_of_reference_uid="1.2.826.0.1.3680043.8.498.3")
+                    frame_of_reference_uid="1.2.826.0.1.3680043.8.498.3", provenance=DEMO_PROVENANCE)
     return ph
 
 
@@ -38,7 +40,7 @@ def archive_copy(trained, tmp_path):
 def test_planted_near_duplicate_is_found_first(archive_copy):
     root, arch = archive_copy
     _plant_copy(root / "planted", 0)
-    arch.ingest([root / "planted"])
+    ingest(arch, [root / "planted"])
     build_index(arch, "ct512", "ct", 512, seed=0)
     for s in arch.slices("DEMO001")[5:40:7]:
         # Hamming: the planted copy of this very slice is among the first 3 (its neighbours along z
@@ -58,7 +60,7 @@ def test_incremental_index_equals_full_rebuild(archive_copy, tmp_path):
     build_index(arch, "inc", "ct", 128, gamma=0.5, seed=3)
     n0 = len(Index(arch, "inc"))
     _plant_copy(root / "planted2", 1)
-    arch.ingest([root / "planted2"])
+    ingest(arch, [root / "planted2"])
     man = build_index(arch, "inc", "ct", 128, gamma=0.5, seed=3)
     assert man["added"] == len(arch) - n0 > 0
     full = build_index(arch, "full", "ct", 128, gamma=0.5, seed=3)
@@ -200,7 +202,7 @@ def test_patient_search_ranks_a_planted_copy_first(archive_copy, capsys):
     from medhash.retrieval import patient_search
     root, arch = archive_copy
     _plant_copy(root / "planted-pt", 0)
-    arch.ingest([root / "planted-pt"])
+    ingest(arch, [root / "planted-pt"])
     build_index(arch, "ct256", "ct", 256, seed=0)
     res = patient_search(arch, patient="DEMO001", index="ct256", k=3)
     first = res["results"][0]
@@ -237,7 +239,7 @@ def test_predict_dose_from_a_planted_twin_and_rtdose_readback(archive_copy, tmp_
     from medhash.io.dicom import read_dose
     root, arch = archive_copy
     _plant_copy(root / "twin", 0)                       # DEMO001's anatomy, no dose
-    arch.ingest([root / "twin"])
+    ingest(arch, [root / "twin"])
     build_index(arch, "ct256", "ct", 256, seed=0)
     pred = predict_dose(arch, patient=PLANTED, index="ct256", k=1, match="z")
     assert [p["patient_id"] for p in pred.patients] == ["DEMO001"]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from medhash import Archive, ArchiveError, NotFoundError
-from medhash.store.archive import CATALOG
+from medhash.ingest import ingest
+from medhash.store import CATALOG
 
 from conftest import make_openkbp_patient
 
@@ -17,7 +18,7 @@ from conftest import make_openkbp_patient
 def test_ingest_get_and_idempotent_reingest(openkbp_root, tmp_path):
     root, pts = openkbp_root
     arch = Archive(tmp_path / "arch", create=True)
-    r1 = arch.ingest([root])
+    r1 = ingest(arch, [root])
     assert r1.series_added == 2 and r1.slices_added == 80 and r1.exit_code == 0
     s = arch.get("pt_7", 55)
     assert s.ct.shape == (128, 128) and s.ct.dtype == np.float32
@@ -25,7 +26,7 @@ def test_ingest_get_and_idempotent_reingest(openkbp_root, tmp_path):
     assert s.structures == ["PTV70"] and s.possible_dose_mask is not None and s.has_dose
     assert s.to_dict()["patient_id"] == "pt_7"
     size_before = {p.name: p.stat().st_size for p in (tmp_path / "arch" / "arrays").iterdir()}
-    r2 = arch.ingest([root])
+    r2 = ingest(arch, [root])
     assert r2.series_added == 0 and r2.series_existing == 2 and r2.exit_code == 0
     assert len(arch) == 80
     assert {p.name: p.stat().st_size for p in (tmp_path / "arch" / "arrays").iterdir()} == size_before
@@ -40,7 +41,7 @@ def test_ingest_get_and_idempotent_reingest(openkbp_root, tmp_path):
 def test_not_found_messages(openkbp_root, tmp_path):
     root, _ = openkbp_root
     arch = Archive(tmp_path / "arch", create=True)
-    arch.ingest([root])
+    ingest(arch, [root])
     with pytest.raises(NotFoundError, match=r"slice_index 40 to 79"):
         arch.get("pt_7", 3)
     with pytest.raises(NotFoundError, match="'pt_99' is not in the archive"):
@@ -59,7 +60,7 @@ def test_not_an_archive_and_locked(tmp_path):
     try:
         make_openkbp_patient(tmp_path / "src", "pt_1")
         with pytest.raises(ArchiveError, match="another medhash process is writing"):
-            arch.ingest([tmp_path / "src"])
+            ingest(arch, [tmp_path / "src"])
     finally:
         os.close(fd)
 
@@ -75,12 +76,12 @@ def test_lock_wait_waits_for_the_other_writer(tmp_path):
     try:
         t = time.monotonic()
         with pytest.raises(ArchiveError, match="another medhash process is writing"):
-            arch.ingest([tmp_path / "src"])
+            ingest(arch, [tmp_path / "src"])
         assert time.monotonic() - t >= 0.05  # it waited before giving up
         arch.lock_wait_s = 30.0
         threading.Timer(0.3, os.close, (fd,)).start()  # the other writer ends 0.3 s from now
         t = time.monotonic()
-        report = arch.ingest([tmp_path / "src"])
+        report = ingest(arch, [tmp_path / "src"])
         assert report.series_added == 1 and time.monotonic() - t >= 0.25
     finally:
         try:
@@ -93,7 +94,7 @@ def test_failure_between_arrays_and_catalog_leaves_the_archive_as_it_was(openkbp
     root, _ = openkbp_root
     arch = Archive(tmp_path / "arch", create=True)
     make_openkbp_patient(tmp_path / "first", "pt_1")
-    arch.ingest([tmp_path / "first"])
+    ingest(arch, [tmp_path / "first"])
     before = arch.info()
     ct_before = np.array(arch.ct)
 
@@ -108,7 +109,7 @@ def test_failure_between_arrays_and_catalog_leaves_the_archive_as_it_was(openkbp
             raise KeyboardInterrupt("killed")
     monkeypatch.setattr(arch, "_append", append_then_die)
     with pytest.raises(KeyboardInterrupt):
-        arch.ingest([root])
+        ingest(arch, [root])
     assert calls[:2] == ["ct", "dose"]  # array bytes really were appended past the committed end
     reopened = Archive(tmp_path / "arch")
     after = reopened.info()
@@ -117,10 +118,10 @@ def test_failure_between_arrays_and_catalog_leaves_the_archive_as_it_was(openkbp
     np.testing.assert_array_equal(np.array(reopened.ct), ct_before)
     # the next ingest cuts the leftovers off and ends equal to an uninterrupted run
     monkeypatch.undo()
-    reopened.ingest([root])
+    ingest(reopened, [root])
     clean = Archive(tmp_path / "clean", create=True)
-    clean.ingest([tmp_path / "first"])
-    clean.ingest([root])
+    ingest(clean, [tmp_path / "first"])
+    ingest(clean, [root])
     assert reopened.info()["slices"] == clean.info()["slices"] == 120
     np.testing.assert_array_equal(np.array(reopened.ct), np.array(clean.ct))
     np.testing.assert_array_equal(np.array(reopened.dose), np.array(clean.dose))
@@ -164,7 +165,7 @@ def test_killed_ingest_process_leaves_a_loadable_archive(tmp_path):
 def test_info_counts_and_json_keys(openkbp_root, tmp_path):
     root, _ = openkbp_root
     arch = Archive(tmp_path / "arch", create=True)
-    arch.ingest([root])
+    ingest(arch, [root])
     info = arch.info()
     assert isinstance(info["patients"], int) and info["patients"] == 2
     assert info["slices"] == 80 and info["slices_with_dose"] == 80

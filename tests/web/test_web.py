@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from medhash import Archive, search
+from medhash.ingest import ingest
 from medhash.cli import main
 from medhash.errors import (ArchiveError, InputError, MilvusError, ModelMismatchError, NotFoundError,
                             UnsupportedMediaType)
@@ -322,7 +323,7 @@ def test_the_archive_is_never_modified(demo_arch, tmp_path):
         state = c.app.state.medhash
         assert state.archive.read_only
         with pytest.raises(ArchiveError, match="opened read-only"):
-            state.archive.ingest([demo / "DEMO001"])
+            ingest(state.archive, [demo / "DEMO001"])
     assert _snapshot(archive_dir) == before
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EXIT_NO_INPUT
-from ..ingest import FORMATS
+from ..ingest import FORMATS, ingest
 from ..store import Archive
 from .options import add_archive, add_command, add_json, add_no_progress, add_pseudonymise, print_ingested, print_problems
 
@@ -29,14 +29,14 @@ def register(sub) -> None:
     add_no_progress(p)
     add_pseudonymise(p, "pseudonymise on the way in with this key (see `medhash keygen`): PatientID -> keyed "
                         "pseudonym, UIDs remapped consistently, dates shifted per patient, identifying free "
-                        "text and private elements removed (README: Pseudonymisation)")
+                        "text and private elements removed (docs: pseudonymisation.md)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Ingest ``args.sources``; the exit code is the report's (0, 1 some problems, 4 nothing usable)."""
     archive = Archive(args.archive, create=True)
-    report = archive.ingest(args.sources, format=args.format, progress=not args.no_progress,
-                            pseudonymise=args.pseudonymise)
+    report = ingest(archive, args.sources, format=args.format, progress=not args.no_progress,
+                    pseudonymise=args.pseudonymise)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

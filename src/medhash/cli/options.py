@@ -34,6 +34,7 @@ IRREGULAR_OPTIONS = {
     "max_upload": "--max-upload-mb",
     "quiet_s": "--quiet",
     "M": "--M",
+    "headers": "--dicomweb-user / --dicomweb-token-file",
 }
 """Python API parameters whose option is not ``--`` + the name with dashes for underscores."""
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 GRID_SIZE = 128
 """Rows and columns of the model grid."""
@@ -139,6 +138,8 @@ def resample_plane(image: np.ndarray, spacing: tuple[float, float], start: tuple
     -------
     (GRID_SIZE, GRID_SIZE) float32
     """
+    from scipy import ndimage  # start-up: scipy.ndimage only when resampling
+
     step = (GRID_SPACING_MM / spacing[0], GRID_SPACING_MM / spacing[1])
     if (abs(step[0] - 1) < _EXACT_TOL and abs(step[1] - 1) < _EXACT_TOL
             and float(start[0]).is_integer() and float(start[1]).is_integer()):

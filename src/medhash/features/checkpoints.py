@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -25,33 +24,14 @@ from typing import Any
 import torch
 
 from ..errors import ModelMismatchError, NotFoundError
-from ..store.durable import fsync_dir, write_json_atomic
+from ..store.durable import fsync_dir, fsync_file, write_json_atomic
+from ..store.layout import archive_dir, check_name, model_dir, models_dir
 from .models import ARCH_REVISION, ARCHITECTURES, AutoEncoder, build_model
 from .preprocess import CHANNELS, preprocessing_constants
 
-MODELS_DIR = "models"
 WEIGHTS = "model.pt"
 CONFIG = "config.json"
 METRICS = "metrics.json"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-def archive_path(archive: Any) -> Path:
-    """The directory of an :class:`~medhash.Archive` (or of a path given directly)."""
-    return Path(getattr(archive, "path", archive))
-
-
-def check_name(name: str) -> str:
-    """A model name must be a plain folder name: letters, digits, ``.``, ``_``, ``-`` (not first)."""
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"invalid model name {name!r}: use 1-100 letters, digits, '.', '_' or '-', "
-                         "starting with a letter or digit")
-    return name
-
-
-def model_dir(archive: Any, name: str) -> Path:
-    """``ARCHIVE/models/<name>``."""
-    return archive_path(archive) / MODELS_DIR / check_name(name)
 
 
 def sha256_file(path: Path) -> str:
@@ -69,9 +49,9 @@ def save_checkpoint(archive: Any, name: str, model: AutoEncoder, config: dict, m
     The three files are written and flushed in a hidden folder ``models/.<name>.tmp-PID``, which
     then replaces ``models/<name>`` (the old folder is renamed aside first and removed after).
     """
-    root = archive_path(archive) / MODELS_DIR
+    root = models_dir(archive)
     root.mkdir(parents=True, exist_ok=True)
-    target = root / check_name(name)
+    target = root / check_name(name, "model name")
     for stale in root.glob(f".{name}.tmp-*"):          # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".{name}.tmp-{os.getpid()}-{time.time_ns()}"
@@ -80,8 +60,7 @@ def save_checkpoint(archive: Any, name: str, model: AutoEncoder, config: dict, m
         weights = tmp / WEIGHTS
         with open(weights, "wb") as f:
             torch.save({k: v.detach().contiguous() for k, v in model.state_dict().items()}, f)
-            f.flush()
-            os.fsync(f.fileno())
+        fsync_file(weights)
         config = {**config, "sha256": sha256_file(weights)}
         write_json_atomic(tmp / METRICS, metrics)
         write_json_atomic(tmp / CONFIG, config)
@@ -105,7 +84,7 @@ def list_models(archive: Any) -> list[dict]:
 
     Folders without a readable config are skipped.
     """
-    root = archive_path(archive) / MODELS_DIR
+    root = models_dir(archive)
     if not root.is_dir():
         return []
     out = []
@@ -125,7 +104,7 @@ def read_config(archive: Any, name: str) -> dict:
     if not (d / CONFIG).is_file() or not (d / WEIGHTS).is_file():
         names = [c.get("name") for c in list_models(archive)]
         avail = ", ".join(names) if names else "none (train one with medhash.features.train_model)"
-        raise NotFoundError(f"model {name!r} is not in the archive {archive_path(archive)}: available models: {avail}")
+        raise NotFoundError(f"model {name!r} is not in the archive {archive_dir(archive)}: available models: {avail}")
     return json.loads((d / CONFIG).read_text())
 
 

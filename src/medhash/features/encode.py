@@ -23,26 +23,24 @@ multiple of ``batch_size``.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..store.archive import Archive
 from ..errors import ModelMismatchError
+from ..store import Archive
+from ..store.durable import file_lock, write_json_atomic
+from ..store.layout import check_name, features_dir
 from ..threads import torch_settings
-from ..store.durable import write_json_atomic
-from .checkpoints import archive_path, check_config, check_name, load_model
+from .checkpoints import check_config, load_model
 from .models import AutoEncoder
 from .preprocess import check_shape, postprocess, preprocess
 
-FEATURES_DIR = "features"
 ENCODE_BATCH = 256
 
 
@@ -113,18 +111,8 @@ def reconstruct_arrays(model: AutoEncoder, config: dict, arrays: np.ndarray, bat
 # ---------------------------------------------------------------- archive feature cache
 def feature_paths(archive: Any, name: str) -> tuple[Path, Path]:
     """(``features/<name>.f32``, ``features/<name>.json``) of the archive."""
-    d = archive_path(archive) / FEATURES_DIR
-    return d / f"{check_name(name)}.f32", d / f"{name}.json"
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)              # a second encoder waits, then finds the cache filled
-        yield
-    finally:
-        os.close(fd)
+    d = features_dir(archive)
+    return d / f"{check_name(name, 'model name')}.f32", d / f"{name}.json"
 
 
 def _read_meta(path: Path) -> dict | None:
@@ -167,7 +155,8 @@ def archive_features(archive: Any, name: str, progress: bool = True, batch_size:
     sha, dim, channel = config["sha256"], int(config["latent_dim"]), config["channel"]
     data, meta_path = feature_paths(archive, name)
     data.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(data.with_name(f".{name}.lock")):
+    # a second encoder waits, then finds the cache filled
+    with file_lock(data.with_name(f".{name}.lock")):
         n = len(archive)
         meta = _read_meta(meta_path)
         cached = 0

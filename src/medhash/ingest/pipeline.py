@@ -1,7 +1,8 @@
 """Ingest: sources (DICOM folders, OpenKBP patients) → the archive, one series at a time.
 
 Every problem is collected with its path and the run goes on; what was already in the archive
-is never touched. :func:`ingest` is what ``medhash ingest`` and :meth:`Archive.ingest` call.
+is never touched. :func:`ingest` is what ``medhash ingest`` and ``medhash listen`` call; the archive
+(:mod:`medhash.store`) knows nothing of readers.
 """
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import EXIT_ARCHIVE, EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE  # noqa: F401  (re-exported)
-from ..store.archive import Archive
-from ..io.dicom import iter_files, read_dicom
+from ..store import Archive
 from ..io.openkbp import find_patients, read_openkbp
 from ..core.records import Problem, Volume
 
@@ -93,11 +93,16 @@ def ingest(archive: Archive, sources: Iterable[str | Path], format: str = "auto"
     Returns
     -------
     IngestReport
+
+    Raises
+    ------
+    ArchiveError : the archive was opened read-only, or another process holds its writer lock.
     """
+    archive.check_writable()
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, not {format!r}")
     if pseudonymise is not None:
-        from .pseudonymise import as_pseudonymiser
+        from .pseudonymise import as_pseudonymiser  # start-up: pydicom only when pseudonymising
         pseudonymiser = as_pseudonymiser(pseudonymise)  # a bad key fails before anything is read
         with tempfile.TemporaryDirectory(prefix="medhash-pseudo-") as tmp:
             return _ingest(archive, sources, format, progress, pseudonymiser, Path(tmp))
@@ -106,6 +111,8 @@ def ingest(archive: Archive, sources: Iterable[str | Path], format: str = "auto"
 
 def _ingest(archive: Archive, sources, format: str, progress: bool, pseudonymiser, staging: Path | None
             ) -> IngestReport:
+    from ..io.dicom import iter_files, read_dicom  # start-up: pydicom only when ingesting, not for `medhash info`
+
     started = time.time()
     report = IngestReport()
     by_format: dict[str, list[Path]] = {"dicom": [], "openkbp": []}
@@ -124,7 +131,7 @@ def _ingest(archive: Archive, sources, format: str, progress: bool, pseudonymise
     dicom_inputs = by_format["dicom"]
     staged: dict[str, str] = {}
     if pseudonymiser is not None and dicom_inputs:
-        from .pseudonymise import pseudonymise_files
+        from .pseudonymise import pseudonymise_files  # start-up: pydicom only when pseudonymising
         roots, problems = pseudonymise_files(dicom_inputs, staging, pseudonymiser)
         report.problems += problems
         staged = {str(staging / str(i)): str(src if src.is_dir() else src.parent)

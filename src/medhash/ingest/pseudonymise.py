@@ -46,7 +46,9 @@ from pydicom._uid_dict import UID_dictionary
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from ..core.records import Problem
 from ..errors import InputError
+from ..io.dicom import iter_files, read_header
 
 KEY_MIN_BYTES = 32
 """A key file must hold at least this many bytes (256 bits)."""
@@ -284,8 +286,6 @@ def pseudonymise_files(sources: list[Path], dest: Path, pseudonymiser: Pseudonym
     (staged roots, one per source, in order; problems for files that could not be read or
     written, with their original path)
     """
-    from ..io.dicom import iter_files, read_header
-    from ..core.records import Problem
 
     roots, problems = [], []
     for i, src in enumerate(map(Path, sources)):

@@ -55,6 +55,7 @@ def _child_start(archive_dir: str) -> None:
     imported with this module), so that the first study received does not wait for them (about 0.5 s)."""
     global _child_archive
     _child_init()
+    from ..io.dicom import read_dicom  # noqa: F401  (preloads pydicom here, not when the first study arrives)
     _child_archive = Archive(archive_dir, lock_wait_s=LOCK_WAIT_S)
 
 

@@ -16,28 +16,26 @@ off by the next writer. So a crash leaves the archive as it was, plus whole seri
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 
 from ..errors import ArchiveError, NotFoundError
 from ..core.grid import GRID_SIZE, GRID_SPACING_MM, MIN_BODY_FRACTION, BODY_HU
 from ..core.records import POSSIBLE_DOSE_MASK, Slice, Volume
-from .durable import append_rows
+from .durable import append_rows, file_lock
+from .layout import CATALOG, arrays_dir, catalog_path, lock_path
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-CATALOG = "catalog.sqlite"
 _PIX = GRID_SIZE * GRID_SIZE
 _MASK_BYTES = _PIX // 8
 _ARRAYS = {"ct": ("ct.i16", np.int16, _PIX), "dose": ("dose.f32", np.float32, _PIX),
@@ -128,14 +126,14 @@ class Archive:
         self.lock_wait_s = float(lock_wait_s)
         if read_only and create:
             raise ValueError("an archive cannot be created read-only")
-        catalog = self.path / CATALOG
+        catalog = catalog_path(self.path)
         if not catalog.is_file():
             if not create:
-                raise ArchiveError(f"{self.path}: not a medhash archive (no {CATALOG}); create one with "
-                                   f"'medhash ingest SOURCE --archive {self.path}'")
+                raise ArchiveError(f"{self.path}: not a medhash archive (no {CATALOG}); create one by ingesting "
+                                   "data into it", param="archive")
             if self.path.exists() and not self.path.is_dir():
-                raise ArchiveError(f"{self.path}: exists and is not a directory")
-            (self.path / "arrays").mkdir(parents=True, exist_ok=True)
+                raise ArchiveError(f"{self.path}: exists and is not a directory", param="archive")
+            arrays_dir(self.path).mkdir(parents=True, exist_ok=True)
         try:
             self._con = sqlite3.connect(catalog, isolation_level=None, check_same_thread=False)
             if read_only:
@@ -193,7 +191,7 @@ class Archive:
         if n == 0:
             arr = np.zeros(shape, dtype=dtype)
         else:
-            arr = np.memmap(self.path / "arrays" / fname, dtype=dtype, mode="r", shape=shape)
+            arr = np.memmap(arrays_dir(self.path) / fname, dtype=dtype, mode="r", shape=shape)
         self._maps[name] = (n, arr)
         return arr
 
@@ -208,34 +206,23 @@ class Archive:
         return self._array("dose")
 
     # ---------------------------------------------------------------- writing
-    def _check_writable(self) -> None:
+    def check_writable(self) -> None:
+        """Raise :class:`ArchiveError` when the archive was opened read-only."""
         if self.read_only:
             raise ArchiveError(f"{self.path}: opened read-only; it cannot be changed from here")
 
     @contextmanager
     def _writer(self) -> Iterator[None]:
-        self._check_writable()
-        lock_path = self.path / ".lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            deadline = time.monotonic() + self.lock_wait_s
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise ArchiveError(f"{self.path}: another medhash process is writing to this archive; "
-                                           "wait for it to finish") from None
-                    time.sleep(0.005)
+        """Hold the archive's writer lock (``lock_wait_s``, then :class:`ArchiveError`)."""
+        self.check_writable()
+        busy = f"{self.path}: another medhash process is writing to this archive; wait for it to finish"
+        with file_lock(lock_path(self.path), wait_s=self.lock_wait_s, busy=busy):
             yield
-        finally:
-            os.close(fd)
 
     def _append(self, name: str, data: np.ndarray) -> None:
         """Append rows after the committed ones, cutting off anything a killed writer left."""
         fname, dtype, width = _ARRAYS[name]
-        append_rows(self.path / "arrays" / fname, self._count(name) * width * np.dtype(dtype).itemsize,
+        append_rows(arrays_dir(self.path) / fname, self._count(name) * width * np.dtype(dtype).itemsize,
                     np.asarray(data, dtype=dtype))
 
     def series_uids(self) -> set[str]:
@@ -318,18 +305,10 @@ class Archive:
     def record_run(self, started_at: float, series_added: int, slices_added: int, skipped: int,
                    errors: int, warnings: int) -> None:
         """Log one ingest run (counts only: no paths, no names)."""
-        self._check_writable()
+        self.check_writable()
         self._con.execute("INSERT INTO ingest_runs (started_at, finished_at, series_added, slices_added, "
                           "slices_skipped_no_body, errors, warnings) VALUES (?,?,?,?,?,?,?)",
                           (started_at, time.time(), series_added, slices_added, skipped, errors, warnings))
-
-    def ingest(self, sources: Iterable[str | Path], format: str = "auto", progress: bool = False,
-               pseudonymise=None):
-        """Ingest DICOM or OpenKBP sources (pseudonymised with a key file or key when
-        ``pseudonymise`` is given); see :func:`medhash.ingest.pipeline.ingest`."""
-        from ..ingest.pipeline import ingest
-        self._check_writable()
-        return ingest(self, sources, format=format, progress=progress, pseudonymise=pseudonymise)
 
     # ---------------------------------------------------------------- reading
     def __len__(self) -> int:

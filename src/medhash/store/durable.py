@@ -72,7 +72,7 @@ def write_pickle_atomic(path: Path, payload) -> None:
 
 
 def fsync_file(path: Path) -> None:
-    """Flush a file's data to disk."""
+    """Flush a file's data to disk; for a folder, its entries (a rename or a new file in it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -107,13 +107,8 @@ def file_lock(path: Path, *, wait_s: float | None = None, busy: str = "") -> Ite
         os.close(fd)
 
 
-def fsync_dir(path: Path) -> None:
-    """Flush a folder's entries (a rename or a new file in it) to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+fsync_dir = fsync_file
+"""Flush a folder's entries (a rename or a new file in it) to disk (:func:`fsync_file` of the folder)."""
 
 
 RENAME_DURABLE_WITH_FILE = frozenset({"ext4", "xfs", "btrfs"})

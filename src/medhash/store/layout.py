@@ -4,6 +4,7 @@
 
     ARCHIVE/
       catalog.sqlite         patients, series, slices, structures (:mod:`medhash.store.archive`)
+      .lock                  held by the one writer of the catalog and arrays
       arrays/                CT (HU), dose (Gy), masks on the model grid, append-only
       models/<name>/         auto-encoder checkpoint, config, metrics (:mod:`medhash.features`)
       features/<name>.f32    cached float32 features of every slice, per model
@@ -21,6 +22,7 @@ from typing import Any
 from ..errors import InputError
 
 CATALOG = "catalog.sqlite"
+LOCK = ".lock"
 ARRAYS_DIR = "arrays"
 MODELS_DIR = "models"
 FEATURES_DIR = "features"
@@ -49,6 +51,11 @@ def archive_dir(archive: Any) -> Path:
 def catalog_path(archive: Any) -> Path:
     """``ARCHIVE/catalog.sqlite``."""
     return archive_dir(archive) / CATALOG
+
+
+def lock_path(archive: Any) -> Path:
+    """``ARCHIVE/.lock``, the writer lock of the catalog and arrays."""
+    return archive_dir(archive) / LOCK
 
 
 def arrays_dir(archive: Any) -> Path:

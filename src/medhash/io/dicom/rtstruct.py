@@ -1,4 +1,4 @@
-"""RTSTRUCT contours → named masks on the model grid.
+"""RTSTRUCT contours → named masks on the model grid (the structures of :mod:`medhash.io.dicom`).
 
 Each CLOSED_PLANAR contour (PS3.3 C.8.8.6) is assigned to the CT slice whose position along the
 normal is nearest to the contour's plane (within half the slice spacing), projected onto that
@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pydicom
-from matplotlib.path import Path as MplPath
 
-from ..core.grid import GRID_SIZE, GRID_SPACING_MM
-from ..core.records import Problem
+from ...core.grid import GRID_SIZE, GRID_SPACING_MM
+from ...core.records import Problem
 
 
 def polygon_mask(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -27,6 +26,8 @@ def polygon_mask(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     -------
     (GRID_SIZE, GRID_SIZE) bool
     """
+    from matplotlib.path import Path as MplPath  # start-up: matplotlib only when rasterising contours
+
     out = np.zeros((GRID_SIZE, GRID_SIZE), dtype=bool)
     c0, c1 = max(int(np.floor(u.min())), 0), min(int(np.ceil(u.max())), GRID_SIZE - 1)
     r0, r1 = max(int(np.floor(v.min())), 0), min(int(np.ceil(v.max())), GRID_SIZE - 1)

@@ -1,0 +1,428 @@
+"""Reading DICOM RT folders: headers grouped by kind, CT series matched with their RTDOSE and RTSTRUCT,
+each series read onto the model grid (in forked worker processes), and single query slices.
+
+Steps (each file's header is read first, without pixel data, to group):
+
+1. Walk the folders; read headers (``stop_before_pixels``). Files without the ``DICM`` prefix are
+   tried once more only if they start like a DICOM data set (group 0x0008), as some old RT exports
+   do. Anything else is reported as "not DICOM".
+2. Group CT slices by SeriesInstanceUID (:mod:`.ct` checks and orders each series).
+3. RTDOSE matched by FrameOfReferenceUID (:mod:`.rtdose`): several for one frame of reference,
+   the choice is recorded.
+4. RTSTRUCT matched by FrameOfReferenceUID: contours rasterised on the model grid (:mod:`.rtstruct`).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from ...core.grid import GRID_SIZE, GRID_SPACING_MM, place_grid, stack_to_grid
+from ...core.records import Problem, Volume
+from ...errors import InputError
+from .codec import (CT_IMAGE_STORAGE, ENHANCED_CT_STORAGE, MEDIA_STORAGE_DIRECTORY, RT_DOSE_STORAGE,
+                    RT_PLAN_STORAGE, RT_STRUCT_STORAGE, attach_pixel_data, describe)
+from .ct import CTSeries, read_ct_series
+from .rtdose import DoseGrid, choose_dose, read_dose
+from .rtstruct import rasterise_structure_set
+
+
+@dataclass
+class DicomScan:
+    """Headers of the DICOM files found under the sources, grouped by kind."""
+
+    ct: dict[str, list[tuple[Path, pydicom.Dataset]]] = field(default_factory=lambda: defaultdict(list))
+    dose: list[tuple[Path, pydicom.Dataset]] = field(default_factory=list)
+    struct: list[tuple[Path, pydicom.Dataset]] = field(default_factory=list)
+    plans: int = 0
+    files: int = 0
+    not_dicom: int = 0
+    other: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    problems: list[Problem] = field(default_factory=list)
+    pixel_offsets: dict[Path, int] = field(default_factory=dict)
+    """Byte offset of the Pixel Data element of each file read (where the header stopped)."""
+
+
+def iter_files(sources: Iterable[str | Path]) -> Iterator[Path]:
+    """Every regular file under the sources (files given directly are yielded as they are), sorted."""
+    for src in sources:
+        src = Path(src)
+        if src.is_file():
+            yield src
+            continue
+        for root, dirs, files in os.walk(src):
+            dirs.sort()
+            for name in sorted(files):
+                yield Path(root) / name
+
+
+def _looks_like_dataset(path: Path) -> bool:
+    """True when a file without preamble starts with a group-0x0008 tag (old RT exports)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return len(head) == 4 and head[:2] in (b"\x08\x00", b"\x00\x08")
+
+
+def read_header(path: Path, offsets: dict[Path, int] | None = None) -> pydicom.Dataset:
+    """The data set of ``path`` without pixel data; raises InputError when it is not DICOM.
+
+    With ``offsets``, ``offsets[path]`` is set to the byte offset where the header stopped (the Pixel
+    Data element, if the file has one), so that :func:`attach_pixel_data` can read it later without
+    parsing the header again.
+    """
+    try:
+        if offsets is None:
+            return pydicom.dcmread(path, stop_before_pixels=True)
+        with open(path, "rb") as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            offsets[path] = fh.tell()
+            return ds
+    except InvalidDicomError:
+        if not _looks_like_dataset(path):
+            raise InputError(f"{path}: not a DICOM file (no 'DICM' prefix at byte 128); skipped") from None
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        except Exception as exc:  # pydicom raises many types on garbage
+            raise InputError(f"{path}: not a readable DICOM file ({exc}); skipped") from None
+        if "SOPClassUID" not in ds:
+            raise InputError(f"{path}: not a DICOM file (no 'DICM' prefix, no SOP Class UID); skipped")
+        return ds
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read DICOM header ({type(exc).__name__}: {exc}); "
+                         "the file may be truncated or corrupt; skipped") from None
+
+
+def scan(sources: Iterable[str | Path], progress: bool = False) -> DicomScan:
+    """Read the headers of every file under ``sources`` and sort them by kind.
+
+    Problems (unreadable files, unsupported objects) are collected in ``.problems``.
+    """
+    from tqdm import tqdm  # start-up: tqdm only when reading folders
+
+    out = DicomScan()
+    files = list(iter_files(sources))
+    for path in tqdm(files, desc="reading headers", unit="file", disable=not progress, leave=False):
+        out.files += 1
+        try:
+            ds = read_header(path, out.pixel_offsets)
+        except InputError as exc:
+            out.not_dicom += 1
+            out.problems.append(Problem(str(path), str(exc).removeprefix(f"{path}: ")))
+            continue
+        meta = getattr(ds, "file_meta", None)
+        sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
+        modality = str(ds.get("Modality", "")).upper()
+        if not sop_class and not modality:
+            out.problems.append(Problem(str(path), f"neither {describe('SOPClassUID')} nor {describe('Modality')} "
+                                        "is present; the file may be truncated or corrupt; skipped"))
+            continue
+        if sop_class == MEDIA_STORAGE_DIRECTORY:
+            continue
+        if sop_class == ENHANCED_CT_STORAGE:
+            out.problems.append(Problem(str(path), "Enhanced CT (multi-frame) is not supported yet; "
+                                        "export the series as CT Image Storage (one file per slice); skipped"))
+            continue
+        if sop_class == CT_IMAGE_STORAGE or (modality == "CT" and not sop_class):
+            uid = str(ds.get("SeriesInstanceUID", ""))
+            if not uid:
+                out.problems.append(Problem(str(path), f"{describe('SeriesInstanceUID')} is missing; "
+                                            "the slice cannot be grouped; skipped"))
+                continue
+            out.ct[uid].append((path, ds))
+        elif sop_class == RT_DOSE_STORAGE or modality == "RTDOSE":
+            out.dose.append((path, ds))
+        elif sop_class == RT_STRUCT_STORAGE or modality == "RTSTRUCT":
+            out.struct.append((path, ds))
+        elif sop_class == RT_PLAN_STORAGE or modality == "RTPLAN":
+            out.plans += 1
+        else:
+            out.other[modality or sop_class or "unknown"] += 1
+    return out
+
+
+def series_to_volume(ct: CTSeries, dose: tuple[Path, DoseGrid, pydicom.Dataset] | None,
+                     struct: tuple[Path, pydicom.Dataset] | None) -> Volume:
+    """Resample a CT series (and its dose and structures) onto the model grid."""
+    placement = place_grid(ct.hu, ct.geometry, ct.ipps)
+    ct_grid = stack_to_grid(ct.hu, ct.geometry.spacing, placement.start, kind="ct")
+    info: dict = {"study_uid": ct.study_uid, "frame_of_reference_uid": ct.frame_of_reference_uid,
+                  "slice_thickness_mm": ct.slice_thickness}
+    warnings = list(ct.warnings)
+    dose_grid = None
+    if dose is not None:
+        path, grid, dds = dose
+        dose_grid = grid.sample_planes(placement.origins_mm, ct.geometry.row_dir, ct.geometry.col_dir,
+                                       GRID_SIZE, GRID_SPACING_MM)
+        info["dose"] = {"sop_instance_uid": str(dds.get("SOPInstanceUID", "")),
+                        "summation_type": str(dds.get("DoseSummationType", "")),
+                        "max_gy": float(grid.gy.max())}
+    masks: dict[str, np.ndarray] = {}
+    if struct is not None:
+        spath, sds = struct
+        masks, swarn = rasterise_structure_set(sds, ct.z_mm, placement.origins_mm, ct.geometry.row_dir,
+                                               ct.geometry.col_dir, source=str(spath))
+        warnings += swarn
+        info["structure_set"] = {"sop_instance_uid": str(sds.get("SOPInstanceUID", "")),
+                                 "label": "", "rois": sorted(masks)}
+    dz = float(np.median(np.diff(ct.z_mm))) if len(ct.z_mm) > 1 else ct.slice_thickness
+    return Volume(
+        patient_id=ct.patient_id, series_uid=ct.series_uid, source="dicom",
+        slice_index=np.arange(len(ct.z_mm), dtype=np.int64), z_mm=ct.z_mm, origins_mm=placement.origins_mm,
+        row_dir=ct.geometry.row_dir, col_dir=ct.geometry.col_dir,
+        native_spacing=(ct.geometry.spacing[0], ct.geometry.spacing[1], dz),
+        ct=ct_grid, dose=dose_grid, masks=masks, info=info, warnings=warnings)
+
+
+def read_dicom(sources: Iterable[str | Path], progress: bool = False,
+               known_series: set[str] | None = None, workers: int | None = None) -> Iterator[Volume | Problem]:
+    """Read every CT series under ``sources`` with its dose and structures.
+
+    Yields a :class:`Volume` per usable CT series (slices without body not yet removed) and a
+    :class:`Problem` for everything that could not be used or deserves a warning. Series whose
+    SeriesInstanceUID is in ``known_series`` are not read again (idempotent re-ingest). Series are
+    read in ``workers`` processes (default: one per core, at most 4), yielded in a fixed order.
+    """
+    found = scan(sources, progress=progress)
+    yield from found.problems
+    if found.other:
+        kinds = ", ".join(f"{k} x{v}" for k, v in sorted(found.other.items()))
+        yield Problem("(sources)", f"ignored DICOM objects of other kinds: {kinds}", level="warning")
+    problems: list[Problem] = []
+    jobs = _series_jobs(found, known_series, problems)
+    yield from problems
+    yield from _run_jobs(jobs, found, progress, workers)
+
+
+def _by_frame_of_reference(found: DicomScan, problems: list[Problem]) -> tuple[dict, dict, dict]:
+    """(CT series UID -> its FrameOfReferenceUID, FrameOfReferenceUID -> its RTDOSE, -> its RTSTRUCT);
+    dose and structure sets that match no CT series of the scan go to ``problems``."""
+    for_of_ct = {uid: str(items[0][1].get("FrameOfReferenceUID", "")) for uid, items in found.ct.items()}
+    ct_fors = set(for_of_ct.values())
+    doses: dict[str, list] = defaultdict(list)
+    for path, ds in found.dose:
+        fuid = str(ds.get("FrameOfReferenceUID", ""))
+        if not fuid or fuid not in ct_fors:
+            problems.append(Problem(str(path), f"RTDOSE with {describe('FrameOfReferenceUID')} "
+                                    f"{fuid or '(missing)'} matches no CT series in this run; not ingested "
+                                    "(ingest it together with its CT series)"))
+            continue
+        doses[fuid].append((path, ds))
+    structs: dict[str, list] = defaultdict(list)
+    for path, ds in found.struct:
+        fuids = {str(r.get("FrameOfReferenceUID", "")) for r in ds.get("ReferencedFrameOfReferenceSequence", [])}
+        fuids |= {str(r.get("ReferencedFrameOfReferenceUID", "")) for r in ds.get("StructureSetROISequence", [])}
+        match = sorted(fuids & ct_fors)
+        if not match:
+            problems.append(Problem(str(path), "RTSTRUCT references no CT series of this run (by "
+                                    f"{describe('FrameOfReferenceUID')}); not ingested"))
+            continue
+        structs[match[0]].append((path, ds))
+    return for_of_ct, doses, structs
+
+
+def _series_jobs(found: DicomScan, known_series: set[str] | None, problems: list[Problem]) -> list[tuple]:
+    """One job ``(series UID, CT files, RTDOSE file or None, RTSTRUCT file or None)`` per CT series to
+    read, in UID order; the choices made (and series already known) go to ``problems``."""
+    for_of_ct, doses, structs = _by_frame_of_reference(found, problems)
+    jobs = []
+    warned_dose: set[str] = set()  # one warning per frame of reference, not per CT series
+    for uid in sorted(found.ct):
+        if known_series and uid in known_series:
+            problems.append(Problem(str(found.ct[uid][0][0]), f"series {uid} is already in the archive; "
+                                    "not read again", level="info"))
+            continue
+        fuid = for_of_ct[uid]
+        dose_path = struct_path = None
+        if fuid in doses:
+            dose_path, dds = choose_dose(doses[fuid])
+            others = [p for p, _ in doses[fuid] if p != dose_path]
+            if others and fuid not in warned_dose:
+                warned_dose.add(fuid)
+                problems.append(Problem(str(dose_path), f"{len(doses[fuid])} RTDOSE for frame of reference "
+                                        f"{fuid}: used this one (DoseSummationType "
+                                        f"{dds.get('DoseSummationType', '?')}); ignored " + ", ".join(map(str, others)),
+                                        level="warning"))
+        if fuid in structs:
+            cands = sorted(structs[fuid], key=lambda t: (str(t[1].get("StructureSetDate", "")),
+                                                         str(t[1].get("StructureSetTime", "")),
+                                                         str(t[1].get("SOPInstanceUID", ""))), reverse=True)
+            struct_path = cands[0][0]
+            if len(cands) > 1:
+                problems.append(Problem(str(struct_path), f"{len(cands)} RTSTRUCT for frame of reference {fuid}: "
+                                        "used the newest (this one)", level="warning"))
+        jobs.append((uid, [p for p, _ in found.ct[uid]], dose_path, struct_path))
+    return jobs
+
+
+def _run_jobs(jobs: list[tuple], found: DicomScan, progress: bool, workers: int | None
+              ) -> Iterator[Volume | Problem]:
+    """:func:`read_series_job` of every job, in this process or in ``workers`` forked ones, in job order;
+    a problem met by several series (sharing a frame of reference) is yielded once."""
+    from tqdm import tqdm  # start-up: tqdm only when reading folders
+
+    global _FORKED_SCAN
+    bar = tqdm(total=len(jobs), desc="CT series", unit="series", disable=not progress, leave=False)
+    if workers is None:
+        workers = min(len(jobs), os.cpu_count() or 1, 4)
+    if workers <= 1 or len(jobs) <= 1:
+        # in this process: the headers read by the scan are used again, only the pixel data is read
+        results = (read_series_job(job, found) for job in jobs)
+        pool = None
+    else:
+        # forked workers inherit the scan (module global set before they start): they reuse its headers too
+        _FORKED_SCAN = found
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+        results = pool.map(_read_series_job_forked, jobs)
+    seen: set[Problem] = set()
+    try:
+        for items in results:
+            bar.update(1)
+            for item in items:
+                if isinstance(item, Problem):
+                    if item in seen:
+                        continue
+                    seen.add(item)
+                yield item
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+            _FORKED_SCAN = None
+
+
+_FORKED_SCAN: DicomScan | None = None
+"""The scan of the read_dicom call whose forked workers are running (None otherwise)."""
+
+
+def _read_series_job_forked(job) -> list[Volume | Problem]:
+    """:func:`read_series_job` in a forked worker, with the scan it inherited from its parent."""
+    return read_series_job(job, _FORKED_SCAN)
+
+
+def read_series_job(job: tuple[str, list[Path], Path | None, Path | None],
+                    scanned: DicomScan | None = None) -> list[Volume | Problem]:
+    """Read one CT series with its RTDOSE and RTSTRUCT onto the model grid (runs in a worker).
+
+    Parameters
+    ----------
+    job : (SeriesInstanceUID, CT files, RTDOSE file or None, RTSTRUCT file or None)
+    scanned : the scan that found the files, when the job runs in the process that scanned or in a
+        worker forked from it: its headers are used again (the CT slices' pixel data read at the offsets it recorded, the
+        RTSTRUCT and the RTDOSE header as read) instead of parsing every file a second time.
+
+    Returns
+    -------
+    The problems met, then the Volume (if the series could be read).
+    """
+    uid, paths, dose_path, struct_path = job
+    out: list[Volume | Problem] = []
+    items = []
+    headers = dict(scanned.ct.get(uid, [])) if scanned is not None else {}
+    for path in paths:
+        ds = headers.get(path)
+        if ds is not None and attach_pixel_data(ds, path, scanned.pixel_offsets.get(path)):
+            items.append((path, ds))
+            continue
+        try:
+            items.append((path, pydicom.dcmread(path)))
+        except Exception as exc:
+            out.append(Problem(str(path), f"cannot read ({type(exc).__name__}: {exc}); the file may be "
+                               "truncated or corrupt; slice skipped"))
+    try:
+        ct = read_ct_series(uid, items)
+    except InputError as exc:
+        out.append(Problem(str(paths[0].parent), str(exc)))
+        return out
+    dose = struct = None
+    if dose_path is not None:
+        try:
+            header = next((d for p, d in scanned.dose if p == dose_path), None) if scanned is not None else None
+            dose = (dose_path, read_dose(dose_path),
+                    header if header is not None else pydicom.dcmread(dose_path, stop_before_pixels=True))
+        except InputError as exc:
+            out.append(Problem(str(dose_path), str(exc).removeprefix(f"{dose_path}: ")))
+    if struct_path is not None:
+        try:
+            known = next((d for p, d in scanned.struct if p == struct_path), None) if scanned is not None else None
+            struct = (struct_path, known if known is not None else pydicom.dcmread(struct_path, force=True))
+        except Exception as exc:
+            out.append(Problem(str(struct_path), f"cannot read RTSTRUCT ({type(exc).__name__}: {exc}); "
+                               "structures not ingested"))
+    try:
+        out.append(series_to_volume(ct, dose, struct))
+    except InputError as exc:
+        out.append(Problem(str(ct.files[0].parent), str(exc)))
+    return out
+
+
+def read_query(path: str | Path, *, slice_index: int | None = None, dose_path: str | Path | None = None
+               ) -> tuple[Volume, int]:
+    """A query slice from DICOM, on the model grid exactly as ``ingest`` would put it.
+
+    Parameters
+    ----------
+    path : a CT slice file, or a folder holding one CT series (then ``slice_index`` picks the slice:
+        0-based, in position order).
+    dose_path : optional RTDOSE of the same frame of reference, resampled onto the slice.
+
+    Returns
+    -------
+    (volume, k) : the series on the model grid and the position of the query slice in it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = scan([path])
+        if not found.ct:
+            raise InputError(f"{path}: no CT series in this folder" +
+                             (f" ({found.problems[0].message})" if found.problems else ""))
+        if len(found.ct) > 1:
+            raise InputError(f"{path}: {len(found.ct)} CT series in this folder; give a folder with one series")
+        uid, items = next(iter(found.ct.items()))
+        if slice_index is None:
+            raise InputError(f"{path} is a series folder: say which slice (0 to {len(items) - 1})",
+                             param="slice_index")
+    else:
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        ds = read_header(path)
+        sop_class = str(ds.get("SOPClassUID", ""))
+        modality = str(ds.get("Modality", "")).upper()
+        if sop_class != CT_IMAGE_STORAGE and modality != "CT":
+            raise InputError(f"{path}: a query must be a CT image; this file is {modality or sop_class or 'of no known type'}"
+                             + ("" if modality or sop_class else " (no Modality, no SOP Class UID: truncated or corrupt?)"))
+        uid, items = str(ds.get("SeriesInstanceUID", "") or "query"), [(path, ds)]
+        if slice_index not in (None, 0):
+            raise InputError(f"{path} is a single slice: its slice index is 0 (or leave it out)", param="slice_index")
+    full = []
+    for p, _ in items:
+        try:
+            full.append((p, pydicom.dcmread(p)))
+        except Exception as exc:
+            raise InputError(f"{p}: cannot read ({type(exc).__name__}: {exc})") from None
+    ct = read_ct_series(uid, full)
+    k = 0 if slice_index is None else int(slice_index)
+    if not 0 <= k < len(ct.z_mm):
+        raise InputError(f"{path}: slice {k} is outside the series (0 to {len(ct.z_mm) - 1})", param="slice_index")
+    dose = None
+    if dose_path is not None:
+        dose_path = Path(dose_path)
+        hdr = read_header(dose_path)
+        if str(hdr.get("Modality", "")).upper() != "RTDOSE":
+            raise InputError(f"{dose_path}: the dose must be an RTDOSE file; this file is {hdr.get('Modality', '?')}",
+                             param="dose")
+        if ct.frame_of_reference_uid and str(hdr.get("FrameOfReferenceUID", "")) != ct.frame_of_reference_uid:
+            raise InputError(f"{dose_path}: {describe('FrameOfReferenceUID')} differs from the CT's "
+                             f"({ct.frame_of_reference_uid}); the dose belongs to another scan")
+        dose = (dose_path, read_dose(dose_path), hdr)
+    return series_to_volume(ct, dose, None), k
