@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from .. import features  # torch-free to import: its torch names load on first use
 from ..errors import EXIT_OK
 from ..store import Archive
 from .options import add_archive, add_command, add_json, add_no_progress
@@ -30,10 +31,9 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train and save the model; print its held-out reconstruction error."""
-    from ..features import train_model  # start-up: torch only when training
 
     archive = Archive(args.archive)
-    res = train_model(archive, args.channel, args.arch, epochs=args.epochs, batch_size=args.batch_size,
+    res = features.train_model(archive, args.channel, args.arch, epochs=args.epochs, batch_size=args.batch_size,
                       latent_dim=args.latent_dim, seed=args.seed, name=args.name, progress=not args.no_progress)
     if args.json:
         print(json.dumps(res, indent=2, default=str))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import features  # torch-free to import: its torch names load on first use
 from ..errors import InputError, NotFoundError
 from ..hashing import Hasher
 from ..retrieval import CHANNELS, Index, block_scale, channel_blocks, combine, pick_model
@@ -60,14 +61,13 @@ def feature_set(archive, *, channel: str | None = None, index: str | None = None
     Raises :class:`~medhash.errors.NotFoundError` when a model or the index is missing (the message
     says which command makes it).
     """
-    from ..features import archive_features, list_models  # start-up: torch only when features are read
 
     if index is not None:
         idx = Index(archive, index)
         man = idx.manifest
-        configs = {m["name"]: m for m in list_models(archive)}
+        configs = {m["name"]: m for m in features.list_models(archive)}
         models = {ch: configs[m["name"]] for ch, m in man["models"].items()}
-        blocks = {ch: np.asarray(archive_features(archive, m["name"], progress=progress))
+        blocks = {ch: np.asarray(features.archive_features(archive, m["name"], progress=progress))
                   for ch, m in models.items()}
         X = combine(blocks, man["scales"], man["weights"])
         return FeatureSet(man["channel"], X, models, dict(man["scales"]), dict(man["weights"]),
@@ -76,7 +76,7 @@ def feature_set(archive, *, channel: str | None = None, index: str | None = None
     if channel not in CHANNELS:
         raise InputError(f"channel must be one of {', '.join(CHANNELS)}, not {channel!r}", param="channel")
     models = {ch: pick_model(archive, ch) for ch in channel_blocks(channel)}
-    blocks = {ch: np.asarray(archive_features(archive, m["name"], progress=progress)) for ch, m in models.items()}
+    blocks = {ch: np.asarray(features.archive_features(archive, m["name"], progress=progress)) for ch, m in models.items()}
     scales = {ch: block_scale(b) for ch, b in blocks.items()}
     weights = {ch: 1.0 for ch in blocks}
     return FeatureSet(channel, combine(blocks, scales, weights), models, scales, weights)

@@ -8,6 +8,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from .. import features  # torch-free to import: its torch names load on first use
 from ..hashing import hamming_distances
 from ..render import render_results
 from ..retrieval import set_search_threads
@@ -50,11 +51,10 @@ def reconstructions(archive, fs: FeatureSet, q, patients, out: Path, n_examples:
     """Per model channel: reconstructions of a few query slices and of one patient's volume (figures and
     errors), beside the model's held-out figures."""
     # start-up: torch only when a model runs
-    from ..features import load_model, read_metrics, reconstruct_arrays
 
     res, figs = {}, {}
     for ch, cfg in fs.models.items():
-        model, config = load_model(archive, cfg["name"])
+        model, config = features.load_model(archive, cfg["name"])
         src = archive.ct if ch == "ct" else archive.dose
         rows = q[np.argsort(-np.asarray(archive.dose[q]).reshape(len(q), -1).max(axis=1), kind="stable")] \
             if ch == "dose" else q
@@ -69,9 +69,9 @@ def reconstructions(archive, fs: FeatureSet, q, patients, out: Path, n_examples:
         inputs = np.asarray(src[picked], dtype=np.float32)
         if ch == "ct":
             inputs = np.clip(inputs, -1000, 1000)
-        outputs = reconstruct_arrays(model, config, inputs)
+        outputs = features.reconstruct_arrays(model, config, inputs)
         try:
-            final = read_metrics(archive, cfg["name"])["final"]
+            final = features.read_metrics(archive, cfg["name"])["final"]
             psnr_db, mse = final.get("held_out_psnr"), final.get("held_out_mse")
         except Exception:  # older models without metrics.json: leave the held-out figure out
             psnr_db = mse = None
@@ -91,7 +91,7 @@ def reconstructions(archive, fs: FeatureSet, q, patients, out: Path, n_examples:
             vol = np.asarray(src[prow], dtype=np.float32)
             if ch == "ct":
                 vol = np.clip(vol, -1000, 1000)
-            rec = reconstruct_arrays(model, config, vol)
+            rec = features.reconstruct_arrays(model, config, vol)
             if ch == "ct":
                 figures.volume_planes(vol, rec, table["z_mm"][prow],
                                       f"Patient {pid}: {len(prow)} slices, orthogonal planes, input vs "
@@ -151,13 +151,12 @@ def _example_figure(archive, r: int, top: np.ndarray, d: np.ndarray, ch: str, n_
 def timings(archive, fs: FeatureSet, X, candidates, codes, q, rerank: int, repeats: int) -> dict:
     """Per-query encode and search times (ms, medians) and bytes per slice."""
     # start-up: torch only when a model runs
-    from ..features import encode_arrays, load_model
 
     enc = {}
     for ch, cfg in fs.models.items():
-        model, config = load_model(archive, cfg["name"])
+        model, config = features.load_model(archive, cfg["name"])
         one = np.asarray((archive.ct if ch == "ct" else archive.dose)[q[:1]], dtype=np.float32)
-        enc[ch] = relevance.median_ms(lambda: encode_arrays(model, config, one), repeats)
+        enc[ch] = relevance.median_ms(lambda: features.encode_arrays(model, config, one), repeats)
     set_search_threads(1)
     idx = faiss.IndexBinaryFlat(codes.shape[1] * 8)
     idx.add(np.ascontiguousarray(codes[candidates]))

@@ -13,34 +13,20 @@ Folders whose names start with ``.`` are temporary and ignored.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import ModelMismatchError, NotFoundError
+from ..errors import ModelMismatchError
 from ..store.durable import fsync_dir, fsync_file, write_json_atomic
-from ..store.layout import archive_dir, check_name, model_dir, models_dir
-from .models import ARCH_REVISION, ARCHITECTURES, AutoEncoder, build_model
-from .preprocess import CHANNELS, preprocessing_constants
-
-WEIGHTS = "model.pt"
-CONFIG = "config.json"
-METRICS = "metrics.json"
+from ..store.layout import check_name, model_dir, models_dir
+from .catalog import CONFIG, METRICS, WEIGHTS, check_config, read_config, sha256_file
+from .models import AutoEncoder, build_model
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_checkpoint(archive: Any, name: str, model: AutoEncoder, config: dict, metrics: dict) -> dict:
@@ -79,41 +65,6 @@ def save_checkpoint(archive: Any, name: str, model: AutoEncoder, config: dict, m
     return config
 
 
-def list_models(archive: Any) -> list[dict]:
-    """The configs (``config.json``) of the archive's models, sorted by name; [] when none.
-
-    Folders without a readable config are skipped.
-    """
-    root = models_dir(archive)
-    if not root.is_dir():
-        return []
-    out = []
-    for d in sorted(root.iterdir()):
-        if d.name.startswith(".") or not (d / CONFIG).is_file():
-            continue
-        try:
-            out.append(json.loads((d / CONFIG).read_text()))
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-def read_config(archive: Any, name: str) -> dict:
-    """``config.json`` of model ``name``; NotFoundError naming the available models if missing."""
-    d = model_dir(archive, name)
-    if not (d / CONFIG).is_file() or not (d / WEIGHTS).is_file():
-        names = [c.get("name") for c in list_models(archive)]
-        avail = ", ".join(names) if names else "none (train one with medhash.features.train_model)"
-        raise NotFoundError(f"model {name!r} is not in the archive {archive_dir(archive)}: available models: {avail}")
-    return json.loads((d / CONFIG).read_text())
-
-
-def read_metrics(archive: Any, name: str) -> dict:
-    """``metrics.json`` of model ``name``."""
-    read_config(archive, name)
-    return json.loads((model_dir(archive, name) / METRICS).read_text())
-
-
 def load_model(archive: Any, name: str) -> tuple[AutoEncoder, dict]:
     """Load model ``name`` of the archive, in eval mode, with its config.
 
@@ -143,16 +94,3 @@ def load_model(archive: Any, name: str) -> tuple[AutoEncoder, dict]:
     return model, config
 
 
-def check_config(config: dict, where: str = "config") -> None:
-    """ModelMismatchError if a config names an unknown channel/arch or other preprocessing constants."""
-    channel, arch = config.get("channel"), config.get("arch")
-    if channel not in CHANNELS or arch not in ARCHITECTURES:
-        raise ModelMismatchError(f"{where}: channel {channel!r} / arch {arch!r} unknown to this medhash")
-    if int(config.get("arch_revision", 1)) != ARCH_REVISION[arch]:
-        raise ModelMismatchError(
-            f"{where}: trained with revision {config.get('arch_revision', 1)} of the {arch} architecture, this "
-            f"medhash builds revision {ARCH_REVISION[arch]}; train the model again")
-    if config.get("preprocessing") != preprocessing_constants(channel):
-        raise ModelMismatchError(
-            f"{where}: preprocessing {config.get('preprocessing')} differs from this medhash's "
-            f"{preprocessing_constants(channel)}; train the model again")

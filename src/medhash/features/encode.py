@@ -23,9 +23,7 @@ multiple of ``batch_size``.
 """
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,9 +33,9 @@ from tqdm.auto import tqdm
 from ..errors import ModelMismatchError
 from ..store import Archive
 from ..store.durable import file_lock, write_json_atomic
-from ..store.layout import check_name, features_dir
 from ..threads import torch_settings
-from .checkpoints import check_config, load_model
+from .catalog import check_config, feature_paths, open_cache, read_cache_meta
+from .checkpoints import load_model
 from .models import AutoEncoder
 from .preprocess import check_shape, postprocess, preprocess
 
@@ -108,26 +106,6 @@ def reconstruct_arrays(model: AutoEncoder, config: dict, arrays: np.ndarray, bat
     return postprocess(config["channel"], x)
 
 
-# ---------------------------------------------------------------- archive feature cache
-def feature_paths(archive: Any, name: str) -> tuple[Path, Path]:
-    """(``features/<name>.f32``, ``features/<name>.json``) of the archive."""
-    d = features_dir(archive)
-    return d / f"{check_name(name, 'model name')}.f32", d / f"{name}.json"
-
-
-def _read_meta(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _open_cache(data: Path, rows: int, dim: int) -> np.ndarray:
-    if rows == 0:
-        return np.empty((0, dim), dtype=np.float32)
-    return np.memmap(data, dtype=np.float32, mode="r", shape=(rows, dim))
-
-
 def archive_features(archive: Any, name: str, progress: bool = True, batch_size: int = ENCODE_BATCH) -> np.ndarray:
     """Features of every archive row under model ``name``, from the cache, encoding what is missing.
 
@@ -158,7 +136,7 @@ def archive_features(archive: Any, name: str, progress: bool = True, batch_size:
     # a second encoder waits, then finds the cache filled
     with file_lock(data.with_name(f".{name}.lock")):
         n = len(archive)
-        meta = _read_meta(meta_path)
+        meta = read_cache_meta(meta_path)
         cached = 0
         if (meta is not None and meta.get("model_sha256") == sha and int(meta.get("dim", -1)) == dim
                 and 0 <= int(meta.get("rows", -1)) <= n and data.is_file()
@@ -200,13 +178,6 @@ def archive_features(archive: Any, name: str, progress: bool = True, batch_size:
                 os.fsync(f.fileno())
             write_json_atomic(meta_path, {"model_sha256": sha, "rows": n, "dim": dim, "channel": channel,
                                           "model": name})
-        return _open_cache(data, n, dim)
+        return open_cache(data, n, dim)
 
 
-def cached_features(archive: Any, name: str) -> np.ndarray:
-    """The cached features of model ``name`` as they are (no encoding, no model check): (rows, dim)."""
-    data, meta_path = feature_paths(archive, name)
-    meta = _read_meta(meta_path)
-    if meta is None:
-        return np.empty((0, 0), dtype=np.float32)
-    return _open_cache(data, int(meta["rows"]), int(meta["dim"]))

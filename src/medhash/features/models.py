@@ -28,20 +28,7 @@ import torch
 from torch import nn
 
 from ..core.grid import GRID_SIZE
-
-ARCHITECTURES = ("shallow", "deep")
-"""The architectures :func:`build_model` knows."""
-ARCH_REVISION = {"shallow": 2, "deep": 1}
-"""Bumped whenever an architecture's layers change (shallow 2: ELU instead of ReLU), so a checkpoint
-trained with other layers is refused instead of loaded into the wrong network."""
-
-
-def check_arch(arch: str) -> str:
-    """Return ``arch`` if known, else raise ValueError naming the known architectures."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}: choose one of {', '.join(map(repr, ARCHITECTURES))}")
-    return arch
-
+from .catalog import ARCH_REVISION, ARCHITECTURES, check_arch  # noqa: F401  (re-exported)
 
 class AutoEncoder(nn.Module):
     """An encoder (image → ``latent_dim`` features) and a decoder (features → image).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import features  # torch-free to import: its torch names load on first use
 from ..errors import IndexConfigError
 
 CHANNELS = ("ct", "dose", "ct+dose")
@@ -56,9 +57,8 @@ def _order(channel: str) -> int:
 def archive_combined_features(archive, manifest: dict, rows: np.ndarray | None = None,
                               progress: bool = False) -> np.ndarray:
     """(len(rows), D) float32 combined features of archive rows (all rows by default) for an index's manifest."""
-    from ..features import archive_features  # start-up: medhash.features loads torch
     blocks = {}
     for ch, m in manifest["models"].items():
-        f = archive_features(archive, m["name"], progress=progress)
+        f = features.archive_features(archive, m["name"], progress=progress)
         blocks[ch] = np.asarray(f if rows is None else f[rows])
     return combine(blocks, manifest["scales"], manifest["weights"])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import features  # torch-free to import: its torch names load on first use
 from ..errors import IndexConfigError, ModelMismatchError, NotFoundError
 from ..hashing import HASHERS, load_hasher, make_hasher
 from ..store import layout
@@ -34,8 +35,7 @@ def _versions() -> dict:
 
 def pick_model(archive, channel: str, name: str | None = None) -> dict:
     """The model config for a channel: the one named, else the newest trained for that channel."""
-    from ..features import list_models  # start-up: medhash.features loads torch
-    every = list_models(archive)
+    every = features.list_models(archive)
     if name is not None:
         for m in every:
             if m["name"] == name:
@@ -230,8 +230,7 @@ def _backend_request(name: str, backend: dict | None, index_type: str) -> dict:
 
 
 def _features_of(archive, model_name: str, progress: bool) -> np.ndarray:
-    from ..features import archive_features  # start-up: medhash.features loads torch
-    return archive_features(archive, model_name, progress=progress)
+    return features.archive_features(archive, model_name, progress=progress)
 
 
 def export_index(archive, name: str, out: str | Path) -> dict[str, Path]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import features  # torch-free to import: its torch names load on first use
 from ..errors import IndexConfigError, ModelMismatchError, NotFoundError
 from ..hashing import describe_hasher, load_hasher
 from ..store import layout
@@ -109,8 +110,7 @@ class Index:
         return len(self.rows)
 
     def _check_models(self) -> None:
-        from ..features import list_models  # start-up: medhash.features loads torch
-        current = {m["name"]: m.get("sha256") for m in list_models(self.archive)}
+        current = {m["name"]: m.get("sha256") for m in features.list_models(self.archive)}
         for ch, m in self.manifest["models"].items():
             if m["name"] not in current:
                 raise ModelMismatchError(f"index {self.name!r} was built with the {ch} model {m['name']!r}, which is "
@@ -132,11 +132,10 @@ class Index:
 
         Read from the feature caches as they are: the models were checked when the index was opened.
         """
-        from ..features import cached_features  # start-up: medhash.features loads torch
         rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
         blocks = {}
         for ch, m in self.manifest["models"].items():
-            f = cached_features(self.archive, m["name"])
+            f = features.cached_features(self.archive, m["name"])
             if len(f) <= (rows.max() if len(rows) else -1):
                 return archive_combined_features(self.archive, self.manifest, rows)  # cache behind: encode
             blocks[ch] = np.asarray(f[rows])
@@ -145,8 +144,7 @@ class Index:
     def model(self, channel: str) -> tuple:
         """(torch module, config) of the index's model for ``channel``, loaded once per Index."""
         if channel not in self._models:
-            from ..features import load_model  # start-up: medhash.features loads torch
-            self._models[channel] = load_model(self.archive, self.manifest["models"][channel]["name"])
+            self._models[channel] = features.load_model(self.archive, self.manifest["models"][channel]["name"])
         return self._models[channel]
 
     def patient_mask(self, patient_id: str) -> np.ndarray:

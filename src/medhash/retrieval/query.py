@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import features  # torch-free to import: its torch names load on first use
 from ..errors import InputError, NotFoundError
 from .blocks import combine
 from .index import Index
@@ -139,14 +140,13 @@ def encode_images(index: Index, ct: np.ndarray | None, dose: np.ndarray | None, 
     ct, dose : (n, 128, 128) float32 HU / Gy, or None; an index with a dose block needs ``dose``.
     what : the query, for the message when an image the index needs is missing (``"the query"``).
     """
-    from ..features import encode_arrays  # start-up: medhash.features loads torch, only for file queries
     blocks = {}
     for ch in index.manifest["models"]:
         images = ct if ch == "ct" else dose
         if images is None:
             raise InputError(f"index {index.name!r} searches {index.channel}: {what} needs a dose too", param="dose")
         model, config = index.model(ch)
-        blocks[ch] = encode_arrays(model, config, images)
+        blocks[ch] = features.encode_arrays(model, config, images)
     return combine(blocks, index.manifest["scales"], index.manifest["weights"])
 
 
