@@ -81,7 +81,7 @@ def render_png(ct: np.ndarray, dose: np.ndarray | None, *, level: float = SOFT_T
         The PNG file. Not thread-safe (matplotlib): callers serialise.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # start-up: matplotlib only when drawing
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # start-up: matplotlib only when drawing
 
     fig = Figure(figsize=(size / 100, size / 100), dpi=100)
     FigureCanvasAgg(fig)
@@ -107,8 +107,8 @@ def render_results(query_ct: np.ndarray, query_dose: np.ndarray | None, query_ti
     """
     import matplotlib  # start-up: matplotlib only when drawing
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
+    import matplotlib.pyplot as plt  # start-up: matplotlib only when drawing
+    from matplotlib.lines import Line2D  # (as above)
 
     panels = [(query_ct, query_dose, query_title)] + list(results)
     crop = crop_box([p[0] for p in panels])

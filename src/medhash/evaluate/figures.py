@@ -23,7 +23,7 @@ def _plt():
     # start-up: matplotlib only when a figure is drawn
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # start-up: matplotlib only when drawing
     return plt
 
 
@@ -149,7 +149,7 @@ def gamma_sweep(sweep: dict, out: Path) -> Path:
                  label=f"share of items tied at the {sweep['k']}-th distance")
     axes[1].set_ylabel("value")
     from matplotlib.patches import Patch  # start-up: matplotlib only when a figure is drawn
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import Line2D  # start-up: matplotlib only when drawing
     extra = [Patch(color=shade["flat"], label="flat: saturated (closed form)"),
              Patch(color=shade["all ties"], label="all ties (closed form)"),
              Line2D([0], [0], color="#d7191c", ls=":", label=f"gamma auto = {sweep['gamma_auto']:.3g}")]

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from ..threads import torch_settings
 from .base import CHUNK_ELEMENTS, MAX_BITS, Hasher, check_features, check_gamma, check_int, check_real
 from .kernel_lsh import KernelLSH, expected_hamming_fraction
 
@@ -211,8 +212,6 @@ class TrainedKernelHash(Hasher):
         ``(weights, offset, loss, train_loss)`` (see the class Notes)."""
         # start-up: torch only for the trained hash (and medhash.threads imports it)
         import torch
-
-        from ..threads import torch_settings
 
         rng = np.random.default_rng([seed, 5])
         batches = _Batches(X, base.gamma_, n_neighbors, max_samples, rng)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
 from ..errors import InputError
@@ -40,7 +41,6 @@ def read_image(path: str | Path, kind: str = "ct") -> np.ndarray:
             raise InputError(f"{path}: expected a 2D numeric array, found shape {arr.shape} dtype {arr.dtype}")
         img = arr.astype(np.float32)
     elif suffix == ".png":
-        from PIL import Image, UnidentifiedImageError
         try:
             with Image.open(path) as im:
                 grey = np.asarray(im.convert("L"), dtype=np.float32)

@@ -145,7 +145,7 @@ def read_patient(folder: str | Path) -> Volume:
 def read_openkbp(sources: Iterable[str | Path], progress: bool = False,
                  known_series: set[str] | None = None) -> Iterator[Volume | Problem]:
     """Read every OpenKBP patient under ``sources``; yields Volumes and Problems (never raises)."""
-    from tqdm import tqdm
+    from tqdm import tqdm  # start-up: only when reading a cohort
 
     patients = find_patients(sources)
     for folder in tqdm(patients, desc="OpenKBP patients", unit="patient", disable=not progress, leave=False):

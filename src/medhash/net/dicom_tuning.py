@@ -74,8 +74,8 @@ def _fast_c_store_rsp(assoc, primitive, context_id: int):
     standard one (which logs nothing for a C-STORE response)."""
     # optional dependency: pynetdicom only where DICOM is received
     from pynetdicom import _handlers, evt
-    from pynetdicom.dimse_primitives import C_STORE
-    from pynetdicom.pdu_primitives import P_DATA
+    from pynetdicom.dimse_primitives import C_STORE  # pynetdicom: only once a connection is tuned
+    from pynetdicom.pdu_primitives import P_DATA  # (as above)
     if type(primitive) is not C_STORE or primitive.MessageIDBeingRespondedTo is None \
             or primitive.Status is None or primitive.ErrorComment or primitive.OffendingElement \
             or primitive.AffectedSOPClassUID is None or primitive.AffectedSOPInstanceUID is None \

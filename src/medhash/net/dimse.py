@@ -241,7 +241,7 @@ def _get_studies(report: PullReport, studies: list[str], host, port, aec, aet, h
     study is then reported failed)."""
     # optional dependency: pynetdicom only where DICOM is pulled
     from pynetdicom import build_role
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet  # start-up: pynetdicom only when pulling
 
     ae = _new_ae(aet, timeout)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
@@ -275,7 +275,7 @@ def _move_studies(report, studies, host, port, aec, aet, move_port, bind_address
     """C-MOVE each study to a temporary storage SCP; returns the studies to try by C-GET instead."""
     # optional dependency: pynetdicom only where DICOM is pulled
     from pynetdicom import AE, StoragePresentationContexts
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # start-up: pynetdicom only when pulling
 
     scp_ae = AE(ae_title=aet)
     scp_ae.network_timeout = scp_ae.dimse_timeout = timeout

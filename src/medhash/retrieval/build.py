@@ -27,7 +27,7 @@ _COMPARED = ("channel", "n_bits", "gamma", "seed", "models", "weights", "index_t
 
 def _versions() -> dict:
     import faiss  # start-up: faiss and torch only when an index is built
-    import torch
+    import torch  # (as above: only when an index is built)
 
     return {"medhash": __version__, "numpy": np.__version__, "faiss": faiss.__version__,
             "torch": torch.__version__, "python": platform.python_version()}

@@ -79,8 +79,8 @@ def parse_query(archive, query: str | Path, *, dose: str | Path | None = None,
     ``slice_index``. ``dose`` is an RTDOSE (DICOM queries) or a dose image in Gy (image queries).
     """
     # start-up: the readers (pydicom, scipy) only for file queries; an archive slice needs neither
-    from ..io.dicom import read_query
-    from ..io.images import is_image, read_image
+    from ..io.dicom import read_query  # start-up: pydicom and scipy only for file queries
+    from ..io.images import is_image, read_image  # (as above)
 
     text = str(query)
     m = _ARCHIVE_QUERY.match(text)

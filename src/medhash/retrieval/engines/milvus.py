@@ -36,7 +36,7 @@ MAX_LIMIT = 16384
 def _client(uri: str):
     # optional dependency: pymilvus only for indexes with the milvus backend
     try:
-        from pymilvus import MilvusClient
+        from pymilvus import MilvusClient  # optional dependency: the milvus extra
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise MilvusError("the Milvus backend needs pymilvus (and milvus-lite for a local .db file): "
                           "pip install 'pymilvus>=2.5,<2.6' 'milvus-lite==2.5.1' 'setuptools<81'") from exc
