@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/ingest.py --skip-openkbp --dicom-patients 6 --rows 512
 
 Each ingest runs in a fresh child process (so peak RSS is its own); the time is that of the
-``Archive.ingest`` call, not interpreter start-up. DICOM input is the demo cohort written at
+``medhash.ingest`` call, not interpreter start-up. DICOM input is the demo cohort written at
 ``--rows`` (512 = a clinical CT matrix) before timing starts.
 """
 from __future__ import annotations
