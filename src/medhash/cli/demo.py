@@ -1,4 +1,10 @@
-"""``medhash demo``: the synthetic demo cohort as DICOM files."""
+"""``medhash demo``: write the synthetic demo cohort as DICOM.
+
+Write deterministic synthetic head-and-neck phantoms (CT series, RTDOSE, RTSTRUCT) as real DICOM
+files, to try medhash without patient data.
+
+example: medhash demo --out demo-data && medhash ingest demo-data --archive demo-archive
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,12 +15,7 @@ from .options import add_command
 
 
 def register(sub) -> None:
-    """Add ``demo`` to the sub-commands."""
-    p = add_command(sub, "demo", run, help="write the synthetic demo cohort as DICOM",
-                    description="Write deterministic synthetic head-and-neck phantoms (CT series, RTDOSE, "
-                                "RTSTRUCT) as real DICOM files, to try medhash without patient data.",
-                    examples="example: medhash demo --out demo-data && "
-                             "medhash ingest demo-data --archive demo-archive\n")
+    p = add_command(sub, "demo", run, __doc__)
     p.add_argument("--out", required=True, type=Path, help="folder to write (one sub-folder per patient)")
     p.add_argument("--patients", type=int, default=6, help="number of patients (default 6)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

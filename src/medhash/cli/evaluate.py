@@ -1,4 +1,15 @@
-"""``medhash evaluate``: retrieval quality of the archive's features and codes, as an HTML report."""
+"""``medhash evaluate``: measure retrieval quality and write an HTML report.
+
+Reproduce the talk's analysis for this archive and go beyond it: overlap of Hamming and Euclidean
+neighbours (Dice, Jaccard; violins and curves against k), Hamming against Euclidean distance with
+the closed form and a gamma sweep, reconstructions (also 3D), retrieval grids, cross-patient organ
+relevance, dose from neighbours and timings. Writes OUT/report.html, OUT/metrics.json (schema:
+docs/metrics-schema.md) and the PNGs. Needs trained model(s).
+
+examples:
+  medhash evaluate --archive ./archive --channel ct --out report
+  medhash evaluate --archive ./archive --index joint256 --quick --out quick-report
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,16 +22,7 @@ from .options import add_archive, add_command, add_no_progress, add_rerank, int_
 
 
 def register(sub) -> None:
-    """Add ``evaluate`` to the sub-commands."""
-    p = add_command(sub, "evaluate", run, help="measure retrieval quality and write an HTML report",
-                    description="Reproduce the talk's analysis for this archive and go beyond it: overlap of "
-                                "Hamming and Euclidean neighbours (Dice, Jaccard; violins and curves against k), "
-                                "Hamming against Euclidean distance with the closed form and a gamma sweep, "
-                                "reconstructions (also 3D), retrieval grids, cross-patient organ relevance, dose "
-                                "from neighbours and timings. Writes OUT/report.html, OUT/metrics.json (schema: "
-                                "docs/metrics-schema.md) and the PNGs. Needs trained model(s).",
-                    examples="examples:\n  medhash evaluate --archive ./archive --channel ct --out report\n"
-                             "  medhash evaluate --archive ./archive --index joint256 --quick --out quick-report\n")
+    p = add_command(sub, "evaluate", run, __doc__)
     add_archive(p)
     p.add_argument("--out", required=True, type=Path, help="output folder (created)")
     p.add_argument("--index", help="evaluate the features of this index (its models, scales, weights)")

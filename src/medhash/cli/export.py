@@ -1,4 +1,10 @@
-"""``medhash export``: an index's features, codes and slice list as plain files."""
+"""``medhash export``: export an index's features, codes and slice list.
+
+Write features.npy (float32), codes.npy (packed uint8 codes) and slices.csv (patient_id,
+slice_index, z_mm; rows in index order) to OUT.
+
+example: medhash export --archive ./archive --index ct256 --out ./export
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,11 +16,7 @@ from .options import add_archive, add_command, add_index
 
 
 def register(sub) -> None:
-    """Add ``export`` to the sub-commands."""
-    p = add_command(sub, "export", run, help="export an index's features, codes and slice list",
-                    description="Write features.npy (float32), codes.npy (packed uint8 codes) and slices.csv "
-                                "(patient_id, slice_index, z_mm; rows in index order) to OUT.",
-                    examples="example: medhash export --archive ./archive --index ct256 --out ./export\n")
+    p = add_command(sub, "export", run, __doc__)
     add_archive(p)
     add_index(p, "index name", required=True)
     p.add_argument("--out", required=True, type=Path, help="output folder")

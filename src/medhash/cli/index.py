@@ -1,4 +1,14 @@
-"""``medhash index``: hash the slices' features into a named Hamming index."""
+"""``medhash index``: hash the slices' features into a named Hamming index.
+
+Encode the archive's slices with the trained model(s), hash the features with kernel LSH and store
+the codes as index NAME. Run it again after an ingest: only the new slices are encoded and added.
+
+examples:
+  medhash index --archive ./archive --name ct256 --channel ct --bits 256
+  medhash index --archive ./archive --name joint --channel ct+dose --bits 1024
+  medhash index --archive ./archive --name big --bits 256 --index-type ivf --nprobe 64
+  medhash index --archive ./archive --name mv --bits 256 --backend milvus --uri ./milvus.db
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,15 +20,7 @@ from .options import add_archive, add_command, add_json, add_no_progress, positi
 
 
 def register(sub) -> None:
-    """Add ``index`` to the sub-commands."""
-    p = add_command(sub, "index", run, help="hash the slices' features into a named Hamming index",
-                    description="Encode the archive's slices with the trained model(s), hash the features with "
-                                "kernel LSH and store the codes as index NAME. Run it again after an ingest: only "
-                                "the new slices are encoded and added.",
-                    examples="examples:\n  medhash index --archive ./archive --name ct256 --channel ct --bits 256\n"
-                             "  medhash index --archive ./archive --name joint --channel ct+dose --bits 1024\n"
-                             "  medhash index --archive ./archive --name big --bits 256 --index-type ivf --nprobe 64\n"
-                             "  medhash index --archive ./archive --name mv --bits 256 --backend milvus --uri ./milvus.db\n")
+    p = add_command(sub, "index", run, __doc__)
     add_archive(p)
     p.add_argument("--name", required=True, help="index name (a folder under ARCHIVE/indexes)")
     p.add_argument("--channel", choices=("ct", "dose", "ct+dose"), default="ct",

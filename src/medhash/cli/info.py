@@ -1,4 +1,10 @@
-"""``medhash info``: an archive's summary (needs no model: imports neither torch nor faiss)."""
+"""``medhash info``: summarise an archive.
+
+Patients, series, slices, slices with dose, structures, skipped slices and size on disk of an
+archive.
+
+example: medhash info --archive ./archive --json
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,11 +16,7 @@ from .options import add_archive, add_command, add_json, human_bytes
 
 
 def register(sub) -> None:
-    """Add ``info`` to the sub-commands."""
-    p = add_command(sub, "info", run, help="summarise an archive",
-                    description="Patients, series, slices, slices with dose, structures, skipped slices and "
-                                "size on disk of an archive.",
-                    examples="example: medhash info --archive ./archive --json\n")
+    p = add_command(sub, "info", run, __doc__)
     add_archive(p)
     add_json(p, "print JSON (keys: patients, series, slices, slices_with_dose, structures, ...)")
 

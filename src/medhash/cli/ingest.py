@@ -1,4 +1,12 @@
-"""``medhash ingest``: DICOM RT or OpenKBP folders into an archive."""
+"""``medhash ingest``: add DICOM RT or OpenKBP data to an archive.
+
+Read CT series with their RTDOSE and RTSTRUCT (DICOM, matched by frame of reference) or OpenKBP
+patient folders, resample each axial slice onto the 128 x 128 model grid and add it to the archive.
+Series already in the archive are not read again. Problems are reported with their file and the rest
+goes on.
+
+example: medhash ingest /data/export --archive ./archive
+"""
 from __future__ import annotations
 
 import argparse
@@ -13,13 +21,7 @@ from .options import add_archive, add_command, add_json, add_no_progress, add_ps
 
 
 def register(sub) -> None:
-    """Add ``ingest`` to the sub-commands."""
-    p = add_command(sub, "ingest", run, help="add DICOM RT or OpenKBP data to an archive",
-                    description="Read CT series with their RTDOSE and RTSTRUCT (DICOM, matched by frame of "
-                                "reference) or OpenKBP patient folders, resample each axial slice onto the "
-                                "128 x 128 model grid and add it to the archive. Series already in the archive "
-                                "are not read again. Problems are reported with their file and the rest goes on.",
-                    examples="example: medhash ingest /data/export --archive ./archive\n")
+    p = add_command(sub, "ingest", run, __doc__)
     p.add_argument("sources", nargs="+", metavar="SOURCE", type=Path,
                    help="files or folders (searched recursively)")
     add_archive(p, "archive directory (created if missing)")

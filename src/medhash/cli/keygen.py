@@ -1,4 +1,11 @@
-"""``medhash keygen``: a new pseudonymisation key file."""
+"""``medhash keygen``: create a pseudonymisation key file.
+
+Write 32 random bytes to KEYFILE (mode 0600) for `medhash ingest --pseudonymise KEYFILE`. An
+existing file is never overwritten. Keep the key safe: the same key gives the same pseudonyms on
+every run.
+
+example: medhash keygen ./medhash.key && medhash ingest demo-data --archive ./archive --pseudonymise ./medhash.key
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,13 +17,7 @@ from .options import add_command
 
 
 def register(sub) -> None:
-    """Add ``keygen`` to the sub-commands."""
-    p = add_command(sub, "keygen", run, help="create a pseudonymisation key file",
-                    description="Write 32 random bytes to KEYFILE (mode 0600) for `medhash ingest --pseudonymise "
-                                "KEYFILE`. An existing file is never overwritten. Keep the key safe: the same key "
-                                "gives the same pseudonyms on every run.",
-                    examples="example: medhash keygen ./medhash.key && "
-                             "medhash ingest demo-data --archive ./archive --pseudonymise ./medhash.key\n")
+    p = add_command(sub, "keygen", run, __doc__)
     p.add_argument("keyfile", metavar="KEYFILE", type=Path, help="key file to create")
 
 

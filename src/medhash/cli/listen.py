@@ -1,4 +1,16 @@
-"""``medhash listen``: a DICOM storage SCP receiving into an archive."""
+"""``medhash listen``: receive DICOM from a planning system or PACS (storage SCP) into an archive.
+
+A DICOM storage SCP for CT Image, RT Dose, RT Structure Set and RT Plan storage (other SOP classes
+are refused; C-ECHO answered). Each file is written to ARCHIVE/spool before it is acknowledged; once
+the association has ended and nothing new arrived for --quiet seconds, the spool is ingested like
+`medhash ingest` (RT Plans are accepted but not stored). A killed listener loses nothing
+acknowledged: the spool is ingested at the next start. One log line per association.
+
+examples:
+  medhash listen --archive ./archive --port 11112
+  TCP_NODELAY=1 storescu -aet PLANNING -aec MEDHASH 127.0.0.1 11112 +sd +r /data/export
+  medhash listen --archive ./archive --host 0.0.0.0 --allow-ae PLANNING PACS --pseudonymise ./medhash.key
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,19 +22,7 @@ from .options import add_archive, add_command, add_listen_address, add_pseudonym
 
 
 def register(sub) -> None:
-    """Add ``listen`` to the sub-commands."""
-    p = add_command(sub, "listen", run, help="receive DICOM from a planning system or PACS (storage SCP) into an archive",
-                    description="A DICOM storage SCP for CT Image, RT Dose, RT Structure Set and RT Plan storage "
-                                "(other SOP classes are refused; C-ECHO answered). Each file is written to "
-                                "ARCHIVE/spool before it is acknowledged; once the association has ended and "
-                                "nothing new arrived for --quiet seconds, the spool is ingested like `medhash "
-                                "ingest` (RT Plans are accepted but not stored). A killed listener loses nothing "
-                                "acknowledged: the spool is ingested at the next start. One log line per "
-                                "association.",
-                    examples="examples:\n  medhash listen --archive ./archive --port 11112\n"
-                             "  TCP_NODELAY=1 storescu -aet PLANNING -aec MEDHASH 127.0.0.1 11112 +sd +r /data/export\n"
-                             "  medhash listen --archive ./archive --host 0.0.0.0 --allow-ae PLANNING PACS "
-                             "--pseudonymise ./medhash.key\n")
+    p = add_command(sub, "listen", run, __doc__)
     add_archive(p, "archive directory (created if missing or empty)")
     p.add_argument("--ae-title", default="MEDHASH", help="this listener's AE title (default MEDHASH)")
     add_listen_address(p, 11112)

@@ -59,11 +59,17 @@ def error_text(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------- sub-commands and option groups
-def add_command(sub, name: str, run, *, help: str, description: str, examples: str) -> argparse.ArgumentParser:
-    """The sub-command ``name``, run by ``run(args) -> int``: ``help`` is its line in ``medhash
-    --help``, ``description`` heads its own ``--help``, which ends with its ``examples`` and the exit codes."""
-    p = sub.add_parser(name, help=help, description=description, epilog=examples.rstrip("\n") + "\n" + EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_command(sub, name: str, run, doc: str) -> argparse.ArgumentParser:
+    """The sub-command ``name``, run by ``run(args) -> int``, described by its module's docstring ``doc``.
+
+    ``doc`` has three paragraphs: ````medhash NAME``: HELP.`` (the command's line in ``medhash
+    --help``), the description that heads its own ``--help``, and the examples that end it (before
+    the exit codes).
+    """
+    head, description, examples = doc.strip("\n").split("\n\n", 2)
+    help_line = head.split(": ", 1)[1].rstrip(".")
+    p = sub.add_parser(name, help=help_line, description=description,
+                       epilog=examples.rstrip("\n") + "\n" + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=run)
     return p
 

@@ -1,4 +1,14 @@
-"""``medhash predict-dose``: a patient's dose estimated from the most similar other patients."""
+"""``medhash predict-dose``: estimate a patient's dose from the most similar other patients.
+
+Rank the other patients (as search --patient), take the k most similar, and average their doses on
+the slices matched along z, aligned by the body outline. Writes OUT.npy ((slices, 128, 128) float32
+Gy on the model grid), OUT.json and, for a DICOM series, OUT.dcm: an RTDOSE in the CT's frame of
+reference on its slices.
+
+examples:
+  medhash predict-dose --archive ./archive --patient pt_7 --k 5 --out pred/pt_7
+  medhash predict-dose --archive ./archive --patient /data/new/CT --out pred/new
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,14 +21,7 @@ from .search import patient_or_series
 
 
 def register(sub) -> None:
-    """Add ``predict-dose`` to the sub-commands."""
-    p = add_command(sub, "predict-dose", run, help="estimate a patient's dose from the most similar other patients",
-                    description="Rank the other patients (as search --patient), take the k most similar, and "
-                                "average their doses on the slices matched along z, aligned by the body outline. "
-                                "Writes OUT.npy ((slices, 128, 128) float32 Gy on the model grid), OUT.json and, "
-                                "for a DICOM series, OUT.dcm: an RTDOSE in the CT's frame of reference on its slices.",
-                    examples="examples:\n  medhash predict-dose --archive ./archive --patient pt_7 --k 5 --out pred/pt_7\n"
-                             "  medhash predict-dose --archive ./archive --patient /data/new/CT --out pred/new\n")
+    p = add_command(sub, "predict-dose", run, __doc__)
     add_archive(p)
     p.add_argument("--patient", required=True, metavar="PID|FOLDER", help="archive patient or DICOM CT series folder")
     p.add_argument("--out", required=True, type=Path, help="output path without suffix")

@@ -1,4 +1,17 @@
-"""``medhash pull``: a patient or study fetched from a PACS (DIMSE or DICOMweb) and ingested."""
+"""``medhash pull``: fetch a patient or study from a PACS (DIMSE or DICOMweb) and ingest it.
+
+Query a PACS for a patient's studies (or one study) and retrieve them into a temporary folder that
+is then ingested (as `medhash ingest`). DIMSE (--pacs): C-FIND, then C-MOVE to a storage SCP that
+medhash runs during the pull with AE title --aet on --move-port (the PACS must know that AE title
+with this host and port), falling back to C-GET when the PACS refuses the C-MOVE; --get uses C-GET
+only (nothing to configure on the PACS). DICOMweb (--dicomweb): QIDO-RS, then WADO-RS per series.
+What failed is listed; what arrived is ingested. Details: docs/pacs-pull.md.
+
+examples:
+  medhash pull --archive ./archive --pacs 127.0.0.1:4242 --aec ORTHANC --aet MEDHASH --patient DEMO001
+  medhash pull --archive ./archive --pacs pacs.example.org:104 --aec PACS --get --study 1.2.840.113619.2.55.3
+  medhash pull --archive ./archive --dicomweb http://127.0.0.1:8042/dicom-web --patient DEMO001 --pseudonymise ./medhash.key
+"""
 from __future__ import annotations
 
 import argparse
@@ -16,23 +29,7 @@ from .options import (MAX_LISTED, add_archive, add_command, add_json, add_no_pro
 
 
 def register(sub) -> None:
-    """Add ``pull`` to the sub-commands."""
-    p = add_command(sub, "pull", run, help="fetch a patient or study from a PACS (DIMSE or DICOMweb) and ingest it",
-                    description="Query a PACS for a patient's studies (or one study) and retrieve them into a "
-                                "temporary folder that is then ingested (as `medhash ingest`). DIMSE (--pacs): "
-                                "C-FIND, then C-MOVE to a storage SCP that medhash runs during the pull with AE "
-                                "title --aet on --move-port (the PACS must know that AE title with this host and "
-                                "port), falling back to C-GET when the PACS refuses the C-MOVE; --get uses C-GET "
-                                "only (nothing to configure on the PACS). DICOMweb (--dicomweb): QIDO-RS, then "
-                                "WADO-RS per series. What failed is listed; what arrived is ingested. Details: "
-                                "docs/pacs-pull.md.",
-                    examples="examples:\n"
-                             "  medhash pull --archive ./archive --pacs 127.0.0.1:4242 --aec ORTHANC --aet MEDHASH "
-                             "--patient DEMO001\n"
-                             "  medhash pull --archive ./archive --pacs pacs.example.org:104 --aec PACS --get "
-                             "--study 1.2.840.113619.2.55.3\n"
-                             "  medhash pull --archive ./archive --dicomweb http://127.0.0.1:8042/dicom-web "
-                             "--patient DEMO001 --pseudonymise ./medhash.key\n")
+    p = add_command(sub, "pull", run, __doc__)
     add_archive(p, "archive directory (created if missing)")
     p.add_argument("--pacs", metavar="HOST:PORT", help="DIMSE: the PACS's host and DICOM port")
     p.add_argument("--aec", metavar="AE", help="DIMSE: the PACS's AE title (called AE)")

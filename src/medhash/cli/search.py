@@ -1,5 +1,15 @@
-"""``medhash search``: the archive slices most similar to a query slice, or the most similar
-patients (``--patient``)."""
+"""``medhash search``: find the archive slices most similar to a query.
+
+QUERY is PATIENT:SLICE (an archive slice), a DICOM CT slice file, a DICOM series folder (with
+--slice), or a PNG/NPY image (PNG grey 0..255 = -1000..1000 HU; NPY in HU). Archive queries leave
+out the query's own patient unless --include-same-patient.
+
+examples:
+  medhash search --archive ./archive pt_1:60 --k 10 --png results.png
+  medhash search --archive ./archive CT_0042.dcm --dose RD.dcm --index joint --json
+  medhash search --archive ./archive --patient pt_7 --k 5          # similar patients
+  medhash search --archive ./archive --patient /data/new/CT --index ct256
+"""
 from __future__ import annotations
 
 import argparse
@@ -12,16 +22,7 @@ from .options import add_archive, add_command, add_index, add_json, add_rerank
 
 
 def register(sub) -> None:
-    """Add ``search`` to the sub-commands."""
-    p = add_command(sub, "search", run, help="find the archive slices most similar to a query",
-                    description="QUERY is PATIENT:SLICE (an archive slice), a DICOM CT slice file, a DICOM series "
-                                "folder (with --slice), or a PNG/NPY image (PNG grey 0..255 = -1000..1000 HU; NPY "
-                                "in HU). Archive queries leave out the query's own patient unless "
-                                "--include-same-patient.",
-                    examples="examples:\n  medhash search --archive ./archive pt_1:60 --k 10 --png results.png\n"
-                             "  medhash search --archive ./archive CT_0042.dcm --dose RD.dcm --index joint --json\n"
-                             "  medhash search --archive ./archive --patient pt_7 --k 5          # similar patients\n"
-                             "  medhash search --archive ./archive --patient /data/new/CT --index ct256\n")
+    p = add_command(sub, "search", run, __doc__)
     p.add_argument("query", metavar="QUERY", nargs="?")
     p.add_argument("--patient", metavar="PID|FOLDER",
                    help="patient-level search: rank the other patients like an archive patient or a DICOM CT "

@@ -1,4 +1,13 @@
-"""``medhash serve``: the web app and REST API for one archive."""
+"""``medhash serve``: run the web app and REST API for an archive.
+
+Serve the search page and the REST API (GET /api/health, /api/indexes, /api/patients,
+/api/slices/PATIENT/SLICE.png; POST /api/search) for one archive, opened read-only. Bound to
+127.0.0.1 unless --host says otherwise; give a token for use beyond localhost.
+
+examples:
+  medhash serve --archive demo-archive            # then open http://127.0.0.1:8000/
+  MEDHASH_TOKEN=s3cret medhash serve --archive ./archive --host 0.0.0.0 --port 8080
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,14 +18,7 @@ from ..errors import EXIT_OK, MedhashError
 from .options import add_archive, add_command, add_listen_address
 
 def register(sub) -> None:
-    """Add ``serve`` to the sub-commands."""
-    p = add_command(sub, "serve", run, help="run the web app and REST API for an archive",
-                    description="Serve the search page and the REST API (GET /api/health, /api/indexes, "
-                                "/api/patients, /api/slices/PATIENT/SLICE.png; POST /api/search) for one archive, "
-                                "opened read-only. Bound to 127.0.0.1 unless --host says otherwise; give a token "
-                                "for use beyond localhost.",
-                    examples="examples:\n  medhash serve --archive demo-archive            # then open http://127.0.0.1:8000/\n"
-                             "  MEDHASH_TOKEN=s3cret medhash serve --archive ./archive --host 0.0.0.0 --port 8080\n")
+    p = add_command(sub, "serve", run, __doc__)
     add_archive(p, "archive directory (never modified)")
     add_listen_address(p, 8000)
     p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on the API (default: $MEDHASH_TOKEN; "

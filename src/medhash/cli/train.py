@@ -1,4 +1,10 @@
-"""``medhash train``: an auto-encoder for CT or dose slices."""
+"""``medhash train``: train an auto-encoder for CT or dose slices.
+
+Train a convolutional auto-encoder on the archive's slices (validation split by patient, early
+stopping) and store it in ARCHIVE/models/NAME. Its encoder gives the feature vector of a slice.
+
+example: medhash train --archive ./archive --channel ct --arch shallow --epochs 10
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,12 +17,7 @@ from .options import add_archive, add_command, add_json, add_no_progress
 
 
 def register(sub) -> None:
-    """Add ``train`` to the sub-commands."""
-    p = add_command(sub, "train", run, help="train an auto-encoder for CT or dose slices",
-                    description="Train a convolutional auto-encoder on the archive's slices (validation split by "
-                                "patient, early stopping) and store it in ARCHIVE/models/NAME. Its encoder gives "
-                                "the feature vector of a slice.",
-                    examples="example: medhash train --archive ./archive --channel ct --arch shallow --epochs 10\n")
+    p = add_command(sub, "train", run, __doc__)
     add_archive(p)
     p.add_argument("--channel", choices=("ct", "dose"), default="ct", help="what the model sees (default ct)")
     p.add_argument("--arch", choices=("shallow", "deep"), default="shallow", help="architecture (default shallow)")
