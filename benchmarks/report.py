@@ -49,8 +49,10 @@ BENCHES = (
     Bench("scale", "scale.py"),
     Bench("load", "load.py", index_arg=True, extra=("--clients", "8", "--seconds", "30")),
     Bench("receive", "receive.py", extra=("--repeat", "12")),
+    Bench("startup", "startup.py", extra=("--repeat", "9")),
+    Bench("threads", "threads.py", extra=("--n", "200000", "--reps", "3")),
 )
-DEFAULT = ("ingest", "search")
+DEFAULT = ("ingest", "search", "startup")
 
 
 def command(bench: Bench, args: argparse.Namespace) -> list[str] | None:

@@ -1,4 +1,4 @@
-"""Start-up: commands that need no model never import torch (nor the web or network stacks).
+"""Start-up: commands that need no model never import torch, the DICOM readers, scipy, the web or network stacks.
 
 Checked by the modules a fresh interpreter has loaded after the command, not by timing.
 """
@@ -13,7 +13,7 @@ import pytest
 
 from medhash.retrieval import build_index
 
-HEAVY = ("torch", "fastapi", "pynetdicom", "matplotlib.pyplot")
+HEAVY = ("torch", "fastapi", "pynetdicom", "matplotlib.pyplot", "pydicom", "scipy.ndimage", "scipy.special")
 
 
 def loaded_after(argv: list[str]) -> tuple[int, set[str], str]:

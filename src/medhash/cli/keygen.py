@@ -12,7 +12,6 @@ import argparse
 from pathlib import Path
 
 from ..errors import EXIT_OK
-from ..ingest.pseudonymise import make_key
 from .options import add_command
 
 
@@ -23,6 +22,8 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the key file (never over an existing one)."""
+    from ..ingest.pseudonymise import make_key  # start-up: pydicom only when pseudonymising
+
     path = make_key(args.keyfile)
     print(f"wrote a new pseudonymisation key to {path} (mode 0600); keep it safe and private: the same key "
           "gives the same pseudonyms, and without it new data cannot be linked to what is archived")

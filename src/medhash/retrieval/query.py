@@ -78,10 +78,6 @@ def parse_query(archive, query: str | Path, *, dose: str | Path | None = None,
     :mod:`medhash.io.images`); anything else is DICOM: a CT slice file, or a series folder with
     ``slice_index``. ``dose`` is an RTDOSE (DICOM queries) or a dose image in Gy (image queries).
     """
-    # start-up: the readers (pydicom, scipy) only for file queries; an archive slice needs neither
-    from ..io.dicom import read_query  # start-up: pydicom and scipy only for file queries
-    from ..io.images import is_image, read_image  # (as above)
-
     text = str(query)
     m = _ARCHIVE_QUERY.match(text)
     if m and not Path(text).exists():
@@ -91,6 +87,10 @@ def parse_query(archive, query: str | Path, *, dose: str | Path | None = None,
     path = Path(text)
     if not path.exists():
         raise InputError(f"query {text!r} is neither PATIENT:SLICE nor an existing file or folder", param="query")
+    # start-up: the readers (pydicom, scipy) only for file queries; an archive slice needs neither
+    from ..io.dicom import read_query
+    from ..io.images import is_image, read_image  # (as above)
+
     if is_image(path):
         d = read_image(dose, kind="dose") if dose is not None else None
         return Query(kind="image", info={"type": "image", "file": str(path)}, ct=read_image(path, kind="ct"), dose=d)
