@@ -136,7 +136,7 @@ def test_load_wrong_file(name, X, tmp_path):
         cls.load(wrong)
     junk = tmp_path / "junk.pkl"
     junk.write_bytes(b"not a pickle at all")
-    with pytest.raises(ModelMismatchError, match="junk.pkl"):
+    with pytest.raises(ModelMismatchError, match=rf"junk.pkl: not a saved {cls.__name__}"):
         cls.load(junk)
     with pytest.raises(ModelMismatchError, match="junk.pkl"):
         load_hasher(junk)
