@@ -13,20 +13,15 @@ Folders whose names start with ``.`` are temporary and ignored.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import time
 from typing import Any
 
 import torch
 
 from ..errors import ModelMismatchError
-from ..store.durable import fsync_dir, fsync_file, write_json_atomic
-from ..store.layout import check_name, model_dir, models_dir
+from ..store.durable import fsync_file, replace_dir_atomically, write_json_atomic
+from ..store.layout import model_dir
 from .catalog import CONFIG, METRICS, WEIGHTS, check_config, read_config, sha256_file
 from .models import AutoEncoder, build_model
-
-
 
 
 def save_checkpoint(archive: Any, name: str, model: AutoEncoder, config: dict, metrics: dict) -> dict:
@@ -35,14 +30,7 @@ def save_checkpoint(archive: Any, name: str, model: AutoEncoder, config: dict, m
     The three files are written and flushed in a hidden folder ``models/.<name>.tmp-PID``, which
     then replaces ``models/<name>`` (the old folder is renamed aside first and removed after).
     """
-    root = models_dir(archive)
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / check_name(name, "model name")
-    for stale in root.glob(f".{name}.tmp-*"):          # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = root / f".{name}.tmp-{os.getpid()}-{time.time_ns()}"
-    tmp.mkdir()
-    try:
+    with replace_dir_atomically(model_dir(archive, name)) as tmp:
         weights = tmp / WEIGHTS
         with open(weights, "wb") as f:
             torch.save({k: v.detach().contiguous() for k, v in model.state_dict().items()}, f)
@@ -50,18 +38,6 @@ def save_checkpoint(archive: Any, name: str, model: AutoEncoder, config: dict, m
         config = {**config, "sha256": sha256_file(weights)}
         write_json_atomic(tmp / METRICS, metrics)
         write_json_atomic(tmp / CONFIG, config)
-        fsync_dir(tmp)
-        if target.exists():
-            old = root / f".{name}.old-{os.getpid()}-{time.time_ns()}"
-            os.rename(target, old)
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
-        fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return config
 
 

@@ -401,6 +401,24 @@ class Archive:
                 present[j] = True
         return masks, present
 
+    def structure_masks(self, rows) -> dict[str, np.ndarray]:
+        """The structure masks of archive rows (organs and targets, not the possible-dose mask).
+
+        Returns name -> (len(rows), 128, 128) bool, all False on the rows a structure does not touch."""
+        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        pos = {int(r): j for j, r in enumerate(rows)}
+        out: dict[str, np.ndarray] = {}
+        bits = self._array("masks")
+        for row, name, mrow in self._con.execute(
+                "SELECT m.row, s.name, m.mask_row FROM slice_masks m JOIN structures s USING (structure_id) "
+                "WHERE s.kind = 'roi' AND m.row BETWEEN ? AND ?",
+                (int(rows.min(initial=0)), int(rows.max(initial=-1)))):
+            j = pos.get(int(row))
+            if j is not None:
+                mask = np.unpackbits(bits[mrow]).astype(bool).reshape(GRID_SIZE, GRID_SIZE)
+                out.setdefault(name, np.zeros((len(rows), GRID_SIZE, GRID_SIZE), dtype=bool))[j] = mask
+        return out
+
     def _slice(self, rec: tuple) -> Slice:
         row, pid, sidx, suid, z, ox, oy, oz, has_dose, _bf = rec
         series = self._con.execute("SELECT row_dir, col_dir FROM series WHERE series_uid = ?", (suid,)).fetchone()

@@ -58,6 +58,39 @@ def replace_atomically(path: Path) -> Iterator[Path]:
     fsync_dir(path.parent)
 
 
+@contextmanager
+def replace_dir_atomically(target: Path) -> Iterator[Path]:
+    """Yield a hidden empty folder beside ``target`` to fill; on a clean exit it replaces ``target``.
+
+    The caller writes (and fsyncs) every file in the yielded folder; then the folder is fsynced,
+    the old ``target`` (if any) is renamed aside, the new folder renamed to ``target``, the old one
+    removed and the parent fsynced. Folders left by a killed run (``.NAME.tmp-*``) are removed first;
+    on an exception the new folder is removed and ``target`` is untouched."""
+    import shutil  # start-up: only the writers of whole folders need it
+
+    target = Path(target)
+    root = target.parent
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(f".{target.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = root / f".{target.name}.tmp-{os.getpid()}-{time.time_ns()}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        fsync_dir(tmp)
+        if target.exists():
+            old = root / f".{target.name}.old-{os.getpid()}-{time.time_ns()}"
+            os.rename(target, old)
+            os.rename(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+        fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     """Replace ``path`` by ``data`` as indented JSON (:func:`replace_atomically`)."""
     with replace_atomically(path) as tmp, open(tmp, "w") as f:

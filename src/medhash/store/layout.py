@@ -9,6 +9,7 @@
       models/<name>/         auto-encoder checkpoint, config, metrics (:mod:`medhash.features`)
       features/<name>.f32    cached float32 features of every slice, per model
       indexes/<name>/        codes, hasher, engine, manifest.json (:mod:`medhash.retrieval`)
+      dose-models/<name>/    LightGBM dose model, geometry atlas, manifest.json (:mod:`medhash.dose`)
       spool/                 files received by ``medhash listen``, not yet ingested (:mod:`medhash.net`)
 
 No other module joins these names to an archive path: they call the functions here.
@@ -27,6 +28,7 @@ ARRAYS_DIR = "arrays"
 MODELS_DIR = "models"
 FEATURES_DIR = "features"
 INDEXES_DIR = "indexes"
+DOSE_MODELS_DIR = "dose-models"
 SPOOL_DIR = "spool"
 MANIFEST = "manifest.json"
 
@@ -81,6 +83,16 @@ def features_dir(archive: Any) -> Path:
 def indexes_dir(archive: Any) -> Path:
     """``ARCHIVE/indexes``."""
     return archive_dir(archive) / INDEXES_DIR
+
+
+def dose_models_dir(archive: Any) -> Path:
+    """``ARCHIVE/dose-models``."""
+    return archive_dir(archive) / DOSE_MODELS_DIR
+
+
+def dose_model_dir(archive: Any, name: str) -> Path:
+    """``ARCHIVE/dose-models/<name>``."""
+    return dose_models_dir(archive) / check_name(name, "dose model name")
 
 
 def index_dir(archive: Any, name: str) -> Path:

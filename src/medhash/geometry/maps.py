@@ -1,0 +1,143 @@
+"""A patient's planning geometry on the model grid: targets by level, organs, body, distance maps.
+
+Everything here reads CT and contours only, never a dose: it is what a query has at planning time.
+
+Distances are in mm on the model grid (3.906 mm in-plane, the patient's slice spacing along z),
+computed in 3-D by exact Euclidean distance transforms (:func:`scipy.ndimage.distance_transform_edt`)
+inside the body's bounding box:
+
+* ``d1``, ``d2``, ``d3``: signed distance to the targets of the highest, second and third prescription
+  level (negative inside), clipped to +/- :data:`CLIP_MM`; a level the patient lacks reads
+  :data:`CLIP_MM` everywhere. Levels below the third join the third.
+* ``d_any``: signed distance to the union of all targets.
+* ``depth``: distance below the body surface (body: HU > -500), 0 outside.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core.grid import BODY_HU, GRID_SPACING_MM
+from .names import structure_roles
+
+CLIP_MM = 150.0
+N_LEVELS = 3
+
+
+@dataclass
+class PatientGeometry:
+    """One patient's CT and contours, in z order.
+
+    Attributes
+    ----------
+    patient_id : archive id, or None for a DICOM query.
+    z_mm : (n,) slice positions, increasing.
+    spacing_mm : (z, row, column) voxel size, mm.
+    ct : (n, 128, 128) float32 HU; body : (n, 128, 128) bool (HU > -500).
+    levels : prescription levels in Gy, highest first (at most :data:`N_LEVELS`).
+    targets : (len(levels), n, 128, 128) bool, the union of the targets at each level.
+    organs : TG-263 name -> (n, 128, 128) bool.
+    source_names : TG-263 name or ``"target <Gy>"`` -> the structure names it was read from.
+    """
+    patient_id: str | None
+    z_mm: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    ct: np.ndarray
+    body: np.ndarray
+    levels: list[float]
+    targets: np.ndarray
+    organs: dict[str, np.ndarray]
+    source_names: dict[str, list[str]] = field(default_factory=dict)
+    _maps: dict | None = field(default=None, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.ct.shape)
+
+    @property
+    def voxel_mm3(self) -> float:
+        dz, dy, dx = self.spacing_mm
+        return float(dz * dy * dx)
+
+    @property
+    def any_target(self) -> np.ndarray:
+        """(n, 128, 128) bool, every target."""
+        return self.targets.any(axis=0) if len(self.targets) else np.zeros(self.shape, dtype=bool)
+
+    def maps(self) -> dict[str, np.ndarray]:
+        """The distance maps of the module docstring, name -> (n, 128, 128) float32 mm (computed once)."""
+        if self._maps is None:
+            self._maps = distance_maps(self)
+        return self._maps
+
+
+def from_arrays(ct: np.ndarray, z_mm: np.ndarray, masks: dict[str, np.ndarray], *,
+                patient_id: str | None = None, targets: dict[str, float] | None = None) -> PatientGeometry:
+    """A :class:`PatientGeometry` from (n, 128, 128) CT (HU) with its (n,) z and its structure masks.
+
+    Slices are put in z order; ``targets`` overrides levels read from names
+    (:func:`medhash.geometry.names.structure_roles`)."""
+    order = np.argsort(np.asarray(z_mm, dtype=np.float64), kind="stable")
+    z = np.asarray(z_mm, dtype=np.float64)[order]
+    ct = np.asarray(ct, dtype=np.float32)[order]
+    dz = float(np.median(np.diff(z))) if len(z) > 1 else 2.5
+    dz = dz if dz > 0 else 2.5
+    levels_names, organ_names = structure_roles(masks, targets)
+    levels = list(levels_names)[:N_LEVELS]
+    t = np.zeros((len(levels),) + ct.shape, dtype=bool)
+    sources: dict[str, list[str]] = {}
+    for lv, names in levels_names.items():
+        j = min(levels.index(lv) if lv in levels else N_LEVELS - 1, len(levels) - 1)
+        for n in names:
+            t[j] |= np.asarray(masks[n], dtype=bool)[order]
+        sources.setdefault(f"target {levels[j]:g}", []).extend(names)
+    organs = {canon: np.asarray(masks[n], dtype=bool)[order] for canon, n in organ_names.items()}
+    sources.update({canon: [n] for canon, n in organ_names.items()})
+    return PatientGeometry(patient_id, z, (dz, GRID_SPACING_MM, GRID_SPACING_MM), ct, ct > BODY_HU,
+                           levels, t, organs, sources)
+
+
+def _box(body: np.ndarray, margin: int = 4) -> tuple[slice, ...]:
+    """The bounding box of the body, ``margin`` voxels wider, as slices (the whole array without body)."""
+    if not body.any():
+        return tuple(slice(0, s) for s in body.shape)
+    out = []
+    for ax in range(3):
+        hit = np.flatnonzero(body.any(axis=tuple(a for a in range(3) if a != ax)))
+        out.append(slice(max(0, hit[0] - margin), min(body.shape[ax], hit[-1] + margin + 1)))
+    return tuple(out)
+
+
+def signed_distance(mask: np.ndarray, spacing_mm, clip: float = CLIP_MM) -> np.ndarray:
+    """Signed Euclidean distance (mm) to a mask's surface, negative inside, clipped to +/- ``clip``;
+    ``clip`` everywhere for an empty mask. (n, H, W) bool -> float32."""
+    from scipy import ndimage  # start-up: scipy.ndimage only when distances are computed
+
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return np.full(mask.shape, clip, dtype=np.float32)
+    out = ndimage.distance_transform_edt(~mask, sampling=spacing_mm)
+    out -= ndimage.distance_transform_edt(mask, sampling=spacing_mm)
+    return np.clip(out, -clip, clip).astype(np.float32)
+
+
+def distance_maps(g: PatientGeometry) -> dict[str, np.ndarray]:
+    """``d1``, ``d2``, ``d3``, ``d_any`` and ``depth`` of the module docstring, (n, 128, 128) float32 mm."""
+    from scipy import ndimage  # start-up: as signed_distance
+
+    box = _box(g.body | g.any_target)
+    out = {}
+
+    def full(crop: np.ndarray, fill: float) -> np.ndarray:
+        a = np.full(g.shape, fill, dtype=np.float32)
+        a[box] = crop
+        return a
+
+    for j in range(N_LEVELS):
+        m = g.targets[j][box] if j < len(g.targets) else np.zeros(g.body[box].shape, dtype=bool)
+        out[f"d{j + 1}"] = full(signed_distance(m, g.spacing_mm), CLIP_MM)
+    out["d_any"] = full(signed_distance(g.any_target[box], g.spacing_mm), CLIP_MM)
+    depth = ndimage.distance_transform_edt(g.body[box], sampling=g.spacing_mm)
+    out["depth"] = full(np.clip(depth, 0, CLIP_MM).astype(np.float32), 0.0)
+    return out
