@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..geometry import organ_name, target_level
+
 TARGETS = ("PTV56", "PTV63", "PTV70")
 ORGANS = ("Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus", "Larynx", "Mandible")
 TARGET_METRICS = {"D99": 1.0, "D95": 5.0, "D1": 99.0}        # name -> percentile of the voxel doses
@@ -62,8 +64,9 @@ def dvh_metrics(dose: np.ndarray, structures: dict[str, np.ndarray], voxel_volum
     Parameters
     ----------
     dose : (z, y, x) Gy.
-    structures : name -> (z, y, x) bool mask; names outside :data:`TARGETS` and :data:`ORGANS` and
-        empty masks are ignored.
+    structures : name -> (z, y, x) bool mask. Targets are the names that carry a level (``PTV70``,
+        :func:`medhash.geometry.target_level`), organs the names of a TG-263 organ in any spelling
+        (:func:`medhash.geometry.organ_name`); other names and empty masks are ignored.
     voxel_volume_mm3 : volume of one voxel.
 
     Returns
@@ -80,10 +83,10 @@ def dvh_metrics(dose: np.ndarray, structures: dict[str, np.ndarray], voxel_volum
         d = dose[mask]
         if not len(d):
             continue
-        if name in TARGETS:
+        if name in TARGETS or target_level(name) is not None:
             for metric, pct in TARGET_METRICS.items():
                 out[f"{metric} {name}"] = float(np.percentile(d, pct))
-        elif name in ORGANS:
+        elif name in ORGANS or organ_name(name) is not None:
             out[f"D0.1cc {name}"] = float(np.percentile(d, max(0.0, 100.0 - 100.0 * v / len(d))))
             out[f"mean {name}"] = float(d.mean())
     return out
