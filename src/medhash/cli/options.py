@@ -95,6 +95,12 @@ def add_index(p: argparse.ArgumentParser, help: str = "index name (default: the 
     p.add_argument("--index", required=required, help=help)
 
 
+def add_targets(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--targets", metavar="NAME=GY,...",
+                   help="target structures and their prescription levels in Gy when the names carry none "
+                        "(e.g. PTV_high=70,PTV_low=56); PTV70, PTV_7000, PTV70Gy are read without it")
+
+
 def add_pseudonymise(p: argparse.ArgumentParser, help: str) -> None:
     """``--pseudonymise KEYFILE``: pseudonymise what comes in with this key."""
     p.add_argument("--pseudonymise", metavar="KEYFILE", type=Path, default=None, help=help)

@@ -1,7 +1,7 @@
 """Fixed-length numbers from a patient's geometry: per-voxel features and a per-patient descriptor.
 
 **Voxel features** (:data:`VOXEL_FEATURES`, one row per voxel), what a knowledge-based dose model
-reads: the distance maps of :mod:`medhash.geometry.maps` (mm), the three prescription levels (Gy, 0
+reads: the maps of :mod:`medhash.geometry.maps` (distances in mm, blurred prescriptions in Gy), the three prescription levels (Gy, 0
 for a level the patient lacks), one flag per TG-263 organ of :data:`medhash.geometry.names.ORGANS`,
 the position relative to the centroid of the highest-level target (``rz`` along z, ``ry`` towards
 posterior rows, ``rx`` towards higher columns; mm), the CT number (HU, clipped to [-1000, 2000]) and
@@ -21,7 +21,8 @@ import numpy as np
 from .maps import N_LEVELS, PatientGeometry
 from .names import ORGANS
 
-MAP_NAMES = ("d1", "d2", "d3", "d_any", "depth")
+MAP_NAMES = ("d1", "d2", "d3", "d_any", "depth", "d_inplane", "kernel5", "kernel10", "kernel20", "kernel40",
+             "d_parotid", "d_cord")
 ORGAN_FLAGS = tuple(f"organ {name}" for name in ORGANS)
 VOXEL_FEATURES = MAP_NAMES + ("l1", "l2", "l3") + ORGAN_FLAGS + ("rz", "ry", "rx", "hu", "vol1", "vol_any")
 OVH_RADII_MM = (0.0, 5.0, 10.0, 20.0, 30.0, 50.0)

@@ -11,6 +11,13 @@ inside the body's bounding box:
   :data:`CLIP_MM` everywhere. Levels below the third join the third.
 * ``d_any``: signed distance to the union of all targets.
 * ``depth``: distance below the body surface (body: HU > -500), 0 outside.
+* ``d_inplane``: distance to any target on the same slice (2-D), :data:`CLIP_MM` on slices without one:
+  beams are collimated along z, so dose falls off faster out of the targets' slices than beside them.
+* ``kernel5`` ... ``kernel40``: the prescription map (each target voxel holds its level in Gy, the highest
+  where levels overlap) blurred by a Gaussian of sigma 5, 10, 20 and 40 mm (zero outside the grid): a
+  crude dose calculation whose scales stand for penumbra, scatter and the beams' spread.
+* ``d_parotid``, ``d_cord``: signed distance to either parotid and to the spinal cord, the organs whose
+  sparing shapes most head-and-neck plans (:data:`CLIP_MM` where the patient has none).
 """
 from __future__ import annotations
 
@@ -23,6 +30,8 @@ from .names import structure_roles
 
 CLIP_MM = 150.0
 N_LEVELS = 3
+KERNEL_SIGMAS_MM = (5.0, 10.0, 20.0, 40.0)
+SPARED_ORGANS = {"d_parotid": ("Parotid_L", "Parotid_R"), "d_cord": ("SpinalCord",)}
 
 
 @dataclass
@@ -123,7 +132,7 @@ def signed_distance(mask: np.ndarray, spacing_mm, clip: float = CLIP_MM) -> np.n
 
 
 def distance_maps(g: PatientGeometry) -> dict[str, np.ndarray]:
-    """``d1``, ``d2``, ``d3``, ``d_any`` and ``depth`` of the module docstring, (n, 128, 128) float32 mm."""
+    """The maps of the module docstring, name -> (n, 128, 128) float32 (mm; Gy for the kernels)."""
     from scipy import ndimage  # start-up: as signed_distance
 
     box = _box(g.body | g.any_target)
@@ -140,4 +149,35 @@ def distance_maps(g: PatientGeometry) -> dict[str, np.ndarray]:
     out["d_any"] = full(signed_distance(g.any_target[box], g.spacing_mm), CLIP_MM)
     depth = ndimage.distance_transform_edt(g.body[box], sampling=g.spacing_mm)
     out["depth"] = full(np.clip(depth, 0, CLIP_MM).astype(np.float32), 0.0)
+    out["d_inplane"] = _inplane_distance(g)
+    out.update(_kernels(g))
+    for name, organs in SPARED_ORGANS.items():
+        m = np.zeros(g.shape, dtype=bool)
+        for organ in organs:
+            if organ in g.organs:
+                m |= g.organs[organ]
+        out[name] = full(signed_distance(m[box], g.spacing_mm), CLIP_MM)
     return out
+
+
+def _inplane_distance(g: PatientGeometry) -> np.ndarray:
+    """``d_inplane``: per slice, the 2-D distance (mm) to any target, clipped; the clip without one."""
+    from scipy import ndimage  # start-up: as signed_distance
+
+    anyt = g.any_target
+    out = np.full(g.shape, CLIP_MM, dtype=np.float32)
+    for i in np.flatnonzero(anyt.any(axis=(1, 2))):
+        out[i] = np.minimum(ndimage.distance_transform_edt(~anyt[i], sampling=g.spacing_mm[1:]), CLIP_MM)
+    return out
+
+
+def _kernels(g: PatientGeometry) -> dict[str, np.ndarray]:
+    """``kernel5`` ... ``kernel40``: the prescription map (Gy) blurred at each of :data:`KERNEL_SIGMAS_MM`."""
+    from scipy import ndimage  # start-up: as signed_distance
+
+    presc = np.zeros(g.shape, dtype=np.float32)
+    for level, m in zip(g.levels, g.targets):
+        np.maximum(presc, np.where(m, np.float32(level), np.float32(0)), out=presc)
+    sp = np.asarray(g.spacing_mm, dtype=np.float64)
+    return {f"kernel{s:g}": ndimage.gaussian_filter(presc, s / sp, mode="constant").astype(np.float32)
+            for s in KERNEL_SIGMAS_MM}

@@ -121,7 +121,7 @@ def patient_query(archive, patient: str | None = None, series: str | Path | None
         return PatientQuery("archive", patient, table["z_mm"][rows], table["slice_index"][rows], rows, None, None,
                             {"type": "archive", "patient_id": patient, "slices": int(len(rows))})
     from ..io.dicom import read_query  # start-up: pydicom only for DICOM queries
-    vol, _ = read_query(series, slice_index=0, dose_path=dose)
+    vol, _ = read_query(series, slice_index=0, dose_path=dose, structures=True)
     vol = vol.body_only()
     if len(vol) == 0:
         raise InputError(f"{series}: no slice of this series shows a body", param="series")

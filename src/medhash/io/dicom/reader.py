@@ -254,9 +254,7 @@ def _series_jobs(found: DicomScan, known_series: set[str] | None, problems: list
                                         f"{dds.get('DoseSummationType', '?')}); ignored " + ", ".join(map(str, others)),
                                         level="warning"))
         if fuid in structs:
-            cands = sorted(structs[fuid], key=lambda t: (str(t[1].get("StructureSetDate", "")),
-                                                         str(t[1].get("StructureSetTime", "")),
-                                                         str(t[1].get("SOPInstanceUID", ""))), reverse=True)
+            cands = _newest_first(structs[fuid])
             struct_path = cands[0][0]
             if len(cands) > 1:
                 problems.append(Problem(str(struct_path), f"{len(cands)} RTSTRUCT for frame of reference {fuid}: "
@@ -366,8 +364,8 @@ def read_series_job(job: tuple[str, list[Path], Path | None, Path | None],
     return out
 
 
-def read_query(path: str | Path, *, slice_index: int | None = None, dose_path: str | Path | None = None
-               ) -> tuple[Volume, int]:
+def read_query(path: str | Path, *, slice_index: int | None = None, dose_path: str | Path | None = None,
+               structures: bool = False) -> tuple[Volume, int]:
     """A query slice from DICOM, on the model grid exactly as ``ingest`` would put it.
 
     Parameters
@@ -375,6 +373,8 @@ def read_query(path: str | Path, *, slice_index: int | None = None, dose_path: s
     path : a CT slice file, or a folder holding one CT series (then ``slice_index`` picks the slice:
         0-based, in position order).
     dose_path : optional RTDOSE of the same frame of reference, resampled onto the slice.
+    structures : for a folder, also rasterise the RTSTRUCT of the folder that references the CT's frame
+        of reference (the newest by StructureSetDate / Time when there are several), as ingest does.
 
     Returns
     -------
@@ -389,6 +389,7 @@ def read_query(path: str | Path, *, slice_index: int | None = None, dose_path: s
         if len(found.ct) > 1:
             raise InputError(f"{path}: {len(found.ct)} CT series in this folder; give a folder with one series")
         uid, items = next(iter(found.ct.items()))
+        struct_files = _structures_of(found) if structures else []
         if slice_index is None:
             raise InputError(f"{path} is a series folder: say which slice (0 to {len(items) - 1})",
                              param="slice_index")
@@ -402,6 +403,7 @@ def read_query(path: str | Path, *, slice_index: int | None = None, dose_path: s
             raise InputError(f"{path}: a query must be a CT image; this file is {modality or sop_class or 'of no known type'}"
                              + ("" if modality or sop_class else " (no Modality, no SOP Class UID: truncated or corrupt?)"))
         uid, items = str(ds.get("SeriesInstanceUID", "") or "query"), [(path, ds)]
+        struct_files = []
         if slice_index not in (None, 0):
             raise InputError(f"{path} is a single slice: its slice index is 0 (or leave it out)", param="slice_index")
     full = []
@@ -425,4 +427,24 @@ def read_query(path: str | Path, *, slice_index: int | None = None, dose_path: s
             raise InputError(f"{dose_path}: {describe('FrameOfReferenceUID')} differs from the CT's "
                              f"({ct.frame_of_reference_uid}); the dose belongs to another scan")
         dose = (dose_path, read_dose(dose_path), hdr)
-    return series_to_volume(ct, dose, None), k
+    struct = None
+    if struct_files:
+        spath = struct_files[0]
+        try:
+            struct = (spath, pydicom.dcmread(spath, force=True))
+        except Exception as exc:
+            raise InputError(f"{spath}: cannot read the RTSTRUCT ({type(exc).__name__}: {exc})") from None
+    return series_to_volume(ct, dose, struct), k
+
+
+def _structures_of(found: DicomScan) -> list[Path]:
+    """The RTSTRUCT files of a scanned folder that reference its CT series' frame of reference, newest
+    first (StructureSetDate, StructureSetTime, SOPInstanceUID), as ingest chooses."""
+    for_of_ct, _, structs = _by_frame_of_reference(found, [])
+    return [p for p, _ in _newest_first([c for fuid in set(for_of_ct.values()) for c in structs.get(fuid, [])])]
+
+
+def _newest_first(structs: list[tuple[Path, pydicom.Dataset]]) -> list[tuple[Path, pydicom.Dataset]]:
+    """RTSTRUCT (path, dataset) pairs, newest first by StructureSetDate, StructureSetTime, SOPInstanceUID."""
+    return sorted(structs, key=lambda t: (str(t[1].get("StructureSetDate", "")), str(t[1].get("StructureSetTime", "")),
+                                          str(t[1].get("SOPInstanceUID", ""))), reverse=True)

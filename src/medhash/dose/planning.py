@@ -1,0 +1,132 @@
+"""Dose for a patient at planning time: from its CT and contours only, by geometry and the archive's plans.
+
+Methods (``predict-dose --method``):
+
+* ``model`` (default when the archive has a dose model): the LightGBM model of
+  :mod:`medhash.dose.model`, fed with the query's geometry features and the dose its ``k`` nearest
+  patients by geometry transfer to it.
+* ``neighbours``: the dose transferred by anatomy (:mod:`medhash.dose.transfer`) from the ``k``
+  most similar patients, chosen by geometry descriptor (``by="geometry"``, default), by CT
+  (``"ct"``: :func:`medhash.retrieval.patient_search` over a CT index) or by both (``"both"``: ranks
+  fused, each patient scored ``1 / (60 + rank)`` in each list, summed).
+* ``pixels``: the slice-by-slice rule of :mod:`medhash.dose.prediction` (CT look-alike slices pasted with
+  a body-centroid shift); the only method that can use a joint CT + dose index.
+
+The query's own dose is never read by ``model`` or ``neighbours``; an archive query never uses its
+own plan (its patient is excluded from the neighbours).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import geometry
+from ..errors import InputError
+from ..retrieval import IndexCache, patient_query, patient_search
+from .atlas import Atlas, build_atlas
+from .model import DoseModel, list_dose_models, load_dose_model
+from .prediction import DosePrediction
+from .transfer import pool_tables, voxel_bins
+
+METHODS = ("model", "neighbours", "pixels")
+NEIGHBOURS_BY = ("geometry", "ct", "both")
+RRF_K = 60
+
+
+def query_geometry(archive, *, patient: str | None = None, series: str | Path | None = None,
+                   targets: dict | None = None):
+    """(PatientQuery, PatientGeometry) of an archive patient or a DICOM series folder (its RTSTRUCT
+    read with it); the query's dose is not read."""
+    q = patient_query(archive, patient, series)
+    if q.kind == "archive":
+        return q, geometry.archive_geometry(archive, q.patient_id, targets)
+    vol = q.volume
+    order = np.argsort(vol.z_mm, kind="stable")
+    masks = {name: m[order] for name, m in vol.masks.items()}
+    g = geometry.from_arrays(q.ct, q.z_mm, masks, patient_id=None, targets=targets)
+    if not g.levels:
+        raise InputError(f"{series}: the structure set has no target with a level (e.g. PTV70); name the "
+                         "targets and their levels, as PTV_high=70,PTV_low=56", param="targets")
+    return q, g
+
+
+def choose_neighbours(archive, atlas: Atlas, q, g, *, k: int, by: str, exclude=(), index: str | None = None,
+                      cache: IndexCache | None = None) -> list[dict]:
+    """The ``k`` atlas patients most similar to the query, by geometry, CT or both (module docstring):
+    ``[{"patient_id", "weight", "geometry_distance"?, "ct_score"?}]``, most similar first."""
+    if by not in NEIGHBOURS_BY:
+        raise InputError(f"neighbours_by must be one of {', '.join(NEIGHBOURS_BY)}, not {by!r}", param="neighbours_by")
+    desc = geometry.patient_descriptor(g)
+    by_geo = atlas.neighbours(desc, len(atlas), exclude) if by != "ct" else []
+    by_ct = []
+    if by != "geometry":
+        who = {"patient": q.patient_id} if q.kind == "archive" else {"series": q.info["folder"]}
+        res = patient_search(archive, **who, index=index, k=len(atlas) + 1, cache=cache)
+        usable = set(atlas.patient_ids) - set(exclude)
+        by_ct = [{"patient_id": r["patient_id"], "ct_score": r["patient_score"], "weight": 1.0}
+                 for r in res["results"] if r["patient_id"] in usable]
+    if by == "geometry":
+        return by_geo[:k]
+    if by == "ct":
+        return by_ct[:k]
+    score: dict[str, float] = {}
+    for ranked in (by_geo, by_ct):
+        for r, item in enumerate(ranked, start=1):
+            score[item["patient_id"]] = score.get(item["patient_id"], 0.0) + 1.0 / (RRF_K + r)
+    best = sorted(score, key=lambda p: (-score[p], p))[:k]
+    return [{"patient_id": p, "fused_score": round(score[p], 6), "weight": 1.0} for p in best]
+
+
+def model_dose(model: DoseModel, g, pooled: np.ndarray) -> np.ndarray:
+    """The dose model's prediction on ``g``'s body voxels given the pooled neighbour table:
+    (n, 128, 128) float32 Gy, 0 outside the body, never negative."""
+    key, scale = voxel_bins(g)
+    vox = np.flatnonzero(g.body.ravel())
+    x = np.column_stack([geometry.voxel_features(g, vox), pooled[key.ravel()[vox]] * scale]).astype(np.float32)
+    out = np.zeros(g.shape, dtype=np.float32)
+    if len(vox):
+        out.ravel()[vox] = np.clip(model.booster.predict(x, num_threads=0), 0.0, None)
+    return out
+
+
+def predict_dose_planned(archive, *, patient: str | None = None, series: str | Path | None = None,
+                         method: str | None = None, dose_model: str | None = None, k: int = 10,
+                         neighbours_by: str = "geometry", targets: dict | None = None, index: str | None = None,
+                         cache: IndexCache | None = None, progress: bool = False) -> DosePrediction:
+    """A planning-time dose for an archive patient or a DICOM series folder (module docstring).
+
+    ``method`` None picks ``model`` when the archive has a dose model, else ``neighbours``. The
+    atlas of archive plans comes from the dose model (``dose_model``: its name; default the only one)
+    or, without one, is computed afresh (every archive patient's distance maps: slow, with a progress bar).
+    """
+    t0 = time.perf_counter()
+    if method is None:
+        method = "model" if list_dose_models(archive) else "neighbours"
+    if method not in ("model", "neighbours"):
+        raise InputError(f"method must be one of model, neighbours (pixels: medhash.dose.predict_dose), "
+                         f"not {method!r}", param="method")
+    q, g = query_geometry(archive, patient=patient, series=series, targets=targets)
+    model = load_dose_model(archive, dose_model) if (method == "model" or list_dose_models(archive)) else None
+    atlas = model.atlas if model is not None else build_atlas(archive, targets=targets, progress=progress)
+    exclude = (q.patient_id,) if q.patient_id else ()
+    if method == "model" and neighbours_by != "geometry":
+        raise InputError("the dose model was trained with neighbours by geometry: use neighbours_by='geometry'",
+                         param="neighbours_by")
+    k = model.k if method == "model" else k
+    nbrs = choose_neighbours(archive, atlas, q, g, k=k, by=neighbours_by, exclude=exclude, index=index, cache=cache)
+    pooled = pool_tables([atlas.table(n["patient_id"]) for n in nbrs], [n["weight"] for n in nbrs])
+    if method == "model":
+        dose = model_dose(model, g, pooled)
+    else:
+        key, scale = voxel_bins(g)
+        dose = (pooled[key] * scale).astype(np.float32)
+        dose[~g.body] = 0.0
+    info = {**q.info, "method": method, "neighbours_by": neighbours_by, "levels_gy": g.levels,
+            "structures": g.source_names, "dose_model": model.name if model is not None else None,
+            "dose_model_patients": list(model.atlas.patient_ids) if method == "model" else [],
+            "seconds": round(time.perf_counter() - t0, 3)}
+    used = [{**n, "slices_used": int(len(g.z_mm))} for n in nbrs]
+    return DosePrediction(dose, g.z_mm, q.slice_index, used, np.full(len(g.z_mm), len(nbrs)), info,
+                          {"neighbours": nbrs}, q.volume)
