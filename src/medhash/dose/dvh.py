@@ -29,6 +29,7 @@ CSV_COLUMNS = ("structure", "dose_gy", "predicted_pct", "band_min_pct", "band_me
 MAX_COLUMNS = 4
 PREDICTED_COLOUR = "#d7191c"
 BAND_COLOUR = "#2c7bb6"
+MEDIAN_COLOUR = "#1f4e79"
 
 
 def dose_axis(max_gy: float, step_gy: float = 0.5) -> np.ndarray:
@@ -203,11 +204,11 @@ def _write_json(path: Path, axis: np.ndarray, names: list[str], predicted: dict,
 def _draw_panel(ax, name: str, axis: np.ndarray, predicted: dict, band: dict, truth: dict) -> None:
     """One structure's curves on one matplotlib axis."""
     if name in band:
-        lo, med, hi = band[name]
-        ax.fill_between(axis, lo, hi, color=BAND_COLOUR, alpha=0.25, linewidth=0)
-        ax.plot(axis, med, color=BAND_COLOUR, linestyle="--", linewidth=1.2)
+        ax.fill_between(axis, band[name][0], band[name][2], color=BAND_COLOUR, alpha=0.25, linewidth=0)
     if name in predicted:
         ax.plot(axis, predicted[name], color=PREDICTED_COLOUR, linestyle="-", linewidth=1.6)
+    if name in band:                                       # dashes over the predicted line: both stay visible
+        ax.plot(axis, band[name][1], color=MEDIAN_COLOUR, linestyle="--", linewidth=1.2)
     if name in truth:
         ax.plot(axis, truth[name], color="black", linestyle=":", linewidth=1.6)
     ax.set_xlim(0, float(axis[-1]))
@@ -225,7 +226,7 @@ def _legend_handles(band: dict, truth: dict) -> tuple[list, list[str]]:
     handles = [Line2D([0], [0], color=PREDICTED_COLOUR, lw=1.6)]
     labels = ["predicted"]
     if band:
-        handles += [Patch(facecolor=BAND_COLOUR, alpha=0.25), Line2D([0], [0], color=BAND_COLOUR, lw=1.2, ls="--")]
+        handles += [Patch(facecolor=BAND_COLOUR, alpha=0.25), Line2D([0], [0], color=MEDIAN_COLOUR, lw=1.2, ls="--")]
         labels += ["similar patients (min-max)", "similar patients (median)"]
     if truth:
         handles.append(Line2D([0], [0], color="black", lw=1.6, ls=":"))
