@@ -1,10 +1,16 @@
 """Cumulative DVHs, the similar patients' band and the DVH files, checked against closed forms."""
 import csv
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+import medhash
 
 from medhash.dose.dvh import (CSV_COLUMNS, cumulative_dvh, dose_axis, dvh_band, structure_dvhs, structure_order,
                               write_dvh)
@@ -169,3 +175,20 @@ def test_write_dvh_png_without_band_or_truth(tmp_path):
     assert size == (600, 330)
     assert _has(pixels, (0xd7, 0x19, 0x1c))
     assert not _has(pixels, (202, 222, 237), tol=4)             # no band drawn
+
+
+def test_write_dvh_with_no_structure_still_writes_the_files(tmp_path):
+    files = write_dvh(tmp_path / "q", dose_axis(10.0), {})
+    assert list(csv.reader(files["csv"].open())) == [list(CSV_COLUMNS)]
+    assert json.loads(files["json"].read_text())["structures"] == []
+    size, pixels = _colours(files["png"])
+    assert size == (500, 330) and _has(pixels, (0, 0, 0), tol=20)     # the "no structure" note
+    assert not _has(pixels, (0xd7, 0x19, 0x1c), tol=40)               # no curve, no legend
+
+
+def test_importing_dvh_does_not_load_matplotlib():
+    code = "import sys, medhash.dose.dvh; print('matplotlib' in sys.modules)"
+    src = str(Path(medhash.__file__).resolve().parents[1])                # this checkout's package, not another
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "False"

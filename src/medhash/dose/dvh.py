@@ -256,9 +256,10 @@ def _write_png(path: Path, axis: np.ndarray, names: list[str], predicted: dict, 
             ax.set_ylabel("volume (%)", fontsize=8)
     if not names:
         fig.text(0.5, 0.5, "no structure to show", ha="center", va="center")
-    handles, labels = _legend_handles(band, truth)
-    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels) if ncols >= 3 else 2, fontsize=8,
-               frameon=False)
+    else:
+        handles, labels = _legend_handles(band, truth)
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels) if ncols >= 3 else 2, fontsize=8,
+                   frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     with replace_atomically(path) as tmp:
