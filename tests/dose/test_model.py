@@ -8,6 +8,7 @@ import pytest
 from medhash import Archive
 from medhash.cli import main
 from medhash.dose import fit_dose_model, list_dose_models, load_dose_model, predict_dose_planned
+from medhash.geometry.maps import body_mask
 from medhash.errors import InputError, ModelMismatchError, NotFoundError
 
 SMALL = {"k": 2, "trees": 30, "voxels": 500}
@@ -65,7 +66,7 @@ def test_model_method_predicts_a_plausible_dose_inside_the_body(trained):
     assert pred.dose.shape == (len(pred.z_mm), 128, 128)
     table = arch.table()
     rows = np.flatnonzero(table["patient_id"] == pid)
-    body = np.asarray(arch.ct[rows[np.argsort(table["z_mm"][rows])]]) > -500
+    body = body_mask(np.asarray(arch.ct[rows[np.argsort(table["z_mm"][rows])]]))
     assert pred.dose.min() >= 0.0 and 30.0 < pred.dose.max() < 90.0
     assert np.all(pred.dose[~body] == 0.0) and pred.dose[body].mean() > 1.0
     assert pred.query["structures"]["Parotid_L"] == ["LeftParotid"]

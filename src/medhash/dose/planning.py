@@ -26,6 +26,8 @@ from .. import geometry
 from ..errors import InputError
 from ..retrieval import IndexCache, patient_query, patient_search
 from .atlas import Atlas, build_atlas
+from .dvh import dose_axis, dvh_band, structure_dvhs
+from .scores import dvh_metrics
 from .model import DoseModel, list_dose_models, load_dose_model
 from .prediction import DosePrediction
 from .transfer import pool_tables, voxel_bins
@@ -128,5 +130,54 @@ def predict_dose_planned(archive, *, patient: str | None = None, series: str | P
             "dose_model_patients": list(model.atlas.patient_ids) if method == "model" else [],
             "seconds": round(time.perf_counter() - t0, 3)}
     used = [{**n, "slices_used": int(len(g.z_mm))} for n in nbrs]
+    truth = _own_dose(archive, q)
     return DosePrediction(dose, g.z_mm, q.slice_index, used, np.full(len(g.z_mm), len(nbrs)), info,
-                          {"neighbours": nbrs}, q.volume)
+                          {"neighbours": nbrs}, q.volume, dvh=dvh_summary(g, dose, atlas, nbrs, truth))
+
+
+def planning_structures(g) -> dict[str, np.ndarray]:
+    """The structures a planner reads DVHs of: each target level under its structures' names
+    (``"PTV70"``; ``"PTV_a+PTV_b"`` for two at one level) and each organ under its TG-263 name."""
+    out = {}
+    for level, m in zip(g.levels, g.targets):
+        names = g.source_names.get(f"target {level:g}", [])
+        out["+".join(names) if names and target_level_of(names) else f"PTV{level:g}"] = m
+    out.update(g.organs)
+    return out
+
+
+def target_level_of(names: list[str]) -> bool:
+    """True when the first of ``names`` carries its level in its name (so that DVH metrics see a target)."""
+    return geometry.target_level(names[0]) is not None
+
+
+def dvh_summary(g, dose: np.ndarray, atlas: Atlas, nbrs: list[dict], truth: np.ndarray | None = None,
+                step_gy: float = 0.5) -> dict:
+    """The DVHs of a prediction: ``axis`` (m,) Gy, ``predicted`` name -> (m,) %, ``band`` name -> (3, m) %
+    (min / median / max over the neighbours, each one's own dose transferred alone onto the query),
+    ``truth`` (the plan's actual dose, archive queries only; never an input of the prediction),
+    ``metrics`` (``predicted`` / ``truth`` -> :func:`~medhash.dose.scores.dvh_metrics`)."""
+    structures = planning_structures(g)
+    key, scale = voxel_bins(g)
+    own = []
+    for n in nbrs:
+        d = (pool_tables([atlas.table(n["patient_id"])])[key] * scale).astype(np.float32)
+        d[~g.body] = 0.0
+        own.append(d)
+    top = max([float(dose.max())] + [float(d.max()) for d in own] + ([float(truth.max())] if truth is not None else []))
+    axis = dose_axis(max(top, 1.0), step_gy)
+    out = {"axis": axis, "predicted": structure_dvhs(dose, structures, axis),
+           "band": dvh_band(own, structures, axis) if own else {}, "truth": None,
+           "metrics": {"predicted": dvh_metrics(dose, structures, g.voxel_mm3)}}
+    if truth is not None:
+        out["truth"] = structure_dvhs(truth, structures, axis)
+        out["metrics"]["truth"] = dvh_metrics(truth, structures, g.voxel_mm3)
+    return out
+
+
+def _own_dose(archive, q) -> np.ndarray | None:
+    """An archive query's own planned dose on its slices (z order), for comparison only; else None."""
+    if q.kind != "archive":
+        return None
+    has = archive.table()["has_dose"][q.rows]
+    return np.asarray(archive.dose[q.rows], dtype=np.float32) if has.all() else None

@@ -52,6 +52,7 @@ class DosePrediction:
     patients : the patients used (patient_id, patient_score, z_offset_mm, slices_used).
     coverage : (n,) int, how many patients contributed to each slice.
     query : the patient search's ``query`` record; search : the whole patient search result.
+    dvh : planning-time predictions only: the DVHs of :func:`medhash.dose.planning.dvh_summary`.
     """
     dose: np.ndarray
     z_mm: np.ndarray
@@ -61,6 +62,7 @@ class DosePrediction:
     query: dict
     search: dict = field(repr=False, default_factory=dict)
     volume: object = field(repr=False, default=None)
+    dvh: dict | None = field(repr=False, default=None)
 
 
 def body_centroid(ct: np.ndarray) -> tuple[float, float] | None:
@@ -174,7 +176,8 @@ def _average(archive, q_ct: np.ndarray, cands: list[list], pool: int | None) -> 
 
 
 def write_prediction(pred: DosePrediction, out: str | Path) -> dict[str, Path]:
-    """Write ``OUT.npy`` ((n, 128, 128) float32 Gy), ``OUT.json`` (slices, patients used) and, for a DICOM
+    """Write ``OUT.npy`` ((n, 128, 128) float32 Gy), ``OUT.json`` (slices, patients used), for a planning-time
+    prediction ``OUT-dvh.csv`` / ``.json`` / ``.png`` (:func:`medhash.dose.dvh.write_dvh`) and, for a DICOM
     query, ``OUT.dcm`` (RTDOSE). ``out`` is the path without suffix (a ``.npy`` suffix is dropped)."""
     out = Path(out)
     if out.suffix in (".npy", ".dcm", ".json"):
@@ -187,6 +190,14 @@ def write_prediction(pred: DosePrediction, out: str | Path) -> dict[str, Path]:
             "coverage": pred.coverage.tolist(), "patients": pred.patients, "unit": "Gy",
             "max_gy": float(pred.dose.max()) if pred.dose.size else 0.0}
     files["json"].write_text(json.dumps(meta, indent=2))
+    if pred.dvh is not None:
+        from .dvh import write_dvh  # start-up: matplotlib only when DVHs are written
+
+        who = pred.query.get("patient_id") or Path(pred.query.get("folder", "query")).name
+        files.update({f"dvh {kind}": path for kind, path in write_dvh(
+            out, pred.dvh["axis"], pred.dvh["predicted"], pred.dvh["band"], pred.dvh["truth"],
+            pred.dvh["metrics"], title=f"{who}: predicted dose ({pred.query.get('method')}) and the band of "
+                                       f"{len(pred.patients)} similar patients").items()})
     if pred.volume is not None:
         files["rtdose"] = write_rtdose_for(pred, out.with_suffix(".dcm"))
     return files

@@ -10,7 +10,7 @@ inside the body's bounding box:
   level (negative inside), clipped to +/- :data:`CLIP_MM`; a level the patient lacks reads
   :data:`CLIP_MM` everywhere. Levels below the third join the third.
 * ``d_any``: signed distance to the union of all targets.
-* ``depth``: distance below the body surface (body: HU > -500), 0 outside.
+* ``depth``: distance below the body surface (:func:`body_mask`), 0 outside.
 * ``d_inplane``: distance to any target on the same slice (2-D), :data:`CLIP_MM` on slices without one:
   beams are collimated along z, so dose falls off faster out of the targets' slices than beside them.
 * ``kernel5`` ... ``kernel40``: the prescription map (each target voxel holds its level in Gy, the highest
@@ -43,7 +43,7 @@ class PatientGeometry:
     patient_id : archive id, or None for a DICOM query.
     z_mm : (n,) slice positions, increasing.
     spacing_mm : (z, row, column) voxel size, mm.
-    ct : (n, 128, 128) float32 HU; body : (n, 128, 128) bool (HU > -500).
+    ct : (n, 128, 128) float32 HU; body : (n, 128, 128) bool, the patient (:func:`body_mask`).
     levels : prescription levels in Gy, highest first (at most :data:`N_LEVELS`).
     targets : (len(levels), n, 128, 128) bool, the union of the targets at each level.
     organs : TG-263 name -> (n, 128, 128) bool.
@@ -103,8 +103,18 @@ def from_arrays(ct: np.ndarray, z_mm: np.ndarray, masks: dict[str, np.ndarray], 
         sources.setdefault(f"target {levels[j]:g}", []).extend(names)
     organs = {canon: np.asarray(masks[n], dtype=bool)[order] for canon, n in organ_names.items()}
     sources.update({canon: [n] for canon, n in organ_names.items()})
-    return PatientGeometry(patient_id, z, (dz, GRID_SPACING_MM, GRID_SPACING_MM), ct, ct > BODY_HU,
+    return PatientGeometry(patient_id, z, (dz, GRID_SPACING_MM, GRID_SPACING_MM), ct, body_mask(ct, t.any(axis=0)),
                            levels, t, organs, sources)
+
+
+def body_mask(ct: np.ndarray, targets: np.ndarray | None = None) -> np.ndarray:
+    """The patient: HU > -500 with the holes of each slice filled (airways, sinuses and the oral cavity
+    get dose too), joined with the targets. (n, 128, 128) HU -> bool."""
+    from scipy import ndimage  # start-up: scipy.ndimage only when geometry is computed
+
+    body = np.stack([ndimage.binary_fill_holes(s) for s in np.asarray(ct) > BODY_HU]) if len(ct) else \
+        np.zeros(np.shape(ct), dtype=bool)
+    return body | targets if targets is not None else body
 
 
 def _box(body: np.ndarray, margin: int = 4) -> tuple[slice, ...]:
