@@ -6,9 +6,15 @@ the closed form and a gamma sweep, reconstructions (also 3D), retrieval grids, c
 relevance, dose from neighbours and timings. Writes OUT/report.html, OUT/metrics.json (schema:
 docs/metrics-schema.md) and the PNGs. Needs trained model(s).
 
+With --dose-only, only the dose-prediction section runs (no auto-encoder needed): planning-time
+dose from CT and contours (dose model by k-fold, neighbours by geometry, CT or both, geometry mapping,
+predicting 0 Gy), leave-one-patient-out, with OpenKBP dose and DVH scores, per-metric DVH errors,
+DVH and isodose figures; with an index also the slice-pasting methods.
+
 examples:
   medhash evaluate --archive ./archive --channel ct --out report
   medhash evaluate --archive ./archive --index joint256 --quick --out quick-report
+  medhash evaluate --archive ./archive --dose-only --out dose-report
 """
 from __future__ import annotations
 
@@ -39,6 +45,9 @@ def register(sub) -> None:
                    help="also score dose from similar patients leave-one-patient-out (OpenKBP dose and DVH scores)")
     p.add_argument("--compare-hashers", action="store_true",
                    help="also compare kernel-lsh, pca-sign, itq and trained hashers (Dice@k against bits)")
+    p.add_argument("--dose-only", action="store_true",
+                   help="only the dose-prediction section (planning-time methods; slice methods with an index)")
+    p.add_argument("--folds", type=int, default=5, help="--dose-only: folds by patient of the dose model (default 5)")
     p.add_argument("--dose-k", type=int, default=10,
                    help="similar patients considered for --dose-prediction (default 10; the 5 nearest per slice)")
     add_no_progress(p)
@@ -51,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if args.index and args.channel:
         raise MedhashError("give --index or --channel, not both (an index fixes its channel)")
     archive = Archive(args.archive)
+    if args.dose_only:
+        return _run_dose_only(archive, args)
     gamma = args.gamma if args.gamma == "auto" else positive_float(args.gamma, "--gamma")
     m = evaluate(archive, args.out, index=args.index, channel=args.channel, queries=args.queries, bits=args.bits,
                  ks=args.k, seed=args.seed, gamma=gamma, rerank=args.rerank, quick=args.quick,
@@ -62,6 +73,34 @@ def run(args: argparse.Namespace) -> int:
           f"queries, gamma {m['gamma']['fitted']:.4g}")
     _print_summary(m)
     return EXIT_OK
+
+
+def _run_dose_only(archive: Archive, args: argparse.Namespace) -> int:
+    """``--dose-only``: the dose-prediction section, its report and its headline numbers."""
+    from ..evaluate import evaluate_dose  # start-up: LightGBM, scipy and matplotlib only when evaluating
+
+    if args.folds < 2:
+        raise MedhashError("--folds must be at least 2 (each patient is scored by a model trained without it)")
+    m = evaluate_dose(archive, args.out, index=args.index, k=args.dose_k, folds=args.folds, seed=args.seed,
+                      progress=not args.no_progress, command="medhash " + " ".join(sys.argv[1:]))
+    print(f"report: {Path(args.out) / 'report.html'}  ({m['elapsed_s']['total_s']:.0f} s)")
+    _print_dose(m["dose_prediction"])
+    return EXIT_OK
+
+
+def _print_dose(L: dict) -> None:
+    """The dose-prediction scores of ``metrics.json``."""
+    if L.get("methods"):
+        print(f"  dose from the {L['k']} most similar patients, leave-one-patient-out over {len(L['patients'])} "
+              f"patients (OpenKBP dose / DVH score, Gy):")
+        for name, v in L["methods"].items():
+            print(f"    {name:<40} {v['dose_score']:.2f} / {v['dvh_score']:.2f}")
+    P = L.get("planned")
+    if P:
+        print(f"  planning-time dose (CT and contours only), leave-one-patient-out over {len(P['patients'])} patients "
+              f"(OpenKBP dose / DVH score, Gy; seconds a patient):")
+        for name, v in P["methods"].items():
+            print(f"    {name:<40} {v['dose_score']:.2f} / {v['dvh_score']:.2f}  {v['seconds_per_patient']:.2f} s")
 
 
 def _print_summary(m: dict) -> None:
@@ -83,9 +122,5 @@ def _print_summary(m: dict) -> None:
         print(f"  dose MAE of the top-{k10} mean: Euclidean {dz['mae']['euclidean'][k10]:.2f} Gy, Hamming "
               f"{dz['mae']['hamming'][k10]:.2f} Gy, re-ranked {dz['mae']['rerank'][k10]:.2f} Gy; predicting 0 Gy "
               f"{dz['zero']:.2f} Gy")
-    L = m.get("dose_prediction")
-    if L:
-        print(f"  dose from the {L['k']} most similar patients, leave-one-patient-out over {len(L['patients'])} "
-              f"patients (OpenKBP dose / DVH score, Gy):")
-        for name, v in L["methods"].items():
-            print(f"    {name:<40} {v['dose_score']:.2f} / {v['dvh_score']:.2f}")
+    if m.get("dose_prediction"):
+        _print_dose(m["dose_prediction"])

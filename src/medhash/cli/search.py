@@ -9,6 +9,7 @@ examples:
   medhash search --archive ./archive CT_0042.dcm --dose RD.dcm --index joint --json
   medhash search --archive ./archive --patient pt_7 --k 5          # similar patients
   medhash search --archive ./archive --patient /data/new/CT --index ct256
+  medhash search --archive ./archive --patient pt_7 --rank geometry  # similar plans by target-organ geometry
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from ..errors import EXIT_OK, MedhashError
 from ..store import Archive
-from .options import add_archive, add_command, add_index, add_json, add_rerank
+from .options import add_archive, add_command, add_index, add_json, add_rerank, add_targets
 
 
 def register(sub) -> None:
@@ -31,6 +32,10 @@ def register(sub) -> None:
                    help="patient-level: slice neighbours per query slice (default 20)")
     p.add_argument("--tolerance-mm", type=float, default=10.0,
                    help="patient-level: z alignment tolerance of matched slices (default 10 mm)")
+    p.add_argument("--rank", choices=("ct", "geometry", "both"), default="ct",
+                   help="patient-level: rank by CT slices (default), by target-organ geometry (overlap-volume "
+                        "histograms, target volumes and levels: patients whose plans transfer), or both fused")
+    add_targets(p)
     add_archive(p)
     add_index(p)
     p.add_argument("--k", type=int, default=10, help="number of results (default 10)")
@@ -88,8 +93,11 @@ def patient_or_series(args: argparse.Namespace) -> dict:
 
 
 def run_patient(archive: Archive, args: argparse.Namespace) -> int:
-    """``medhash search --patient``: the other patients ranked by z-aligned slice votes."""
+    """``medhash search --patient``: the other patients ranked by z-aligned slice votes (or by geometry)."""
     from ..retrieval import patient_search  # start-up: faiss only when searching
+
+    if args.rank != "ct":
+        return run_patient_geometry(archive, args)
 
     res = patient_search(archive, **patient_or_series(args), dose=args.dose, index=args.index, k=args.k,
                          per_slice=args.per_slice, rerank=args.rerank, tolerance_mm=args.tolerance_mm)
@@ -109,4 +117,25 @@ def run_patient(archive: Archive, args: argparse.Namespace) -> int:
         pairs = r["pairs"][::max(1, len(r["pairs"]) // 6)][:6]
         txt = ", ".join(f"{p['query_slice_index']}->{p['slice_index']} (H {p['hamming']})" for p in pairs)
         print(f"  {r['patient_id']}: query slice -> matched slice, e.g. {txt}")
+    return EXIT_OK
+
+
+def run_patient_geometry(archive: Archive, args: argparse.Namespace) -> int:
+    """``medhash search --patient --rank geometry|both``: the patients whose target-organ geometry is nearest."""
+    from ..dose.planning import rank_patients_by_geometry  # start-up: scipy and LightGBM only here
+    from ..geometry import parse_targets  # start-up: as rank_patients_by_geometry
+
+    res = rank_patients_by_geometry(archive, **patient_or_series(args), k=args.k, by=args.rank,
+                                    targets=parse_targets(args.targets), index=args.index)
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return EXIT_OK
+    q = res["query"]
+    levels = ", ".join(f"{lv:g}" for lv in q["levels_gy"]) or "none"
+    print(f"patient query {q.get('patient_id') or q.get('folder')}  ranked by {res['by']}  target levels {levels} Gy  "
+          f"({res['seconds']:.2f} s)")
+    key = {"geometry": "geometry_distance", "both": "fused_score"}[res["by"]]
+    print(f"{'rank':>4}  {'patient':<14} {key.replace('_', ' '):>17}  levels (Gy)")
+    for r in res["results"]:
+        print(f"{r['rank']:>4}  {r['patient_id']:<14} {r[key]:>17.3f}  {', '.join(f'{v:g}' for v in r['levels_gy'])}")
     return EXIT_OK

@@ -81,6 +81,35 @@ def choose_neighbours(archive, atlas: Atlas, q, g, *, k: int, by: str, exclude=(
     return [{"patient_id": p, "fused_score": round(score[p], 6), "weight": 1.0} for p in best]
 
 
+def rank_patients_by_geometry(archive, *, patient: str | None = None, series: str | Path | None = None,
+                              k: int = 10, by: str = "geometry", targets: dict | None = None,
+                              dose_model: str | None = None, index: str | None = None,
+                              cache: IndexCache | None = None, progress: bool = False) -> dict:
+    """Patient search by target-organ geometry (``by="geometry"``) or geometry and CT fused (``"both"``):
+    the ``k`` archive patients with a plan most similar to the query, never the query's own patient.
+
+    The archive's descriptors come from its dose model (``dose_model``, default the only one) or are
+    computed afresh. Returns ``{"query", "by", "k", "results": [{"rank", "patient_id", "levels_gy",
+    "geometry_distance" | "ct_score" | "fused_score"}], "seconds"}``."""
+    t0 = time.perf_counter()
+    q, g = query_geometry(archive, patient=patient, series=series, targets=targets)
+    atlas = _atlas(archive, dose_model, targets, progress)
+    nbrs = choose_neighbours(archive, atlas, q, g, k=k, by=by, exclude=(q.patient_id,) if q.patient_id else (),
+                             index=index, cache=cache)
+    levels = dict(zip(atlas.patient_ids, atlas.levels.tolist()))
+    results = [{"rank": r, **{key: v for key, v in n.items() if key != "weight"},
+                "levels_gy": [lv for lv in levels[n["patient_id"]] if lv > 0]} for r, n in enumerate(nbrs, start=1)]
+    return {"query": {**q.info, "levels_gy": g.levels, "structures": g.source_names}, "by": by, "k": k,
+            "results": results, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _atlas(archive, dose_model: str | None, targets: dict | None, progress: bool) -> Atlas:
+    """The atlas of the named (or only) dose model, else every archive plan's, computed afresh."""
+    if dose_model is not None or list_dose_models(archive):
+        return load_dose_model(archive, dose_model).atlas
+    return build_atlas(archive, targets=targets, progress=progress)
+
+
 def model_dose(model: DoseModel, g, pooled: np.ndarray) -> np.ndarray:
     """The dose model's prediction on ``g``'s body voxels given the pooled neighbour table:
     (n, 128, 128) float32 Gy, 0 outside the body, never negative."""
@@ -110,8 +139,8 @@ def predict_dose_planned(archive, *, patient: str | None = None, series: str | P
         raise InputError(f"method must be one of model, neighbours (pixels: medhash.dose.predict_dose), "
                          f"not {method!r}", param="method")
     q, g = query_geometry(archive, patient=patient, series=series, targets=targets)
-    model = load_dose_model(archive, dose_model) if (method == "model" or list_dose_models(archive)) else None
-    atlas = model.atlas if model is not None else build_atlas(archive, targets=targets, progress=progress)
+    model = load_dose_model(archive, dose_model) if method == "model" else None
+    atlas = model.atlas if model is not None else _atlas(archive, dose_model, targets, progress)
     exclude = (q.patient_id,) if q.patient_id else ()
     if method == "model" and neighbours_by != "geometry":
         raise InputError("the dose model was trained with neighbours by geometry: use neighbours_by='geometry'",

@@ -16,15 +16,16 @@ per patient; for every method the per-metric DVH errors (e.g. ``D95 PTV70``); th
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .. import geometry
-from ..dose import dose_score, dvh_metrics, dvh_score
+from ..dose import dose_score, dvh_metrics, dvh_score, write_dvh
 from ..dose.atlas import patients_with_dose
 from ..dose.model import DoseModel, prepare, train
-from ..dose.planning import choose_neighbours, model_dose
+from ..dose.planning import choose_neighbours, dvh_summary, model_dose
 from ..dose.transfer import pool_tables, voxel_bins
 from ..retrieval import patient_query
 from .doseloo import patient_truth
@@ -48,13 +49,16 @@ def _fold_models(atlas, prepared, folds: int, k: int, seed: int, trees: int, pro
 
 
 def planned_leave_one_out(archive, *, k: int = 10, folds: int = 5, index: str | None = None, seed: int = 0,
-                          trees: int = 300, patients: list[str] | None = None, progress: bool = True) -> dict:
-    """Scores of every method of the module docstring.
+                          trees: int = 300, patients: list[str] | None = None, figures: Path | None = None,
+                          progress: bool = True) -> dict:
+    """Scores of every method of the module docstring; with ``figures`` (a folder), the pictures of
+    :func:`example_figures` for the best, median and worst patient of the model.
 
     Returns
     -------
     dict: ``patients``, ``k``, ``folds``, ``methods``: name -> ``dose_score``, ``dvh_score`` (Gy),
-    ``per_patient`` (patient -> dose score), ``dvh_errors`` (metric -> mean |error| Gy), ``seconds_per_patient``.
+    ``per_patient`` (patient -> dose score), ``dvh_errors`` (metric -> mean |error| Gy), ``seconds_per_patient``;
+    ``figures``: name -> PNG file name.
     """
     t0 = time.perf_counter()
     all_ids = patients_with_dose(archive)
@@ -96,7 +100,43 @@ def planned_leave_one_out(archive, *, k: int = 10, folds: int = 5, index: str | 
                              "per_patient": {p: round(v, 4) for p, v in a["per_patient"].items()},
                              "dvh_errors": {n: round(float(np.mean(v)), 3) for n, v in sorted(errs.items())},
                              "seconds_per_patient": round(a["seconds"] / max(1, len(vals)), 3)}
+    out["figures"] = {}
+    if figures is not None and acc[MODEL]["per_patient"]:
+        ranked = sorted(acc[MODEL]["per_patient"], key=acc[MODEL]["per_patient"].get)
+        picks = {"best": ranked[0], "median": ranked[len(ranked) // 2], "worst": ranked[-1]}
+        for label, pid in picks.items():
+            out["figures"].update(example_figures(archive, pid, atlas, owner[pid], k, Path(figures), label))
     return out
+
+
+def example_figures(archive, pid: str, atlas, model, k: int, folder: Path, label: str) -> dict[str, str]:
+    """For one patient: its DVHs predicted by the model (k-fold) with the band of its k neighbours and its
+    real plan's (``dvh-LABEL-PID-dvh.png``), and its real and predicted doses with isodose lines on the
+    slices through its highest-level target (``dose-LABEL-PID.png``). Returns name -> file name."""
+    from ..render import render_results  # start-up: matplotlib only for the figures
+
+    truth = patient_truth(archive, pid)
+    g = geometry.archive_geometry(archive, pid)
+    q = patient_query(archive, pid)
+    nbrs = choose_neighbours(archive, model.atlas, q, g, k=k, by="geometry", exclude=(pid,))
+    pred = model_dose(model, g, pool_tables([model.atlas.table(n["patient_id"]) for n in nbrs]))
+    key, scale = voxel_bins(g)
+    geo = _predict(archive, "neighbours by geometry", g, q, key, scale, atlas, model, k, None, pid)
+    summary = dvh_summary(g, pred, model.atlas, nbrs, truth["dose"])
+    dvh = write_dvh(folder / f"dvh-{label}-{pid}", summary["axis"], summary["predicted"], summary["band"],
+                    summary["truth"], summary["metrics"],
+                    title=f"{pid} ({label} of the model): predicted DVHs, band of {len(nbrs)} neighbours, real plan")
+    z = int(round(geometry.target_centroid(g)[0]))
+    panels = []
+    for i in [i for i in (z - 8, z, z + 8) if 0 <= i < g.shape[0]]:
+        s = int(q.slice_index[i])
+        panels += [(g.ct[i], truth["dose"][i], f"real plan, slice {s}"), (g.ct[i], pred[i], f"model, slice {s}"),
+                   (g.ct[i], geo[i], f"neighbours by geometry, slice {s}")]
+    png = folder / f"dose-{label}-{pid}.png"
+    score = dose_score(truth["dose"], pred * truth["mask"], truth["mask"])
+    render_results(*panels[0], panels[1:], png, ncols=3,
+                   suptitle=f"{pid} ({label} of the model, dose score {score:.2f} Gy): real and predicted doses")
+    return {f"dvh {label}": dvh["png"].name, f"dose {label}": png.name}
 
 
 def _predict(archive, method: str, g, q, key, scale, atlas, model, k: int, index, pid: str) -> np.ndarray:

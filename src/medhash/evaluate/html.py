@@ -216,6 +216,46 @@ def _dose_prediction(L: dict) -> list[str]:
     return parts
 
 
+def _planned(P: dict) -> list[str]:
+    """Planning-time dose from CT and contours only (``dose_prediction.planned`` of the metrics)."""
+    parts = ["<h3>Planning-time dose: CT and contours only, never the patient's own dose</h3>",
+             f"<p>Each of the {len(P['patients'])} patients in turn, leave-one-patient-out; the dose model is "
+             f"trained {P['folds']} times (folds by patient, seed {P['seed']}), each time without the query's fold. "
+             f"Neighbours: the {P['k']} most similar other patients by target-organ geometry (overlap-volume "
+             "histograms, target volumes and levels), by CT (patient search in the index) or both; their doses "
+             "are transferred by anatomy (dose by distance to the targets and depth).</p>"]
+    rows = [[escape(name), _f(v["dose_score"], ".2f"), _f(v["dvh_score"], ".2f"), _f(v["seconds_per_patient"], ".2f")]
+            for name, v in P["methods"].items()]
+    rows += [[f"OpenKBP leaderboard: {escape(k)}", _f(v[0], ".2f"), _f(v[1], ".2f"), "–"] for k, v in LEADERBOARD.items()]
+    parts.append(_table(["method", "dose score (Gy)", "DVH score (Gy)", "s / patient"], rows))
+    scored = {n: v for n, v in P["methods"].items() if v["dose_score"] is not None and v["dvh_errors"]}
+    if scored:
+        best = min(scored, key=lambda n: scored[n]["dose_score"])
+        errs = sorted(scored[best]["dvh_errors"].items(), key=lambda kv: -kv[1])
+        parts.append(f"<p>DVH metric errors of the best method ({escape(best)}), mean absolute error over the "
+                     "patients that have the structure, largest first:</p>")
+        parts.append(_table(["metric", "mean |error| (Gy)"], [[escape(n), _f(e, ".2f")] for n, e in errs]))
+    for name, png in P.get("figures", {}).items():
+        parts.append(f"<p>{escape(name)}:</p>" + _img(png, name))
+    return parts
+
+
+def write_dose_report(m: dict, path: str | Path) -> Path:
+    """The report of ``medhash evaluate --dose-only``: the dose-prediction section alone."""
+    L = m["dose_prediction"]
+    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>medhash dose evaluation</title>"
+             f"<style>{CSS}</style></head><body>", "<h1>medhash dose-prediction report</h1>",
+             f"<p>Archive <code>{escape(m['archive']['path'])}</code>: {m['archive']['patients']} patients. "
+             f"Made {escape(m['created'])} in {m['elapsed_s']['total_s']:.0f} s"
+             + (f" by <code>{escape(m['command'])}</code>" if m.get("command") else "") + ".</p>"]
+    parts += _dose_prediction(L) if L.get("methods") else []
+    parts += _planned(L["planned"]) if L.get("planned") else []
+    parts.append("</body></html>\n")
+    path = Path(path)
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
 def _hashers(H: dict) -> list[str]:
     """Section 7 (``hashers`` of the metrics): hashers compared on the same features."""
     hb = H["bits"]
@@ -274,6 +314,8 @@ def write_report(m: dict, path: str | Path) -> Path:
         parts += section(m)
     if m.get("dose_prediction"):
         parts += _dose_prediction(m["dose_prediction"])
+        if m["dose_prediction"].get("planned"):
+            parts += _planned(m["dose_prediction"]["planned"])
     if m.get("hashers"):
         parts += _hashers(m["hashers"])
     parts += _timing(m)

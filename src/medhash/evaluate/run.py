@@ -27,8 +27,9 @@ from . import distances as dist_mod
 from . import figures, overlap, relevance
 from .data import FeatureSet, draw_queries, feature_set
 from .doseloo import leave_one_out
+from .doseplan import planned_leave_one_out
 from .examples import examples, jsonable, reconstructions, timings
-from .html import write_report
+from .html import write_dose_report, write_report
 from .ranking import hamming_lists, method_hasher
 
 SCHEMA = "medhash-evaluate/1"
@@ -225,8 +226,35 @@ def _dose_loo_section(r: Run, index: str | None, dose_k: int, slice_dose: dict) 
     loo = leave_one_out(r.archive, index=loo_index, k=dose_k, progress=r.progress)
     loo["slice_level_euclidean_top10_pdm"] = (slice_dose["mae_pdm"]["euclidean"].get("10")
                                               if slice_dose.get("mae_pdm") else None)
+    r.say("planning-time dose (geometry, neighbours, dose model), leave-one-patient-out")
+    loo["planned"] = planned_leave_one_out(r.archive, k=dose_k, index=loo_index, seed=r.seed, figures=r.out,
+                                           progress=r.progress)
     r.lap("dose_prediction_s", t0)
     return loo
+
+
+def evaluate_dose(archive, out: str | Path, *, index: str | None = None, k: int = 10, folds: int = 5, seed: int = 0,
+                  progress: bool = True, command: str | None = None) -> dict:
+    """``medhash evaluate --dose-only``: the dose-prediction section alone, no auto-encoder needed.
+
+    Planning-time methods (:mod:`.doseplan`) always; with an index (``index``, else the archive's only
+    one, else none) also the slice-pasting methods (:mod:`.doseloo`) and neighbours by CT. Writes
+    ``metrics.json``, ``report.html`` and the figures into ``out``; returns the metrics."""
+    t_start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = list_indexes(archive)
+    index = index or (names[0] if len(names) == 1 else None)
+    section = leave_one_out(archive, index=index, k=k, progress=progress) if index else {"k": k, "patients": []}
+    section["planned"] = planned_leave_one_out(archive, k=k, folds=folds, index=index, seed=seed, figures=out,
+                                               progress=progress)
+    metrics = jsonable({"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command,
+                        "archive": {"path": str(archive.path), "patients": len(archive.patients()),
+                                    "slices": int(len(archive))},
+                        "dose_prediction": section, "elapsed_s": {"total_s": round(time.perf_counter() - t_start, 3)}})
+    write_json_atomic(out / "metrics.json", metrics)
+    write_dose_report(metrics, out / "report.html")
+    return metrics
 
 
 def evaluate(archive, out: str | Path, *, index: str | None = None, channel: str | None = None,
