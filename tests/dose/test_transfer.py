@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from medhash.dose.transfer import DEPTH_EDGES_MM, DIST_EDGES_MM, DoseTable, dose_table, pool_tables, transfer_dose
+from medhash.dose.transfer import INPLANE_EDGES_MM, DIST_EDGES_MM, DoseTable, dose_table, pool_tables, transfer_dose
 from medhash.geometry import from_arrays
 
 
@@ -46,7 +46,7 @@ def test_neighbours_are_pooled_by_their_weights():
 
 
 def test_a_bin_no_neighbour_filled_reads_its_distance_bin():
-    n, nd = len(DIST_EDGES_MM) + 1, len(DEPTH_EDGES_MM) + 1
+    n, nd = len(DIST_EDGES_MM) + 1, len(INPLANE_EDGES_MM) + 1
     sums, counts = np.zeros(n * n * nd), np.zeros(n * n * nd)
     flat = lambda i1, ia, idep: (i1 * n + ia) * nd + idep          # the documented layout
     sums[flat(3, 3, 0)], counts[flat(3, 3, 0)] = 40.0, 2.0          # 20 Gy a voxel

@@ -29,7 +29,7 @@ from ..errors import InputError, ModelMismatchError, NotFoundError
 from ..store.durable import fsync_file, replace_dir_atomically, write_json_atomic
 from ..store.layout import MANIFEST, dose_model_dir, dose_models_dir
 from .atlas import Atlas, atlas_entry, patients_with_dose
-from .transfer import pool_tables, voxel_bins
+from .transfer import TABLE_BINS, pool_tables, voxel_bins
 
 FORMAT = "medhash-dose-model/1"
 MODEL_FILE = "model.txt"
@@ -184,5 +184,8 @@ def load_dose_model(archive, name: str | None = None) -> DoseModel:
     for f, digest in manifest.get("sha256", {}).items():
         if sha256_file(folder / f) != digest:
             raise ModelMismatchError(f"dose model {name!r}: {f} does not match its recorded sha256: fit it again")
+    atlas = Atlas.load(folder / ATLAS_FILE)
+    if atlas.tables.shape[1:] != (2, TABLE_BINS):
+        raise ModelMismatchError(f"dose model {name!r} holds dose tables of another layout: fit it again")
     booster = lgb.Booster(model_file=str(folder / MODEL_FILE))
-    return DoseModel(booster, Atlas.load(folder / ATLAS_FILE), manifest)
+    return DoseModel(booster, atlas, manifest)

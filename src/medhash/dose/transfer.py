@@ -4,8 +4,11 @@ The rule (documented in the manual, ``docs/dose-evaluation.md``):
 
 1. From an earlier patient's own plan, a **dose table**: its voxels inside the body are put in bins of
    (signed distance to the highest-level target ``d1``, signed distance to any target ``d_any``,
-   depth below the skin) -- :data:`DIST_EDGES_MM` and :data:`DEPTH_EDGES_MM` -- and each bin keeps
-   the sum of the doses and the count of voxels. The dose is first scaled to a 70 Gy highest level
+   distance to a target on the same slice ``d_inplane``) -- :data:`DIST_EDGES_MM` and
+   :data:`INPLANE_EDGES_MM` -- and each bin keeps the sum of the doses and the count of voxels. The
+   in-plane distance separates voxels beside a target (in the beams) from voxels above or below it
+   (outside the collimated field): on the 60 OpenKBP patients it lowered the dose score of this
+   transfer from 7.4 to 5.3 Gy against depth in its place. The dose is first scaled to a 70 Gy highest level
    (``dose * 70 / level``), so plans of different prescriptions compare.
 2. For a query, the tables of its neighbours are pooled (sums and counts added, each neighbour
    weighted by its similarity weight), and every query voxel reads the mean dose of its bin; a bin
@@ -23,18 +26,19 @@ import numpy as np
 from ..geometry import PatientGeometry
 
 DIST_EDGES_MM = np.arange(-30.0, 101.0, 5.0)
-DEPTH_EDGES_MM = np.array([5.0, 15.0, 30.0, 60.0])
+INPLANE_EDGES_MM = np.array([0.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 60.0, 80.0, 120.0])
 REFERENCE_LEVEL_GY = 70.0
 _ND = len(DIST_EDGES_MM) + 1
-_NDEPTH = len(DEPTH_EDGES_MM) + 1
+_NINPLANE = len(INPLANE_EDGES_MM) + 1
+TABLE_BINS = _ND * _ND * _NINPLANE
 
 
 @dataclass
 class DoseTable:
     """One patient's dose by geometry bin (rule 1 of the module docstring).
 
-    sums, counts : (len(DIST_EDGES_MM) + 1) ** 2 * (len(DEPTH_EDGES_MM) + 1) float64, Gy and voxels,
-    flat index ``(i_d1 * n + i_any) * n_depth + i_depth``.
+    sums, counts : (len(DIST_EDGES_MM) + 1) ** 2 * (len(INPLANE_EDGES_MM) + 1) float64, Gy and voxels,
+    flat index ``(i_d1 * n + i_any) * n_inplane + i_inplane``.
     """
     sums: np.ndarray
     counts: np.ndarray
@@ -54,8 +58,8 @@ def _bins(g: PatientGeometry) -> tuple[np.ndarray, np.ndarray]:
     d1 = maps["d1"] if g.levels else maps["d_any"]
     i1 = np.digitize(d1, DIST_EDGES_MM)
     ia = np.digitize(maps["d_any"], DIST_EDGES_MM)
-    idep = np.digitize(maps["depth"], DEPTH_EDGES_MM)
-    return (i1 * _ND + ia) * _NDEPTH + idep, i1
+    iin = np.digitize(maps["d_inplane"], INPLANE_EDGES_MM)
+    return (i1 * _ND + ia) * _NINPLANE + iin, i1
 
 
 def _scale(g: PatientGeometry) -> float:
@@ -68,7 +72,7 @@ def dose_table(g: PatientGeometry, dose: np.ndarray) -> DoseTable:
     key, _ = _bins(g)
     inside = g.body
     d = np.asarray(dose, dtype=np.float64)[inside] / _scale(g)
-    n = _ND * _ND * _NDEPTH
+    n = TABLE_BINS
     return DoseTable(np.bincount(key[inside], d, n), np.bincount(key[inside], None, n).astype(np.float64))
 
 
@@ -85,15 +89,15 @@ def transfer_dose(g: PatientGeometry, tables: list[DoseTable], weights=None) -> 
 def pool_tables(tables: list[DoseTable], weights=None) -> np.ndarray:
     """The mean dose per bin of the weighted pooled tables, Gy at the reference level; a bin no table
     filled holds the mean of its ``d1`` bin (0 where that is empty too)."""
-    n = _ND * _ND * _NDEPTH
+    n = TABLE_BINS
     w = np.ones(len(tables)) if weights is None else np.asarray(weights, dtype=np.float64)
     sums = sum((wi * t.sums for wi, t in zip(w, tables)), np.zeros(n))
     counts = sum((wi * t.counts for wi, t in zip(w, tables)), np.zeros(n))
-    s1 = sums.reshape(_ND, _ND * _NDEPTH).sum(axis=1)
-    c1 = counts.reshape(_ND, _ND * _NDEPTH).sum(axis=1)
+    s1 = sums.reshape(_ND, _ND * _NINPLANE).sum(axis=1)
+    c1 = counts.reshape(_ND, _ND * _NINPLANE).sum(axis=1)
     mean = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
     return np.where(counts > 0, mean, np.repeat(np.divide(s1, c1, out=np.zeros_like(s1), where=c1 > 0),
-                                                _ND * _NDEPTH))
+                                                _ND * _NINPLANE))
 
 
 def voxel_bins(g: PatientGeometry) -> tuple[np.ndarray, float]:
