@@ -27,9 +27,12 @@ demo: $(STAMP)
 	$(BIN)/medhash search --archive demo-archive DEMO001:25 --index ct256 --k 5 --png demo-output/search-ct.png
 	$(BIN)/medhash search --archive demo-archive DEMO001:25 --index joint256 --k 5 --rerank 50 \
 		--png demo-output/search-joint.png
+	$(BIN)/medhash fit-dose-model --archive demo-archive
+	$(BIN)/medhash predict-dose --archive demo-archive --patient DEMO001 --out demo-output/DEMO001-dose
 	$(BIN)/medhash evaluate --archive demo-archive --channel ct --quick --out demo-output/report
 	@echo
-	@echo "outputs: demo-archive/ (archive, models, indexes), demo-output/search-ct.png, demo-output/search-joint.png,"
+	@echo "outputs: demo-archive/ (archive, models, indexes, dose model), demo-output/search-ct.png,"
+	@echo "         demo-output/search-joint.png, demo-output/DEMO001-dose-dvh.png (predicted DVHs),"
 	@echo "         demo-output/report/report.html (evaluation report)"
 
 ## make test: the whole test suite (tests needing ../shared/data skip cleanly without it)

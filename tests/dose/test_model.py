@@ -112,3 +112,40 @@ def test_cli_fits_then_predicts_with_the_model(trained, tmp_path, capsys):
     assert "one of the dose model's training patients" in out
     saved = np.load(tmp_path / "p.npy")
     assert saved.ndim == 3 and saved.max() > 30.0
+
+
+def write_plan(folder, gy: float) -> None:
+    """An RT plan in ``folder`` that prescribes ``gy`` to the PTV70 of the folder's structure set."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    rs = pydicom.dcmread(next(folder.glob("RS_*.dcm")))
+    roi = next(int(r.ROINumber) for r in rs.StructureSetROISequence if r.ROIName == "PTV70")
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.5"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.Modality = "1.2.840.10008.5.1.4.1.1.481.5", "RTPLAN"
+    ds.PatientID, ds.StudyInstanceUID, ds.FrameOfReferenceUID = rs.PatientID, rs.StudyInstanceUID, generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ref = pydicom.Dataset()
+    ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = rs.SOPClassUID, rs.SOPInstanceUID
+    ds.ReferencedStructureSetSequence = [ref]
+    dr = pydicom.Dataset()
+    dr.DoseReferenceNumber, dr.DoseReferenceStructureType, dr.DoseReferenceType = 1, "VOLUME", "TARGET"
+    dr.ReferencedROINumber, dr.TargetPrescriptionDose = roi, gy
+    ds.DoseReferenceSequence = [dr]
+    ds.save_as(folder / "RP_plan.dcm", enforce_file_format=True)
+
+
+def test_the_rt_plan_prescription_sets_the_target_level(trained, tmp_path):
+    root, arch = trained
+    folder = tmp_path / "with-plan"
+    shutil.copytree(sorted((root / "demo").iterdir())[0], folder)
+    write_plan(folder, 66.0)
+    pred = predict_dose_planned(arch, series=folder, method="neighbours", k=2)
+    assert pred.query["levels_gy"] == [66.0]                      # the plan wins over the name "PTV70"
+    pred = predict_dose_planned(arch, series=folder, method="neighbours", k=2, targets={"PTV70": 60.0})
+    assert pred.query["levels_gy"] == [60.0]                      # and --targets over the plan

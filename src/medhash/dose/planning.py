@@ -40,14 +40,16 @@ RRF_K = 60
 def query_geometry(archive, *, patient: str | None = None, series: str | Path | None = None,
                    targets: dict | None = None):
     """(PatientQuery, PatientGeometry) of an archive patient or a DICOM series folder (its RTSTRUCT
-    read with it); the query's dose is not read."""
+    read with it, and the prescriptions of an RT plan that references it); the query's dose is not read.
+    Target levels: ``targets`` first, then the plan's prescriptions, then the levels in the names."""
     q = patient_query(archive, patient, series)
     if q.kind == "archive":
         return q, geometry.archive_geometry(archive, q.patient_id, targets)
     vol = q.volume
     order = np.argsort(vol.z_mm, kind="stable")
     masks = {name: m[order] for name, m in vol.masks.items()}
-    g = geometry.from_arrays(q.ct, q.z_mm, masks, patient_id=None, targets=targets)
+    levels = {**vol.info.get("prescriptions", {}), **(targets or {})}     # the plan's, then the user's
+    g = geometry.from_arrays(q.ct, q.z_mm, masks, patient_id=None, targets=levels)
     if not g.levels:
         raise InputError(f"{series}: the structure set has no target with a level (e.g. PTV70); name the "
                          "targets and their levels, as PTV_high=70,PTV_low=56", param="targets")

@@ -42,6 +42,7 @@ class DicomScan:
     ct: dict[str, list[tuple[Path, pydicom.Dataset]]] = field(default_factory=lambda: defaultdict(list))
     dose: list[tuple[Path, pydicom.Dataset]] = field(default_factory=list)
     struct: list[tuple[Path, pydicom.Dataset]] = field(default_factory=list)
+    plan: list[tuple[Path, pydicom.Dataset]] = field(default_factory=list)
     plans: int = 0
     files: int = 0
     not_dicom: int = 0
@@ -146,6 +147,7 @@ def scan(sources: Iterable[str | Path], progress: bool = False) -> DicomScan:
             out.struct.append((path, ds))
         elif sop_class == RT_PLAN_STORAGE or modality == "RTPLAN":
             out.plans += 1
+            out.plan.append((path, ds))
         else:
             out.other[modality or sop_class or "unknown"] += 1
     return out
@@ -390,6 +392,7 @@ def read_query(path: str | Path, *, slice_index: int | None = None, dose_path: s
             raise InputError(f"{path}: {len(found.ct)} CT series in this folder; give a folder with one series")
         uid, items = next(iter(found.ct.items()))
         struct_files = _structures_of(found) if structures else []
+        plans = found.plan
         if slice_index is None:
             raise InputError(f"{path} is a series folder: say which slice (0 to {len(items) - 1})",
                              param="slice_index")
@@ -403,7 +406,7 @@ def read_query(path: str | Path, *, slice_index: int | None = None, dose_path: s
             raise InputError(f"{path}: a query must be a CT image; this file is {modality or sop_class or 'of no known type'}"
                              + ("" if modality or sop_class else " (no Modality, no SOP Class UID: truncated or corrupt?)"))
         uid, items = str(ds.get("SeriesInstanceUID", "") or "query"), [(path, ds)]
-        struct_files = []
+        struct_files, plans = [], []
         if slice_index not in (None, 0):
             raise InputError(f"{path} is a single slice: its slice index is 0 (or leave it out)", param="slice_index")
     full = []
@@ -434,7 +437,32 @@ def read_query(path: str | Path, *, slice_index: int | None = None, dose_path: s
             struct = (spath, pydicom.dcmread(spath, force=True))
         except Exception as exc:
             raise InputError(f"{spath}: cannot read the RTSTRUCT ({type(exc).__name__}: {exc})") from None
-    return series_to_volume(ct, dose, struct), k
+    vol = series_to_volume(ct, dose, struct)
+    if struct is not None:
+        vol.info["prescriptions"] = prescriptions(struct[1], plans)
+    return vol, k
+
+
+def prescriptions(struct: pydicom.Dataset, plans: list[tuple[Path, pydicom.Dataset]]) -> dict[str, float]:
+    """ROI name -> prescribed dose (Gy) of the targets of a structure set, read from the RT plans that
+    reference it: each Dose Reference with a ReferencedROINumber and a TargetPrescriptionDose in (0, 120]
+    Gy (other values are ignored). Names are the structure set's ROI names; {} without such a plan."""
+    uid = str(struct.get("SOPInstanceUID", ""))
+    names = {int(r.ROINumber): str(r.get("ROIName", "")) for r in struct.get("StructureSetROISequence", [])
+             if r.get("ROINumber") is not None}
+    out: dict[str, float] = {}
+    for _, plan in plans:
+        refs = {str(r.get("ReferencedSOPInstanceUID", "")) for r in plan.get("ReferencedStructureSetSequence", [])}
+        if uid not in refs:
+            continue
+        for ref in plan.get("DoseReferenceSequence", []):
+            try:
+                roi, gy = int(ref.get("ReferencedROINumber")), float(ref.get("TargetPrescriptionDose"))
+            except (TypeError, ValueError):
+                continue
+            if roi in names and names[roi] and 0 < gy <= 120:
+                out[names[roi]] = gy
+    return out
 
 
 def _structures_of(found: DicomScan) -> list[Path]:
