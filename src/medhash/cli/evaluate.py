@@ -95,6 +95,11 @@ def _print_dose(L: dict) -> None:
               f"patients (OpenKBP dose / DVH score, Gy):")
         for name, v in L["methods"].items():
             print(f"    {name:<40} {v['dose_score']:.2f} / {v['dvh_score']:.2f}")
+    S = L.get("slice_level")
+    if S:
+        print(f"  slice level, {S['queries']} slices, their {S['k']} nearest slices of other patients in {S['index']} "
+              f"(MAE Gy): pixels {S['pixels_mae']:.2f}, transfer by anatomy {S['anatomy_mae']:.2f}, "
+              f"0 Gy {S['zero_mae']:.2f}")
     P = L.get("planned")
     if P:
         print(f"  planning-time dose (CT and contours only), leave-one-patient-out over {len(P['patients'])} patients "

@@ -240,6 +240,17 @@ def _planned(P: dict) -> list[str]:
     return parts
 
 
+def _slice_level(S: dict) -> list[str]:
+    """Slice-level dose from the k nearest slices of other patients (``dose_prediction.slice_level``)."""
+    rows = [["mean of their doses, pixel by pixel", _f(S["pixels_mae"], ".2f")],
+            ["transfer by anatomy (their dose by distance to their targets, read on the query's)",
+             _f(S["anatomy_mae"], ".2f")], ["predict 0 Gy", _f(S["zero_mae"], ".2f")]]
+    return [f"<h3>Slice level: dose from the {S['k']} nearest slices of other patients</h3>",
+            f"<p>{S['queries']} archive slices with dose (seed {S['seed']}) searched in index "
+            f"<code>{escape(S['index'])}</code>; MAE in Gy inside each slice's possible-dose mask (else its body).</p>",
+            _table(["rule", "MAE (Gy)"], rows)]
+
+
 def write_dose_report(m: dict, path: str | Path) -> Path:
     """The report of ``medhash evaluate --dose-only``: the dose-prediction section alone."""
     L = m["dose_prediction"]
@@ -250,6 +261,7 @@ def write_dose_report(m: dict, path: str | Path) -> Path:
              + (f" by <code>{escape(m['command'])}</code>" if m.get("command") else "") + ".</p>"]
     parts += _dose_prediction(L) if L.get("methods") else []
     parts += _planned(L["planned"]) if L.get("planned") else []
+    parts += _slice_level(L["slice_level"]) if L.get("slice_level") else []
     parts.append("</body></html>\n")
     path = Path(path)
     path.write_text("\n".join(parts), encoding="utf-8")

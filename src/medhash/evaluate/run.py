@@ -28,6 +28,7 @@ from . import figures, overlap, relevance
 from .data import FeatureSet, draw_queries, feature_set
 from .doseloo import leave_one_out
 from .doseplan import planned_leave_one_out
+from .doseslices import slice_level_transfer
 from .examples import examples, jsonable, reconstructions, timings
 from .html import write_dose_report, write_report
 from .ranking import hamming_lists, method_hasher
@@ -238,7 +239,8 @@ def evaluate_dose(archive, out: str | Path, *, index: str | None = None, k: int 
     """``medhash evaluate --dose-only``: the dose-prediction section alone, no auto-encoder needed.
 
     Planning-time methods (:mod:`.doseplan`) always; with an index (``index``, else the archive's only
-    one, else none) also the slice-pasting methods (:mod:`.doseloo`) and neighbours by CT. Writes
+    one, else none) also the slice-pasting methods (:mod:`.doseloo`), neighbours by CT and the slice-level
+    comparison of :mod:`.doseslices`. Writes
     ``metrics.json``, ``report.html`` and the figures into ``out``; returns the metrics."""
     t_start = time.perf_counter()
     out = Path(out)
@@ -248,6 +250,8 @@ def evaluate_dose(archive, out: str | Path, *, index: str | None = None, k: int 
     section = leave_one_out(archive, index=index, k=k, progress=progress) if index else {"k": k, "patients": []}
     section["planned"] = planned_leave_one_out(archive, k=k, folds=folds, index=index, seed=seed, figures=out,
                                                progress=progress)
+    if index:
+        section["slice_level"] = slice_level_transfer(archive, index, k=k, seed=seed, progress=progress)
     metrics = jsonable({"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command,
                         "archive": {"path": str(archive.path), "patients": len(archive.patients()),
                                     "slices": int(len(archive))},
