@@ -432,7 +432,8 @@ function plannedMetricRows(metrics) {
   const truth = metrics.truth || {};
   return Object.entries(metrics.predicted).map(([name, p]) => {
     const t = truth[name];
-    const diff = p === null || t === null || t === undefined ? "—" : `${p - t >= 0 ? "+" : "−"}${Math.abs(p - t).toFixed(1)}`;
+    const d = p === null || t === null || t === undefined ? null : Math.round((p - t) * 10) / 10;
+    const diff = d === null ? "—" : (d === 0 ? "0.0" : `${d > 0 ? "+" : "−"}${Math.abs(d).toFixed(1)}`);
     return el("tr", {}, el("td", { text: name }), el("td", { text: gy(p) }), el("td", { text: gy(t) }), el("td", { text: diff }));
   });
 }
