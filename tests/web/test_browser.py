@@ -279,7 +279,8 @@ def test_planned_dose_in_the_similar_view(server, browser):
     json_url = re.compile(r"/api/patients/DEMO001/planned-dose\?")
     page.route(json_url, lambda route: held.append(route))
     page.click("#planned-run")
-    wait_js(page, "() => document.getElementById('planned-status').textContent.startsWith('Predicting the dose of DEMO001')")
+    wait_js(page, "() => document.getElementById('planned-status').textContent"
+                  ".startsWith('Predicting the dose of DEMO001')")
     assert page.is_disabled("#planned-run") and page.locator("#planned-results").is_hidden()
     deadline = time.time() + 30
     while not held:
@@ -291,7 +292,8 @@ def test_planned_dose_in_the_similar_view(server, browser):
 
     # the DVH figure loaded, the metrics (predicted, real plan, difference) and the neighbours used
     page.wait_for_selector("#planned-results:not([hidden])", timeout=120_000)
-    wait_js(page, "() => { const i = document.getElementById('planned-dvh'); return i.complete && i.naturalWidth > 0; }")
+    wait_js(page, "() => { const i = document.getElementById('planned-dvh'); "
+                  "return i.complete && i.naturalWidth > 0; }")
     assert page.evaluate("() => document.getElementById('planned-dvh').naturalWidth") == 1200
     assert page.locator("#planned-status").is_hidden() and page.is_enabled("#planned-run")
     rows = page.locator("#planned-metrics tbody tr")
