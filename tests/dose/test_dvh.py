@@ -12,8 +12,8 @@ from PIL import Image
 
 import medhash
 
-from medhash.dose.dvh import (CSV_COLUMNS, cumulative_dvh, dose_axis, dvh_band, structure_dvhs, structure_order,
-                              write_dvh)
+from medhash.dose.dvh import (CSV_COLUMNS, cumulative_dvh, dose_axis, dvh_band, dvh_png, structure_dvhs,
+                              structure_order, write_dvh)
 
 SHAPE = (2, 128, 128)
 
@@ -192,3 +192,23 @@ def test_importing_dvh_does_not_load_matplotlib():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "False"
+
+
+def test_dvh_png_bytes_are_the_written_figure(tmp_path):
+    """dvh_png (the web app's figure) draws with write_dvh's code: the same pixels; the truth's legend label
+    is the caller's; bad curves are refused the same way."""
+    import io
+    axis = dose_axis(40.0, 1.0)
+    names = ["PTV70", "Brainstem", "Parotid_L"]
+    predicted, truth = _curves(names, axis), _curves(names, axis, shift=3.0)
+    band = {n: np.stack([c - 5, c, c + 5]).clip(0, 100) for n, c in _curves(names, axis, shift=1.0).items()}
+    files = write_dvh(tmp_path / "p", axis, predicted, band, truth, title="p")
+    data = dvh_png(axis, predicted, band, truth, title="p")
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    got, want = (np.asarray(Image.open(x).convert("RGB")) for x in (io.BytesIO(data), files["png"]))
+    np.testing.assert_array_equal(got, want)
+    relabelled = np.asarray(Image.open(io.BytesIO(dvh_png(axis, predicted, band, truth, title="p",
+                                                          truth_label="real plan"))).convert("RGB"))
+    assert relabelled.shape == want.shape and (relabelled != want).any()     # only the legend's word differs
+    with pytest.raises(ValueError, match="expected"):
+        dvh_png(axis, {"PTV70": np.zeros(3)})

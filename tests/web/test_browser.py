@@ -9,6 +9,7 @@ playwright is missing (`.ci/run` installs both).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import threading
@@ -262,4 +263,66 @@ def test_similar_patients_view(server, browser):
     wait_js(page, "() => document.querySelectorAll('#similar-table tr.similar-row').length > 0")
     assert page.inner_text("#similar-patient") == "DEMO003" and page.locator("#error").is_hidden()
     assert [p for p in problems if "404" not in p] == []    # the browser logs the failed request itself
+    page.close()
+
+
+def test_planned_dose_in_the_similar_view(server, browser):
+    base, _ = server
+    page, problems = open_page(browser, base)
+    page.goto(base + "#similar/DEMO001")
+    page.wait_for_selector("#view-similar:not([hidden]) #planned-run")
+    wait_js(page, "() => document.querySelectorAll('#similar-table tr.similar-row').length > 0")
+    assert page.inner_text("#planned-patient") == "DEMO001" and page.locator("#planned-results").is_hidden()
+
+    # the prediction is held back at first: the status line shows, the button waits
+    held = []
+    json_url = re.compile(r"/api/patients/DEMO001/planned-dose\?")
+    page.route(json_url, lambda route: held.append(route))
+    page.click("#planned-run")
+    wait_js(page, "() => document.getElementById('planned-status').textContent"
+                  ".startsWith('Predicting the dose of DEMO001')")
+    assert page.is_disabled("#planned-run") and page.locator("#planned-results").is_hidden()
+    deadline = time.time() + 30
+    while not held:
+        assert time.time() < deadline, "the planned-dose request was not sent"
+        page.wait_for_timeout(50)
+    assert "neighbours_by=geometry" in held[0].request.url
+    held[0].continue_()
+    page.unroute(json_url)
+
+    # the DVH figure loaded, the metrics (predicted, real plan, difference) and the neighbours used
+    page.wait_for_selector("#planned-results:not([hidden])", timeout=120_000)
+    wait_js(page, "() => { const i = document.getElementById('planned-dvh'); "
+                  "return i.complete && i.naturalWidth > 0; }")
+    assert page.evaluate("() => document.getElementById('planned-dvh').naturalWidth") == 1200
+    assert page.locator("#planned-status").is_hidden() and page.is_enabled("#planned-run")
+    rows = page.locator("#planned-metrics tbody tr")
+    assert rows.count() >= 5
+    cells = rows.first.locator("td").all_inner_texts()
+    assert cells[0] == "D99 PTV70" and all(c.replace(".", "").lstrip("+−").isdigit() for c in cells[1:]), cells
+    assert page.locator("#planned-metrics tbody td", has_text="mean SpinalCord").count() == 1
+    used = page.locator("#planned-neighbours tbody tr td:nth-child(2)").all_inner_texts()
+    assert sorted(used) == ["DEMO002", "DEMO003"]
+    assert page.inner_text("#planned-distance-head") == "geometry distance"
+    assert "2 similar patients by geometry" in page.inner_text("#planned-meta")
+    page.mouse.move(0, 0)
+    page.locator("#planned").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "browser-planned-dose.png"), full_page=True)
+
+    # an error replaces the results: none of the earlier ones stay below it
+    fail = re.compile(r"/planned-dose\?")
+    page.route(fail, lambda route: route.fulfill(status=422, content_type="application/json",
+                                                 body='{"detail": "patient has no target", "field": "targets"}'))
+    page.click("#planned-run")
+    wait_js(page, "() => document.getElementById('planned-status').classList.contains('error')")
+    assert page.inner_text("#planned-status") == "No planning-time dose for DEMO001: 422: patient has no target"
+    assert page.locator("#planned-results").is_hidden()
+    assert page.locator("#planned-metrics tbody tr").count() == 0 and not page.get_attribute("#planned-dvh", "src")
+    page.unroute(fail)
+
+    # another patient: nothing of DEMO001's prediction is left
+    page.goto(base + "#similar/DEMO002")
+    wait_js(page, "() => document.getElementById('planned-patient').textContent === 'DEMO002'")
+    assert page.locator("#planned-status").is_hidden() and page.locator("#planned-results").is_hidden()
+    assert [p for p in problems if "422" not in p] == []
     page.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -407,3 +409,119 @@ def test_errors_answer_their_class_status_with_detail_and_field(client, monkeypa
             expected["field"] = field
         assert r.json() == expected
     assert str(st.archive.path) not in r.json()["detail"] and r.json()["detail"].endswith(": the catalog is damaged")
+
+
+# ---------------------------------------------------------------------- planning-time dose
+def _planned_direct(archive_dir, pid, **kw):
+    """The prediction, its query geometry and its real plan, computed directly (not through the app)."""
+    from medhash.dose.planning import planning_structures, predict_dose_planned, query_geometry
+    with Archive(archive_dir) as arch:
+        pred = predict_dose_planned(arch, patient=pid, **kw)
+        _, g = query_geometry(arch, patient=pid)
+        rows = np.flatnonzero(arch.table()["patient_id"] == pid)
+        rows = rows[np.argsort(arch.table()["z_mm"][rows], kind="stable")]
+        truth = np.asarray(arch.dose[rows], dtype=np.float32)
+    return pred, planning_structures(g), g.voxel_mm3, truth
+
+
+def _check_planned(got, pred, structures, voxel_mm3, truth):
+    from medhash.dose import dvh_metrics
+    want = dvh_metrics(pred.dose, structures, voxel_mm3)
+    assert set(got["metrics"]["predicted"]) == set(want) and "D95 PTV70" in want and "mean SpinalCord" in want
+    for name, v in want.items():
+        assert got["metrics"]["predicted"][name] == pytest.approx(v, rel=1e-9, abs=1e-9), name
+    for name, v in dvh_metrics(truth, structures, voxel_mm3).items():
+        assert got["metrics"]["truth"][name] == pytest.approx(v, rel=1e-9, abs=1e-9), name
+    assert [n["patient_id"] for n in got["neighbours"]] == [p["patient_id"] for p in pred.patients]
+    assert got["dvh"]["axis_gy"] == pytest.approx(pred.dvh["axis"].tolist())
+    for name, curve in pred.dvh["predicted"].items():
+        assert got["dvh"]["predicted"][name] == pytest.approx(curve.tolist()), name
+        assert got["dvh"]["band"][name]["median"] == pytest.approx(pred.dvh["band"][name][1].tolist()), name
+    assert got["dvh"]["structures"][0] == "PTV70" and got["levels_gy"] == [70.0]
+
+
+def test_planned_dose_json_equals_the_python_api_and_the_dvh_png(client, demo_arch):
+    r = client.get("/api/patients/DEMO001/planned-dose", params={"k": 2})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    pred, structures, voxel_mm3, truth = _planned_direct(demo_arch[1], "DEMO001", k=2)
+    assert got["method"] == "neighbours" and got["dose_model"] is None      # no dose model in this archive
+    assert got["neighbours_by"] == "geometry" and got["k"] == 2 and got["seconds"] > 0
+    assert "DEMO001" not in [n["patient_id"] for n in got["neighbours"]]    # never its own plan
+    assert all(n["geometry_distance"] >= 0 for n in got["neighbours"])
+    _check_planned(got, pred, structures, voxel_mm3, truth)
+    assert "NaN" not in r.text                                              # strict JSON
+    r = client.get("/api/patients/DEMO001/planned-dose/dvh.png", params={"k": 2})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content[:8] == b"\x89PNG\r\n\x1a\n" and len(r.content) > 10_000
+    img = Image.open(io.BytesIO(r.content))
+    assert img.size == (1200, 570)                       # 6 structures: 4 columns x 2 rows of panels + legend
+    pixels = np.asarray(img.convert("RGB")).reshape(-1, 3).astype(int)
+    assert (np.abs(pixels - [0xd7, 0x19, 0x1c]).max(axis=1) < 40).any()    # the predicted curves (red)
+    # the JSON and the figure of one request: one prediction, cached
+    again = client.get("/api/patients/DEMO001/planned-dose", params={"k": 2})
+    assert again.json() == got and len(client.app.state.medhash.planned._items) == 1
+    both = client.get("/api/patients/DEMO002/planned-dose", params={"k": 2, "neighbours_by": "both", "index": "ct64"})
+    assert both.status_code == 200, both.text
+    assert both.json()["neighbours_by"] == "both" and "fused_score" in both.json()["neighbours"][0]
+
+
+@pytest.mark.parametrize("path, params, status, detail, field", [
+    ("NOPE", {}, 404, "no patient 'NOPE' in arch", "patient_id"),
+    ("DEMO001", {"method": "model"}, 404, "has no dose model", None),
+    ("DEMO001", {"index": "nope"}, 404, "no index named 'nope' in this archive", "index"),
+    ("DEMO001", {"neighbours_by": "ct"}, 422, "several indexes (ct64, joint64)", "index"),
+    ("DEMO001", {"k": 0}, 422, "greater than or equal to 1", None),
+    ("DEMO001", {"k": 101}, 422, "less than or equal to 100", None),
+    ("DEMO001", {"method": "pixels"}, 422, "'model' or 'neighbours'", None),
+    ("DEMO001", {"neighbours_by": "dose"}, 422, "'geometry', 'ct' or 'both'", None),
+])
+def test_planned_dose_bad_requests(client, path, params, status, detail, field):
+    for suffix in ("", "/dvh.png"):
+        r = client.get(f"/api/patients/{path}/planned-dose{suffix}", params=params)
+        assert r.status_code == status, r.text
+        assert r.headers["content-type"] == "application/json"
+        assert detail in json.dumps(r.json()["detail"]) and r.json().get("field") == field
+        assert "Traceback" not in r.text and "/tmp" not in r.text
+
+
+def test_planned_dose_of_a_patient_without_targets(tmp_path):
+    """A patient whose structure set has no target with a level: a clear 422 naming the rule."""
+    from medhash.demo import write_demo_cohort
+    write_demo_cohort(tmp_path / "demo", n_patients=1, rows=96)
+    for f in (tmp_path / "demo").rglob("RS_*.dcm"):
+        f.unlink()
+    with Archive(tmp_path / "arch", create=True) as arch:
+        assert ingest(arch, [tmp_path / "demo"]).exit_code == 0
+        pid = arch.patients()[0]
+    with TestClient(create_app(tmp_path / "arch")) as c:
+        for suffix in ("", "/dvh.png"):
+            r = c.get(f"/api/patients/{pid}/planned-dose{suffix}")
+            assert r.status_code == 422, r.text
+            assert r.json() == {"detail": f"patient {pid!r} has no target with a level in its name (e.g. PTV70), "
+                                          "so no dose can be predicted; its structures: none"}
+
+
+def test_planned_dose_with_the_archive_dose_model(trained):
+    """With a dose model the default method is the model; its answer is predict_dose_planned's."""
+    from medhash.dose import fit_dose_model
+    root, arch = trained
+    fit_dose_model(arch, "small", k=2, trees=30, voxels=500, progress=False)
+    with TestClient(create_app(root / "arch")) as c:
+        r = c.get("/api/patients/DEMO002/planned-dose")
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert (got["method"], got["dose_model"], got["k"]) == ("model", "small", 2)
+        _check_planned(got, *_planned_direct(root / "arch", "DEMO002"))
+        r = c.get("/api/patients/DEMO002/planned-dose", params={"neighbours_by": "both"})
+        assert r.status_code == 422 and r.json()["field"] == "neighbours_by"
+        assert c.get("/api/patients/DEMO002/planned-dose/dvh.png").content[:4] == b"\x89PNG"
+
+
+def test_the_app_starts_without_lightgbm_scipy_or_matplotlib(demo_arch):
+    code = ("import sys\nfrom medhash.web import create_app\n"
+            f"create_app({str(demo_arch[1])!r})\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightgbm', 'scipy', 'matplotlib')))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -155,12 +155,13 @@ def _cell(value: float) -> str:
     return "" if not np.isfinite(value) else f"{value:.4f}"
 
 
-def _jsonable(value):
-    """numpy arrays and numbers as lists and floats, NaN and inf as None (strict JSON)."""
+def jsonable(value):
+    """numpy arrays and numbers as lists and floats, NaN and inf as None (strict JSON); dicts and
+    lists walked through, anything else as it is."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
         return int(value)
     if isinstance(value, (np.floating, float)):
@@ -197,7 +198,7 @@ def _write_json(path: Path, axis: np.ndarray, names: list[str], predicted: dict,
     data = {"title": title, "unit": {"dose": "Gy", "volume": "%"}, "dose_gy": axis, "structures": names,
             "curves": curves, "metrics": metrics or {}}
     with replace_atomically(path) as tmp, open(tmp, "w") as f:
-        json.dump(_jsonable(data), f, indent=1, allow_nan=False)
+        json.dump(jsonable(data), f, indent=1, allow_nan=False)
         f.write("\n")
 
 
@@ -219,7 +220,7 @@ def _draw_panel(ax, name: str, axis: np.ndarray, predicted: dict, band: dict, tr
     ax.set_title(name if len(name) <= 28 else name[:27] + "…", fontsize=9)
 
 
-def _legend_handles(band: dict, truth: dict) -> tuple[list, list[str]]:
+def _legend_handles(band: dict, truth: dict, truth_label: str = "truth") -> tuple[list, list[str]]:
     from matplotlib.lines import Line2D  # start-up: matplotlib only when a figure is drawn
     from matplotlib.patches import Patch  # (as above)
 
@@ -230,12 +231,14 @@ def _legend_handles(band: dict, truth: dict) -> tuple[list, list[str]]:
         labels += ["similar patients (min-max)", "similar patients (median)"]
     if truth:
         handles.append(Line2D([0], [0], color="black", lw=1.6, ls=":"))
-        labels.append("truth")
+        labels.append(truth_label)
     return handles, labels
 
 
-def _write_png(path: Path, axis: np.ndarray, names: list[str], predicted: dict, band: dict, truth: dict,
-               title: str) -> None:
+def _figure(axis: np.ndarray, names: list[str], predicted: dict, band: dict, truth: dict, title: str,
+            truth_label: str = "truth"):
+    """The DVH figure (a matplotlib Figure with an Agg canvas): one panel per structure, at most
+    :data:`MAX_COLUMNS` columns, the legend below."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # start-up: matplotlib only when a figure is drawn
     from matplotlib.figure import Figure  # start-up: matplotlib only when a figure is drawn
 
@@ -257,13 +260,47 @@ def _write_png(path: Path, axis: np.ndarray, names: list[str], predicted: dict, 
     if not names:
         fig.text(0.5, 0.5, "no structure to show", ha="center", va="center")
     else:
-        handles, labels = _legend_handles(band, truth)
+        handles, labels = _legend_handles(band, truth, truth_label)
         fig.legend(handles, labels, loc="outside lower center", ncol=len(labels) if ncols >= 3 else 2, fontsize=8,
                    frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _write_png(path: Path, axis: np.ndarray, names: list[str], predicted: dict, band: dict, truth: dict,
+               title: str) -> None:
+    fig = _figure(axis, names, predicted, band, truth, title)
     with replace_atomically(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
+
+
+def _curves(axis, predicted, band, truth) -> tuple[np.ndarray, dict, dict, dict, list[str]]:
+    """The checked inputs of :func:`write_dvh` and :func:`dvh_png` as float64 arrays, and the
+    structures in drawing order (:func:`structure_order`)."""
+    axis = np.asarray(axis, dtype=np.float64)
+    if axis.ndim != 1 or len(axis) < 2:
+        raise ValueError(f"the dose axis needs at least two doses, not shape {axis.shape}")
+    predicted = {k: np.asarray(v, dtype=np.float64) for k, v in predicted.items()}
+    band = {k: np.asarray(v, dtype=np.float64) for k, v in (band or {}).items()}
+    truth = {k: np.asarray(v, dtype=np.float64) for k, v in (truth or {}).items()}
+    _check_curves(axis, predicted, band, truth)
+    return axis, predicted, band, truth, structure_order([*predicted, *band, *truth])
+
+
+def dvh_png(axis: np.ndarray, predicted: dict[str, np.ndarray], band: dict[str, np.ndarray] | None = None,
+            truth: dict[str, np.ndarray] | None = None, title: str = "", truth_label: str = "truth") -> bytes:
+    """The PNG of :func:`write_dvh` as bytes (the web app serves it), drawn by the same code.
+
+    Parameters are those of :func:`write_dvh`; ``truth_label`` names the dotted curve in the legend
+    (``"real plan"`` on the web page). Not thread-safe (matplotlib): callers serialise drawing.
+    """
+    import io  # start-up: only when a figure is drawn
+
+    axis, predicted, band, truth, names = _curves(axis, predicted, band, truth)
+    buf = io.BytesIO()
+    _figure(axis, names, predicted, band, truth, title, truth_label).savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
 
 
 def write_dvh(out: str | Path, axis: np.ndarray, predicted: dict[str, np.ndarray],
@@ -293,14 +330,7 @@ def write_dvh(out: str | Path, axis: np.ndarray, predicted: dict[str, np.ndarray
     cell where a curve is absent or NaN. The PNG has one panel per structure in at most 4 columns:
     predicted solid, band shaded between min and max with its median dashed, truth black dotted.
     """
-    axis = np.asarray(axis, dtype=np.float64)
-    if axis.ndim != 1 or len(axis) < 2:
-        raise ValueError(f"the dose axis needs at least two doses, not shape {axis.shape}")
-    predicted = {k: np.asarray(v, dtype=np.float64) for k, v in predicted.items()}
-    band = {k: np.asarray(v, dtype=np.float64) for k, v in (band or {}).items()}
-    truth = {k: np.asarray(v, dtype=np.float64) for k, v in (truth or {}).items()}
-    _check_curves(axis, predicted, band, truth)
-    names = structure_order([*predicted, *band, *truth])
+    axis, predicted, band, truth, names = _curves(axis, predicted, band, truth)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     files = {kind: out.with_name(f"{out.name}-dvh.{kind}") for kind in ("csv", "json", "png")}

@@ -4,11 +4,13 @@ archive, the token, the upload limit, the locks and every cache (opened indexes,
 Concurrency: requests are served on a thread pool. Indexes are opened once (at start-up, by
 :meth:`ServerState.load_indexes`) and shared. Upload parsing runs in parallel; the search step
 itself (process-wide torch and faiss settings during a query) and the matplotlib drawing (not
-thread-safe) each run under a lock; each takes milliseconds.
+thread-safe) each run under a lock; each takes milliseconds. A planning-time dose (seconds) holds
+the archive lock, and the search lock too when its neighbours are chosen by CT; its answer is cached.
 """
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import threading
 from collections import OrderedDict
@@ -23,6 +25,7 @@ from ..render import render_png
 from ..retrieval import IndexCache, archive_query, list_indexes, open_index, patient_search, search, search_many
 from ..store import Archive
 from .models import ArchiveSlice, BatchSearch, SearchParams
+from .planned import PlannedDose, PlannedDoseCache, answer, check_targets, draw
 from .uploads import search_upload
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ class ServerState:
         self.archive_lock = threading.RLock()  # catalog reads (one SQLite connection)
         self._png: OrderedDict[tuple, bytes] = OrderedDict()
         self.index_cache = IndexCache()        # the indexes this server has opened, shared by every request
+        self.planned = PlannedDoseCache()      # the last planned doses (JSON and DVH figure of one request)
 
     # ------------------------------------------------------------------ archive and indexes
     def indexes(self) -> list[str]:
@@ -163,3 +167,39 @@ class ServerState:
         name = self.check_index(index)
         with self.search_lock, self.archive_lock:
             return patient_search(self.archive, patient=patient_id, index=name, cache=self.index_cache, **kw)
+
+    # ------------------------------------------------------------------ planning-time dose
+    def planned_dose(self, patient_id: str, method: str | None, k: int, neighbours_by: str,
+                     index: str | None) -> PlannedDose:
+        """:func:`medhash.dose.planning.predict_dose_planned` of an archive patient as the JSON of
+        ``GET /api/patients/{id}/planned-dose`` (:mod:`.planned`), cached by every parameter, the
+        archive's size and its dose models."""
+        from ..dose.model import list_dose_models  # start-up: the dose package only when predicting
+        from ..dose.planning import predict_dose_planned  # start-up: LightGBM and scipy only when predicting
+
+        name = self.check_index(index)
+        with self.archive_lock:
+            key = (patient_id, method, k, neighbours_by, name, len(self.archive.table()["patient_id"]),
+                   tuple(list_dose_models(self.archive)))
+        item = self.planned.get(key)
+        if item is not None:
+            return item
+        search_lock = self.search_lock if neighbours_by != "geometry" else contextlib.nullcontext()
+        with search_lock, self.archive_lock:
+            item = self.planned.get(key)       # predicted by another request meanwhile?
+            if item is None:
+                check_targets(self.archive, patient_id)
+                pred = predict_dose_planned(self.archive, patient=patient_id, method=method, k=k,
+                                            neighbours_by=neighbours_by, index=name, cache=self.index_cache)
+                item = self.planned.put(key, PlannedDose(answer(pred, patient_id, k, name), pred.dvh))
+        return item
+
+    def planned_dose_png(self, patient_id: str, method: str | None, k: int, neighbours_by: str,
+                         index: str | None) -> bytes:
+        """The DVH figure of :meth:`planned_dose` as PNG bytes (drawn once per cached answer)."""
+        item = self.planned_dose(patient_id, method, k, neighbours_by, index)
+        if item.png is None:
+            with self.render_lock:
+                if item.png is None:
+                    item.png = draw(item)
+        return item.png

@@ -1,12 +1,14 @@
 """The archive's contents: ``/api/archive``, ``/api/indexes``, ``/api/patients`` (one patient, its
-similar patients)."""
+similar patients, its planning-time dose and DVHs)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
 
 from ...errors import NotFoundError
 from ...render import ISODOSE_COLOURS, ISODOSE_GY, SOFT_TISSUE_WINDOW
@@ -77,3 +79,40 @@ def similar_patients(patient_id: str, st: State, index: str | None = None,
     """The same JSON as ``medhash search --patient PID --json``: other patients ranked by z-aligned
     slice votes, each with ``patient_score`` and its matched slice pairs."""
     return st.patient_search(patient_id, index, k=k, per_slice=per_slice, rerank=rerank)
+
+
+Method = Annotated[Literal["model", "neighbours"] | None,
+                   Query(description="model: the archive's dose model (default when it has one); neighbours: the "
+                                     "similar patients' plans transferred by anatomy (default otherwise)")]
+Neighbours = Annotated[int, Query(ge=1, le=100, description="similar patients to use (the dose model uses its own k)")]
+NeighboursBy = Annotated[Literal["geometry", "ct", "both"],
+                         Query(description="similar by target-organ geometry, by CT (patient search in `index`) "
+                                           "or both (ranks fused); the dose model needs geometry")]
+IndexName = Annotated[str | None, Query(max_length=200, description="CT index for neighbours_by ct or both "
+                                                                     "(default: the archive's only index)")]
+PLANNED_ERRORS = {404: {"description": "unknown patient, index or dose model"},
+                  422: {"description": "bad parameter, or the patient has no target with a level (e.g. PTV70)"}}
+
+
+@router.get("/patients/{patient_id}/planned-dose", summary="Planning-time dose and DVHs of an archive patient",
+            responses=PLANNED_ERRORS)
+def planned_dose(patient_id: str, st: State, method: Method = None, k: Neighbours = 10,
+                       neighbours_by: NeighboursBy = "geometry", index: IndexName = None) -> dict:
+    """The dose predicted from the patient's CT and contours and the similar patients' plans (never its
+    own, :func:`medhash.dose.planning.predict_dose_planned`): ``method``, ``levels_gy``,
+    ``neighbours`` (patient_id with geometry_distance, ct_score or fused_score), ``metrics``
+    (``predicted`` and ``truth``, the real plan's, OpenKBP DVH metrics in Gy), ``dvh`` (``axis_gy``,
+    ``predicted``, ``band`` min/median/max over the neighbours, ``truth``; % of each structure's
+    volume, null for NaN), ``seconds``."""
+    return st.planned_dose(patient_id, method, k, neighbours_by, index).body
+
+
+@router.get("/patients/{patient_id}/planned-dose/dvh.png", summary="The planning-time DVHs as a PNG",
+            response_class=Response, responses={200: {"content": {"image/png": {}}, "description": "the figure"},
+                                                **PLANNED_ERRORS})
+def planned_dose_png(patient_id: str, st: State, method: Method = None, k: Neighbours = 10,
+                           neighbours_by: NeighboursBy = "geometry", index: IndexName = None):
+    """One panel per structure (targets first): predicted (red), the neighbours' band (blue, median
+    dashed), the real plan (black dotted). Same parameters as ``planned-dose``."""
+    png = st.planned_dose_png(patient_id, method, k, neighbours_by, index)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=600"})

@@ -3,7 +3,7 @@
 
 const $ = (id) => document.getElementById(id);
 const state = { archive: null, settings: loadSettings(), lastResult: null, patients: [], patientSlices: [],
-                similar: null, similarTicket: 0, listHash: "#search" };
+                similar: null, similarTicket: 0, listHash: "#search", planned: { pid: null, ticket: 0 } };
 
 function loadSettings() {
   let s = {};
@@ -276,6 +276,7 @@ async function showSimilar(pid) {
   const query = new URLSearchParams(fields).toString();
   const key = `${pid}?${query}`;
   $("similar-patient").textContent = pid;
+  preparePlanned(pid);
   if (state.similar && state.similar.key === key) {   // back from a patient: the same answer, no new search
     $("similar-meta").textContent = state.similar.meta;
     return;
@@ -379,6 +380,111 @@ async function renderSimilar(res) {
   await Promise.all(loads);
 }
 
+// ------------------------------------------------------------------ planning-time dose
+// GET /api/patients/{id}/planned-dose (metrics, neighbours) and its dvh.png, for the similar view's patient
+function plannedQuery() {
+  const by = $("planned-by").value;
+  const f = { neighbours_by: by };
+  if (by !== "geometry" && state.settings.index) f.index = state.settings.index;
+  return new URLSearchParams(f).toString();
+}
+
+// a new patient in the view: no results of another patient stay on screen
+function preparePlanned(pid) {
+  $("planned-patient").textContent = pid;
+  if (state.planned.pid === pid) return;
+  state.planned.pid = pid;
+  state.planned.ticket++;
+  clearPlanned();
+  $("planned-status").hidden = true;
+  $("planned-run").disabled = false;
+}
+
+function clearPlanned() {
+  $("planned-results").hidden = true;
+  $("planned-meta").textContent = "";
+  $("planned-metrics").tBodies[0].replaceChildren();
+  $("planned-neighbours").tBodies[0].replaceChildren();
+  const img = $("planned-dvh");
+  img.removeAttribute("src");
+  delete img.dataset.src;
+}
+
+function plannedStatus(text, { busy = false, error = false } = {}) {
+  const status = $("planned-status");
+  status.classList.toggle("error", error);
+  status.replaceChildren(...(busy ? [el("span", { class: "spinner" })] : []), text);
+  status.hidden = false;
+}
+
+// the image loaded (or failed): resolves either way, with whether it loaded
+function imageLoaded(img) {
+  return new Promise((resolve) => {
+    if (img.complete && img.src) { resolve(img.naturalWidth > 0); return; }
+    img.addEventListener("load", () => resolve(true), { once: true });
+    img.addEventListener("error", () => resolve(false), { once: true });
+  });
+}
+
+const gy = (v) => (v === null || v === undefined ? "—" : Number(v).toFixed(1));
+
+function plannedMetricRows(metrics) {
+  const truth = metrics.truth || {};
+  return Object.entries(metrics.predicted).map(([name, p]) => {
+    const t = truth[name];
+    const d = p === null || t === null || t === undefined ? null : Math.round((p - t) * 10) / 10;
+    const diff = d === null ? "—" : (d === 0 ? "0.0" : `${d > 0 ? "+" : "−"}${Math.abs(d).toFixed(1)}`);
+    return el("tr", {}, el("td", { text: name }), el("td", { text: gy(p) }), el("td", { text: gy(t) }), el("td", { text: diff }));
+  });
+}
+
+function plannedNeighbourRows(neighbours) {
+  const kinds = [["geometry_distance", "geometry distance", 2], ["ct_score", "CT patient score", 3], ["fused_score", "fused rank score", 4]];
+  const kind = kinds.find(([k]) => neighbours.length && neighbours[0][k] !== undefined) || kinds[0];
+  $("planned-distance-head").textContent = kind[1];
+  return neighbours.map((n) => el("tr", {}, el("td", { text: `#${n.rank}` }), el("td", { text: n.patient_id }),
+    el("td", { text: n[kind[0]] === undefined ? "—" : Number(n[kind[0]]).toFixed(kind[2]) })));
+}
+
+async function runPlanned() {
+  const pid = state.planned.pid;
+  if (!pid) return;
+  const ticket = ++state.planned.ticket;
+  const current = () => ticket === state.planned.ticket;
+  const button = $("planned-run");
+  const query = plannedQuery();
+  const base = `/api/patients/${encodeURIComponent(pid)}/planned-dose`;
+  clearPlanned();
+  button.disabled = true;
+  $("planned").setAttribute("aria-busy", "true");
+  plannedStatus(`Predicting the dose of ${pid} from its contours and its similar patients' plans, then its DVHs…`, { busy: true });
+  try {
+    const res = await api(`${base}?${query}`);
+    if (!current()) return;
+    const img = $("planned-dvh");
+    const loaded = imageLoaded(img);
+    await setImage(img, `${base}/dvh.png?${query}`);
+    if (!(await loaded)) throw new Error(`the DVH figure of ${pid} could not be loaded`);
+    if (!current()) return;
+    const how = res.method === "model" ? `dose model ${res.dose_model}` : "the similar patients' plans transferred by anatomy";
+    $("planned-meta").textContent = `${pid}: ${how} · ${res.k} similar patients by ${res.neighbours_by} · ` +
+      `target levels ${res.levels_gy.map((v) => `${v} Gy`).join(", ")} · ${Number(res.seconds).toFixed(1)} s`;
+    $("planned-metrics").tBodies[0].replaceChildren(...plannedMetricRows(res.metrics));
+    $("planned-neighbours").tBodies[0].replaceChildren(...plannedNeighbourRows(res.neighbours));
+    $("planned-results").hidden = false;
+    $("planned-status").hidden = true;
+  } catch (e) {
+    if (!current()) return;
+    clearPlanned();
+    plannedStatus(`No planning-time dose for ${pid}: ${e.message}`, { error: true });
+  } finally {
+    if (current()) {
+      button.disabled = false;
+      $("planned").removeAttribute("aria-busy");
+    }
+  }
+}
+
 // ------------------------------------------------------------------ archive overview and settings
 async function showArchive() {
   const [info, patients, indexes] = await Promise.all([api("/api/archive"), api("/api/patients"), api("/api/indexes")]);
@@ -441,6 +547,7 @@ async function start() {
     if (!pid) { showError("choose an archive patient first"); return; }
     location.hash = `#similar/${encodeURIComponent(pid)}`;
   });
+  $("planned-run").addEventListener("click", runPlanned);
   $("settings-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const s = state.settings;
