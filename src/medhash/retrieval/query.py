@@ -136,8 +136,8 @@ def _series_geometry(vol, where: Path, param: str, positions=None) -> np.ndarray
     from ..geometry.slices import geometry_images  # start-up: scipy.ndimage only for geometry queries
 
     pos = np.arange(len(vol.ct)) if positions is None else np.asarray(positions)
-    return geometry_images(vol.ct[pos], {name: m[pos] for name, m in vol.masks.items()},
-                           vol.info.get("prescriptions") or None)
+    ct = np.rint(vol.ct[pos])    # HU rounded as the archive stores them, so the body outline is the archive's
+    return geometry_images(ct, {name: m[pos] for name, m in vol.masks.items()}, vol.info.get("prescriptions") or None)
 
 
 def _dicom_geometry(vol, k: int, path: Path) -> np.ndarray:
