@@ -6,6 +6,7 @@ the codes as index NAME. Run it again after an ingest: only the new slices are e
 examples:
   medhash index --archive ./archive --name ct256 --channel ct --bits 256
   medhash index --archive ./archive --name joint --channel ct+dose --bits 1024
+  medhash index --archive ./archive --name geo --channel ct+geometry --bits 512   # after train --channel geometry
   medhash index --archive ./archive --name big --bits 256 --index-type ivf --nprobe 64
   medhash index --archive ./archive --name mv --bits 256 --backend milvus --uri ./milvus.db
 """
@@ -23,8 +24,9 @@ def register(sub) -> None:
     p = add_command(sub, "index", run, __doc__)
     add_archive(p)
     p.add_argument("--name", required=True, help="index name (a folder under ARCHIVE/indexes)")
-    p.add_argument("--channel", choices=("ct", "dose", "ct+dose"), default="ct",
-                   help="features hashed: CT, dose, or both concatenated (default ct)")
+    p.add_argument("--channel", choices=("ct", "dose", "ct+dose", "geometry", "ct+geometry"), default="ct",
+                   help="features hashed: CT, dose, geometry (targets, organs and distance to the targets, from "
+                        "the contours), or CT joined with dose or geometry (default ct)")
     _add_hashing(p)
     _add_engine(p)
     p.add_argument("--rebuild", action="store_true", help="build again from scratch (after retraining a model)")
@@ -40,8 +42,10 @@ def _add_hashing(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the hash draws (default 0)")
     p.add_argument("--ct-model", help="CT model name (default: the newest CT model)")
     p.add_argument("--dose-model", help="dose model name (default: the newest dose model)")
-    p.add_argument("--ct-weight", type=float, help="weight of the CT block in ct+dose (default 1)")
+    p.add_argument("--geometry-model", help="geometry model name (default: the newest geometry model)")
+    p.add_argument("--ct-weight", type=float, help="weight of the CT block in ct+dose / ct+geometry (default 1)")
     p.add_argument("--dose-weight", type=float, help="weight of the dose block in ct+dose (default 1)")
+    p.add_argument("--geometry-weight", type=float, help="weight of the geometry block in ct+geometry (default 1)")
     p.add_argument("--hasher", choices=("kernel-lsh", "itq", "pca-sign", "trained"), default="kernel-lsh",
                    help="how features become bits: kernel-lsh (default, Raginsky & Lazebnik), itq or pca-sign "
                         "(bits <= feature length), trained (kernel LSH whose w, b are learned; see README)")
@@ -83,12 +87,10 @@ def run(args: argparse.Namespace) -> int:
 
     archive = Archive(args.archive)
     gamma = args.gamma if args.gamma == "auto" else positive_float(args.gamma, "--gamma")
-    weights = {}
-    if args.ct_weight is not None:
-        weights["ct"] = args.ct_weight
-    if args.dose_weight is not None:
-        weights["dose"] = args.dose_weight
-    models = {k: v for k, v in (("ct", args.ct_model), ("dose", args.dose_model)) if v}
+    weights = {ch: w for ch, w in (("ct", args.ct_weight), ("dose", args.dose_weight),
+                                   ("geometry", args.geometry_weight)) if w is not None}
+    models = {k: v for k, v in (("ct", args.ct_model), ("dose", args.dose_model), ("geometry", args.geometry_model))
+              if v}
     index_params = _engine_params(args)
     hasher_params = {"epochs": args.epochs} if args.epochs is not None else None
     if hasher_params and args.hasher != "trained":

@@ -2,12 +2,14 @@
 
 QUERY is PATIENT:SLICE (an archive slice), a DICOM CT slice file, a DICOM series folder (with
 --slice), or a PNG/NPY image (PNG grey 0..255 = -1000..1000 HU; NPY in HU). Archive queries leave
-out the query's own patient unless --include-same-patient.
+out the query's own patient unless --include-same-patient. A geometry or ct+geometry index needs the
+query's contours: an archive slice, or a DICOM series folder with its RTSTRUCT and --slice.
 
 examples:
   medhash search --archive ./archive pt_1:60 --k 10 --png results.png
   medhash search --archive ./archive CT_0042.dcm --dose RD.dcm --index joint --json
   medhash search --archive ./archive --patient pt_7 --k 5          # similar patients
+  medhash search --archive ./archive /data/new/CT --slice 40 --index geo  # a geometry index: folder with RTSTRUCT
   medhash search --archive ./archive --patient /data/new/CT --index ct256
   medhash search --archive ./archive --patient pt_7 --rank geometry  # similar plans by target-organ geometry
 """
@@ -53,15 +55,18 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Search with one slice (QUERY) or one patient (``--patient``); print the ranking."""
-    from ..retrieval import parse_query, search  # start-up: faiss only when searching
+    from ..retrieval import IndexCache, needs_geometry, open_index, parse_query, search  # start-up: faiss only here
 
     archive = Archive(args.archive)
     if (args.query is None) == (args.patient is None):
         raise MedhashError("give a QUERY (one slice) or --patient PID|FOLDER (patient-level search), not both")
     if args.patient is not None:
         return run_patient(archive, args)
-    query = parse_query(archive, args.query, dose=args.dose, slice_index=args.slice)
-    res = search(archive, query, index=args.index, k=args.k, rerank=args.rerank, same_patient=args.same_patient)
+    cache = IndexCache()   # opened once: its channel says whether a file query needs its contours (geometry)
+    idx = open_index(archive, args.index, cache)
+    query = parse_query(archive, args.query, dose=args.dose, slice_index=args.slice, geometry=needs_geometry(idx))
+    res = search(archive, query, index=idx.name, k=args.k, rerank=args.rerank, same_patient=args.same_patient,
+                 cache=cache)
     if args.png:
         from ..render import render_search  # start-up: matplotlib only for a picture
         render_search(archive, res, query, args.png)

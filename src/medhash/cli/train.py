@@ -1,9 +1,13 @@
-"""``medhash train``: train an auto-encoder for CT or dose slices.
+"""``medhash train``: train an auto-encoder for CT, dose or geometry slices.
 
 Train a convolutional auto-encoder on the archive's slices (validation split by patient, early
 stopping) and store it in ARCHIVE/models/NAME. Its encoder gives the feature vector of a slice.
+--channel geometry trains on geometry images computed from each slice's CT and contours (targets by
+level, organs at risk, distance to the targets; never the dose), for geometry indexes.
 
-example: medhash train --archive ./archive --channel ct --arch shallow --epochs 10
+examples:
+  medhash train --archive ./archive --channel ct --arch shallow --epochs 10
+  medhash train --archive ./archive --channel geometry --epochs 10
 """
 from __future__ import annotations
 
@@ -19,7 +23,8 @@ from .options import add_archive, add_command, add_json, add_no_progress
 def register(sub) -> None:
     p = add_command(sub, "train", run, __doc__)
     add_archive(p)
-    p.add_argument("--channel", choices=("ct", "dose"), default="ct", help="what the model sees (default ct)")
+    p.add_argument("--channel", choices=features.CHANNELS, default="ct",
+                   help="what the model sees: CT, dose, or geometry images from CT and contours (default ct)")
     p.add_argument("--arch", choices=("shallow", "deep"), default="shallow", help="architecture (default shallow)")
     p.add_argument("--epochs", type=int, default=20, help="maximum epochs (early stopping may end sooner; default 20)")
     p.add_argument("--batch-size", type=int, default=64, help="default 64")

@@ -1,4 +1,4 @@
-"""Features without labels: convolutional auto-encoders on CT and dose slices (method step 1).
+"""Features without labels: convolutional auto-encoders on CT, dose and geometry slices (method step 1).
 
 The encoder's bottleneck (``latent_dim`` float32, default 128) is the feature vector of a slice.
 

@@ -10,7 +10,8 @@ cached ``rows`` and appends them; the JSON (replaced atomically) is written afte
 ``rows`` is the truth and bytes past it (left by a killed run) are cut off by the next run. A cache
 made by another checkpoint (``model_sha256`` differs from the model's ``sha256``) is rebuilt from
 scratch. For a ``dose`` model, rows without dose get NaN features, so rows stay aligned with the
-archive; later stages skip them.
+archive; later stages skip them. A ``geometry`` model encodes each row's geometry image, computed
+from the archive's CT and contours batch by batch (:mod:`medhash.geometry.slices`).
 
 Determinism: encoding runs in eval mode with deterministic algorithms, the model and the inputs
 in ``channels_last`` memory format as in training (about twice as fast on CPU for ``deep``), so
@@ -38,6 +39,7 @@ from .catalog import check_config, feature_paths, open_cache, read_cache_meta
 from .checkpoints import load_model
 from .models import AutoEncoder
 from .preprocess import check_shape, postprocess, preprocess
+from .train import slice_reader
 
 ENCODE_BATCH = 256
 
@@ -83,7 +85,8 @@ def encode_arrays(model: AutoEncoder, config: dict, arrays: np.ndarray, batch_si
     ----------
     model, config : as returned by :func:`load_model`.
     arrays : (n, 128, 128) (or one (128, 128)) slices on the model grid, HU for a ``ct`` model,
-        Gy for a ``dose`` model.
+        Gy for a ``dose`` model, geometry images (:func:`medhash.geometry.slices.geometry_images`)
+        for a ``geometry`` model.
     batch_size : slices per forward pass.
 
     Returns
@@ -104,6 +107,41 @@ def reconstruct_arrays(model: AutoEncoder, config: dict, arrays: np.ndarray, bat
     x = _batches(model, config, arrays, model.forward, (1,) + tuple(np.shape(arrays)[-2:]), batch_size, progress,
                  f"reconstruct {config.get('name', '')}")
     return postprocess(config["channel"], x)
+
+
+def _encode_rows(archive: Any, model: AutoEncoder, channel: str, data, cached: int, n: int, dim: int,
+                 batch_size: int, progress: bool, name: str) -> None:
+    """Encode archive rows ``cached`` to ``n`` and append their features to ``data`` (cut to ``cached``
+    rows first); NaN rows for a ``dose`` model's rows without dose."""
+    read = slice_reader(archive, channel)
+    src = archive.ct if channel == "ct" else archive.dose
+    has = archive.table()["has_dose"][cached:n] if channel == "dose" else np.ones(n - cached, dtype=bool)
+    with open(data, "ab+") as f, torch_settings(), torch.inference_mode():
+        f.truncate(cached * dim * 4)
+        f.seek(cached * dim * 4)
+        bar = tqdm(total=n - cached, desc=f"features {name}", unit="slice", disable=not progress)
+        # batches aligned to multiples of batch_size in row numbers, so that an incremental
+        # run shares all but its first batch with a full one
+        start = cached
+        while start < n:
+            stop = min(n, (start // batch_size + 1) * batch_size)
+            feats = np.full((stop - start, dim), np.nan, dtype=np.float32)
+            take = np.flatnonzero(has[start - cached:stop - cached])
+            if channel == "geometry":
+                block = read(np.arange(start, stop))
+            elif len(take) == len(feats):
+                block = src[start:stop]
+            else:
+                block = src[start + take] if len(take) else None
+            if block is not None:
+                x = torch.from_numpy(preprocess(channel, block)).contiguous(memory_format=torch.channels_last)
+                feats[take] = model.encode(x).numpy()
+            f.write(np.ascontiguousarray(feats).tobytes())
+            bar.update(stop - start)
+            start = stop
+        bar.close()
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def archive_features(archive: Any, name: str, progress: bool = True, batch_size: int = ENCODE_BATCH) -> np.ndarray:
@@ -147,35 +185,7 @@ def archive_features(archive: Any, name: str, progress: bool = True, batch_size:
             write_json_atomic(meta_path, {"model_sha256": sha, "rows": 0, "dim": dim, "channel": channel,
                                           "model": name})
         if cached < n:
-            src = archive.ct if channel == "ct" else archive.dose
-            if channel == "dose":
-                has = archive.table()["has_dose"][cached:n]
-            else:
-                has = np.ones(n - cached, dtype=bool)
-            with open(data, "ab+") as f, torch_settings(), torch.inference_mode():
-                f.truncate(cached * dim * 4)
-                f.seek(cached * dim * 4)
-                bar = tqdm(total=n - cached, desc=f"features {name}", unit="slice", disable=not progress)
-                # batches aligned to multiples of batch_size in row numbers, so that an incremental
-                # run shares all but its first batch with a full one
-                start = cached
-                while start < n:
-                    stop = min(n, (start // batch_size + 1) * batch_size)
-                    feats = np.full((stop - start, dim), np.nan, dtype=np.float32)
-                    take = np.flatnonzero(has[start - cached:stop - cached])
-                    if len(take) == len(feats):
-                        block = src[start:stop]
-                    else:
-                        block = src[start + take] if len(take) else None
-                    if block is not None:
-                        x = torch.from_numpy(preprocess(channel, block)).contiguous(memory_format=torch.channels_last)
-                        feats[take] = model.encode(x).numpy()
-                    f.write(np.ascontiguousarray(feats).tobytes())
-                    bar.update(stop - start)
-                    start = stop
-                bar.close()
-                f.flush()
-                os.fsync(f.fileno())
+            _encode_rows(archive, model, channel, data, cached, n, dim, batch_size, progress, name)
             write_json_atomic(meta_path, {"model_sha256": sha, "rows": n, "dim": dim, "channel": channel,
                                           "model": name})
         return open_cache(data, n, dim)

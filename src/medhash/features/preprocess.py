@@ -1,6 +1,6 @@
 """Channels and their fixed preprocessing: model-grid arrays (HU, Gy) to network inputs.
 
-Two channels exist, each mapped to a fixed range with fixed constants (never fitted to the data,
+Three channels exist, each mapped to a fixed range with fixed constants (never fitted to the data,
 so that a query is preprocessed exactly as the archive was):
 
 ``ct``
@@ -9,9 +9,13 @@ so that a query is preprocessed exactly as the archive was):
     (mission.md, "Reference points") uses the same window.
 ``dose``
     Gy divided by ``DOSE_MAX_GY`` = 80 and clipped to [0, 1] (fixed scale 0–80 Gy).
+``geometry``
+    Geometry images (:mod:`medhash.geometry.slices`: outside the body -1, organs at risk -0.5, the
+    body 0.5 exp(-d / 30 mm) by the in-plane distance d to a target, targets level / 70 in [0.6, 1]),
+    already in [-1, 1]: the identity, clipped to [-1, 1]. Computed from CT and contours, never a dose.
 
 PSNR is reported on that scale: ``PSNR = 10 log10(range**2 / MSE)``, with range 2 for ``ct`` and
-1 for ``dose`` (:data:`CHANNEL_RANGE`).
+``geometry`` and 1 for ``dose`` (:data:`CHANNEL_RANGE`).
 """
 from __future__ import annotations
 
@@ -30,11 +34,15 @@ CT_SCALE_HU = 1000.0
 DOSE_MAX_GY = 80.0
 """Dose that maps to 1; the dose scale is fixed at 0–80 Gy."""
 
-CHANNELS = ("ct", "dose")
+GEOMETRY_ENCODING = "medhash.geometry.slices revision 1"
+"""The geometry images' encoding (:data:`medhash.geometry.slices.REVISION`), recorded in a geometry
+model's config: a model trained on another encoding is refused."""
+
+CHANNELS = ("ct", "dose", "geometry")
 """The channels a model can be trained on."""
-CHANNEL_RANGE = {"ct": 2.0, "dose": 1.0}
+CHANNEL_RANGE = {"ct": 2.0, "dose": 1.0, "geometry": 2.0}
 """Peak-to-peak range of a preprocessed channel, the ``range`` of PSNR."""
-CHANNEL_UNIT = {"ct": "HU", "dose": "Gy"}
+CHANNEL_UNIT = {"ct": "HU", "dose": "Gy", "geometry": "geometry code"}
 
 
 def check_channel(channel: str) -> str:
@@ -50,6 +58,9 @@ def preprocessing_constants(channel: str) -> dict:
     if channel == "ct":
         return {"channel": "ct", "unit": "HU", "formula": "clip(HU, min, max) / scale",
                 "min": CT_MIN_HU, "max": CT_MAX_HU, "scale": CT_SCALE_HU, "range": CHANNEL_RANGE["ct"]}
+    if channel == "geometry":
+        return {"channel": "geometry", "unit": "geometry code", "formula": "clip(x, -1, 1)", "min": -1.0,
+                "max": 1.0, "range": CHANNEL_RANGE["geometry"], "encoding": GEOMETRY_ENCODING}
     return {"channel": "dose", "unit": "Gy", "formula": "clip(Gy / max, 0, 1)",
             "max": DOSE_MAX_GY, "range": CHANNEL_RANGE["dose"]}
 
@@ -74,12 +85,13 @@ def preprocess(channel: str, arrays: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    channel : ``"ct"`` or ``"dose"``.
-    arrays : (n, 128, 128) (or one (128, 128) slice), HU for ``ct``, Gy for ``dose``; any real dtype.
+    channel : ``"ct"``, ``"dose"`` or ``"geometry"``.
+    arrays : (n, 128, 128) (or one (128, 128) slice), HU for ``ct``, Gy for ``dose``, geometry images
+        for ``geometry``; any real dtype.
 
     Returns
     -------
-    (n, 1, 128, 128) float32: ``ct`` in [-1, 1], ``dose`` in [0, 1] (see the module docstring).
+    (n, 1, 128, 128) float32: ``ct`` and ``geometry`` in [-1, 1], ``dose`` in [0, 1] (see the module docstring).
     NaN stays NaN.
     """
     check_channel(channel)
@@ -88,6 +100,8 @@ def preprocess(channel: str, arrays: np.ndarray) -> np.ndarray:
     if channel == "ct":
         np.clip(x, np.float32(CT_MIN_HU), np.float32(CT_MAX_HU), out=x)
         x /= np.float32(CT_SCALE_HU)
+    elif channel == "geometry":
+        np.clip(x, np.float32(-1.0), np.float32(1.0), out=x)
     else:
         x /= np.float32(DOSE_MAX_GY)
         np.clip(x, np.float32(0.0), np.float32(1.0), out=x)
@@ -95,7 +109,8 @@ def preprocess(channel: str, arrays: np.ndarray) -> np.ndarray:
 
 
 def postprocess(channel: str, x: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`preprocess` inside the window: (n, 1, 128, 128) → (n, 128, 128) HU or Gy.
+    """Inverse of :func:`preprocess` inside the window: (n, 1, 128, 128) → (n, 128, 128) HU, Gy or
+    geometry code.
 
     Network outputs are clipped to the channel's range first ([-1, 1] or [0, 1]).
     """
@@ -105,6 +120,8 @@ def postprocess(channel: str, x: np.ndarray) -> np.ndarray:
         x = x[:, 0]
     if channel == "ct":
         return np.clip(x, -1.0, 1.0) * np.float32(CT_SCALE_HU)
+    if channel == "geometry":
+        return np.clip(x, -1.0, 1.0)
     return np.clip(x, 0.0, 1.0) * np.float32(DOSE_MAX_GY)
 
 

@@ -41,12 +41,26 @@ def split_patients(patient_ids: list[str], val_fraction: float, seed: int) -> tu
     return train, val
 
 
+def slice_reader(archive: Any, channel: str):
+    """A function ``rows -> (len(rows), 128, 128)`` of the images ``channel`` sees: the archive's CT (HU)
+    or dose (Gy), or geometry images computed from its CT and contours (:mod:`medhash.geometry.slices`;
+    the structure sets are read once here and shared by every call)."""
+    if channel == "geometry":
+        # lazy: medhash.geometry (scipy.ndimage) only for geometry models
+        from ..geometry.slices import archive_geometry_images
+
+        sets = archive.structure_sets()
+        return lambda rows: archive_geometry_images(archive, rows, structure_sets=sets)
+    src = archive.ct if channel == "ct" else archive.dose
+    return lambda rows: src[rows]
+
+
 def _load(archive: Any, channel: str, rows: np.ndarray) -> torch.Tensor:
     """Preprocessed slices of ``rows`` as one (n, 1, 128, 128) float32 tensor."""
-    src = archive.ct if channel == "ct" else archive.dose
-    out = np.empty((len(rows), 1) + src.shape[1:], dtype=np.float32)
+    read = slice_reader(archive, channel)
+    out = np.empty((len(rows), 1) + archive.ct.shape[1:], dtype=np.float32)
     for i in range(0, len(rows), _CHUNK):
-        out[i:i + _CHUNK] = preprocess(channel, src[rows[i:i + _CHUNK]])
+        out[i:i + _CHUNK] = preprocess(channel, read(rows[i:i + _CHUNK]))
     return torch.from_numpy(out)
 
 
@@ -70,7 +84,7 @@ def train_model(archive: Any, channel: str, arch: str = "shallow", *, epochs: in
     Parameters
     ----------
     archive : :class:`medhash.Archive`.
-    channel : ``"ct"`` (every archive row) or ``"dose"`` (the rows with ``has_dose``).
+    channel : ``"ct"`` (every row), ``"dose"`` (rows with ``has_dose``), ``"geometry"`` (:func:`slice_reader`).
     arch : ``"shallow"`` or ``"deep"`` (:mod:`medhash.features.models`).
     epochs : maximum number of epochs (>= 1).
     batch_size : slices per Adam step.
@@ -170,7 +184,7 @@ def _split_rows(archive: Any, channel: str, max_slices: int | None, val_fraction
     n_rows = len(table["row"])
     if n_rows == 0:
         raise TrainingDataError(f"the archive {archive.path} has no slices: ingest data into it before training")
-    eligible = table["row"] if channel == "ct" else table["row"][table["has_dose"]]
+    eligible = table["row"][table["has_dose"]] if channel == "dose" else table["row"]
     if len(eligible) == 0:
         raise TrainingDataError(f"the archive {archive.path} has {n_rows} slices but none with dose: "
                                 "a 'dose' model needs slices with RTDOSE / dose.csv")

@@ -22,7 +22,8 @@ from .cache import IndexCache, open_index
 from .engines import Engine, FlatEngine
 from .index import Hit, Index, index_path, list_indexes
 from .patients import patient_search
-from .query import PatientQuery, Query, archive_query, parse_query, patient_query, query_features, query_slice_features
+from .query import (PatientQuery, Query, archive_query, needs_geometry, parse_query, patient_query, query_features,
+                    query_slice_features)
 from .slices import search, search_many
 from .topk import hamming_topk
 
@@ -34,5 +35,5 @@ def set_search_threads(n_queries: int) -> None:
 
 __all__ = ["CHANNELS", "Engine", "FlatEngine", "Hit", "Index", "IndexCache", "PatientQuery", "Query", "archive_query",
            "block_scale", "build_index", "channel_blocks", "combine", "export_index", "hamming_topk", "index_path",
-           "list_indexes", "open_index", "parse_query", "patient_query", "patient_search", "pick_model",
+           "list_indexes", "needs_geometry", "open_index", "parse_query", "patient_query", "patient_search", "pick_model",
            "query_features", "query_slice_features", "search", "search_many", "set_search_threads"]

@@ -7,12 +7,15 @@ import numpy as np
 from .. import features  # torch-free to import: its torch names load on first use
 from ..errors import IndexConfigError
 
-CHANNELS = ("ct", "dose", "ct+dose")
-"""Index channels: one model's features, or the CT and dose models' features combined."""
+CHANNELS = ("ct", "dose", "ct+dose", "geometry", "ct+geometry")
+"""Index channels: one model's features, or the CT model's combined with the dose or the geometry model's."""
+BLOCK_ORDER = ("ct", "dose", "geometry")
+"""Model channels in the order their blocks are concatenated."""
 
 
 def channel_blocks(channel: str) -> list[str]:
-    """The model channels an index channel combines: ``"ct+dose"`` -> ``["ct", "dose"]``."""
+    """The model channels an index channel combines: ``"ct+dose"`` -> ``["ct", "dose"]``,
+    ``"ct+geometry"`` -> ``["ct", "geometry"]``."""
     if channel not in CHANNELS:
         raise IndexConfigError(f"channel must be one of {', '.join(CHANNELS)}, not {channel!r}", param="channel")
     return channel.split("+")
@@ -51,7 +54,7 @@ def combine(blocks: dict[str, np.ndarray], scales: dict[str, float], weights: di
 
 
 def _order(channel: str) -> int:
-    return ["ct", "dose"].index(channel)
+    return BLOCK_ORDER.index(channel)
 
 
 def archive_combined_features(archive, manifest: dict, rows: np.ndarray | None = None,

@@ -63,8 +63,9 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
     ----------
     archive : an open :class:`~medhash.store.archive.Archive`.
     name : index name (a folder under ``ARCHIVE/indexes``).
-    channel : ``"ct"``, ``"dose"`` or ``"ct+dose"`` (joint: each block divided by its RMS norm, then
-        weighted, then concatenated and hashed as one vector).
+    channel : ``"ct"``, ``"dose"``, ``"geometry"`` (geometry images: targets, organs, distance to the
+        targets; :mod:`medhash.geometry.slices`), or ``"ct+dose"`` / ``"ct+geometry"`` (joint: each
+        block divided by its RMS norm, then weighted, then concatenated and hashed as one vector).
     n_bits : code length, 1 to 16384.
     gamma : kernel parameter or ``"auto"`` (see :class:`~medhash.hashing.KernelLSH`); fixed when the
         index is first built, so that later additions get comparable codes.

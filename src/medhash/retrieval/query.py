@@ -6,6 +6,11 @@ archive patient or a DICOM series) from :func:`patient_query`. :func:`query_feat
 :func:`query_slice_features` give their features for an index: archive slices read the stored
 features, other images are encoded by the index's models (:func:`encode_images`, the one place that
 runs the CNN on a query).
+
+Indexes with a ``geometry`` block (:func:`needs_geometry`) need the query's geometry image
+(:mod:`medhash.geometry.slices`), computed from its CT and contours: a DICOM query is read with the
+RTSTRUCT of its folder (target levels from an RT plan there, else from the names), a PNG/NPY image
+has no contours and is refused.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ class Query:
     info : JSON-ready description (patient/slice for archive queries, the file otherwise).
     ct : (128, 128) float32 HU, or None.
     dose : (128, 128) float32 Gy, or None.
+    geometry : (128, 128) float32 geometry image in [-1, 1] (DICOM queries read for a geometry index), or None.
     row : archive row for archive queries (their features are read from the archive, not recomputed).
     patient_id : the query's patient in the archive (archive queries), else None.
     """
@@ -42,6 +48,7 @@ class Query:
     ct: np.ndarray | None = None
     dose: np.ndarray | None = None
     row: int | None = None
+    geometry: np.ndarray | None = None
     patient_id: str | None = None
 
 
@@ -70,13 +77,21 @@ class PatientQuery:
     volume: object = None
 
 
+def needs_geometry(index: Index) -> bool:
+    """Whether ``index`` has a geometry block (its queries need a geometry image)."""
+    return "geometry" in index.manifest["models"]
+
+
 def parse_query(archive, query: str | Path, *, dose: str | Path | None = None,
-                slice_index: int | None = None) -> Query:
+                slice_index: int | None = None, geometry: bool = False) -> Query:
     """Turn a query given as text or path into a :class:`Query`.
 
     ``PATIENT:SLICE`` names an archive slice; a ``.png`` / ``.npy`` file is an image (see
     :mod:`medhash.io.images`); anything else is DICOM: a CT slice file, or a series folder with
     ``slice_index``. ``dose`` is an RTDOSE (DICOM queries) or a dose image in Gy (image queries).
+    ``geometry``: the query is for an index with a geometry block (:func:`needs_geometry`): a DICOM
+    series folder is read with its RTSTRUCT and the slice's geometry image computed; a folder without
+    RTSTRUCT, a single CT file and an image are an InputError (no contours).
     """
     text = str(query)
     m = _ARCHIVE_QUERY.match(text)
@@ -92,12 +107,42 @@ def parse_query(archive, query: str | Path, *, dose: str | Path | None = None,
     from ..io.images import is_image, read_image  # (as above)
 
     if is_image(path):
+        if geometry:
+            raise InputError(_NO_CONTOURS.format(what=f"{path} is a picture and has none",
+                                                 fix="query an archive slice (PATIENT:SLICE) or a DICOM series "
+                                                     "folder with its RTSTRUCT"), param="query")
         d = read_image(dose, kind="dose") if dose is not None else None
         return Query(kind="image", info={"type": "image", "file": str(path)}, ct=read_image(path, kind="ct"), dose=d)
-    vol, k = read_query(path, slice_index=slice_index, dose_path=dose)
+    vol, k = read_query(path, slice_index=slice_index, dose_path=dose, structures=geometry)
     info = {"type": "dicom", "file": str(path), "slice_index": int(vol.slice_index[k]), "z_mm": round(float(vol.z_mm[k]), 3),
             "has_dose": vol.dose is not None}
-    return Query(kind="dicom", info=info, ct=vol.ct[k], dose=None if vol.dose is None else vol.dose[k])
+    geo = _dicom_geometry(vol, k, path) if geometry else None
+    return Query(kind="dicom", info=info, ct=vol.ct[k], dose=None if vol.dose is None else vol.dose[k], geometry=geo)
+
+
+_NO_CONTOURS = ("a geometry index needs the contours (RTSTRUCT: targets and organs) of the query, and {what}; {fix}")
+
+
+def _series_geometry(vol, where: Path, param: str, positions=None) -> np.ndarray:
+    """Geometry images (n, 128, 128) of a DICOM volume's slices at ``positions`` (all by default), from
+    its CT and rasterised RTSTRUCT; target levels from the RT plan's prescriptions, then the names.
+    InputError (``param``) when the volume has no contours."""
+    if not vol.masks:
+        fix = ("give its series folder with the RTSTRUCT and the slice (--slice)" if Path(where).is_file() else
+               "put the series' RTSTRUCT in the folder")
+        what = (f"{where} is a single CT file, read without contours" if Path(where).is_file() else
+                f"{where} holds no RTSTRUCT for this CT series")
+        raise InputError(_NO_CONTOURS.format(what=what, fix=fix), param=param)
+    from ..geometry.slices import geometry_images  # start-up: scipy.ndimage only for geometry queries
+
+    pos = np.arange(len(vol.ct)) if positions is None else np.asarray(positions)
+    ct = np.rint(vol.ct[pos])    # HU rounded as the archive stores them, so the body outline is the archive's
+    return geometry_images(ct, {name: m[pos] for name, m in vol.masks.items()}, vol.info.get("prescriptions") or None)
+
+
+def _dicom_geometry(vol, k: int, path: Path) -> np.ndarray:
+    """(128, 128) geometry image of slice ``k`` of a DICOM query volume (see :func:`_series_geometry`)."""
+    return _series_geometry(vol, path, "query", [k])[0]
 
 
 def archive_query(archive, patient_id: str, slice_index: int) -> Query:
@@ -132,17 +177,24 @@ def patient_query(archive, patient: str | None = None, series: str | Path | None
                          "has_dose": vol.dose is not None}, volume=vol)
 
 
-def encode_images(index: Index, ct: np.ndarray | None, dose: np.ndarray | None, what: str) -> np.ndarray:
+def encode_images(index: Index, ct: np.ndarray | None, dose: np.ndarray | None, what: str,
+                  geometry: np.ndarray | None = None) -> np.ndarray:
     """(n, D) combined features of images for ``index``, by its models.
 
     Parameters
     ----------
     ct, dose : (n, 128, 128) float32 HU / Gy, or None; an index with a dose block needs ``dose``.
     what : the query, for the message when an image the index needs is missing (``"the query"``).
+    geometry : (n, 128, 128) float32 geometry images, or None; an index with a geometry block needs them.
     """
     blocks = {}
     for ch in index.manifest["models"]:
-        images = ct if ch == "ct" else dose
+        images = {"ct": ct, "dose": dose, "geometry": geometry}[ch]
+        if images is None and ch == "geometry":
+            raise InputError(f"index {index.name!r} searches {index.channel}: "
+                             + _NO_CONTOURS.format(what=f"{what} brings none",
+                                                   fix="query an archive slice or a DICOM series folder with its "
+                                                       "RTSTRUCT"), param="query")
         if images is None:
             raise InputError(f"index {index.name!r} searches {index.channel}: {what} needs a dose too", param="dose")
         model, config = index.model(ch)
@@ -154,7 +206,9 @@ def query_features(index: Index, query: Query) -> np.ndarray:
     """(1, D) combined features of a slice query for ``index`` (archive queries: the stored features)."""
     if query.row is None:
         return encode_images(index, None if query.ct is None else query.ct[None],
-                             None if query.dose is None else query.dose[None], "the query")
+                             None if query.dose is None else query.dose[None],
+                             f"the {query.kind} query" if query.kind == "image" else "the query",
+                             None if query.geometry is None else query.geometry[None])
     f = index.features_of_rows([query.row])
     if not np.isfinite(f).all():
         raise InputError(f"slice ({query.patient_id}, {query.info.get('slice_index')}) has no dose, but index "
@@ -165,8 +219,14 @@ def query_features(index: Index, query: Query) -> np.ndarray:
 def query_slice_features(index: Index, q: PatientQuery) -> tuple[np.ndarray, np.ndarray]:
     """(m, D) combined features of a patient query's slices usable with ``index`` and the (m,)
     positions in ``q`` they belong to (archive slices without dose are left out of dose indexes)."""
-    f = index.features_of_rows(q.rows) if q.rows is not None else \
-        encode_images(index, q.ct, q.dose, "the query series")
+    if q.rows is not None:
+        f = index.features_of_rows(q.rows)
+    else:
+        geo = None
+        if needs_geometry(index):
+            order = np.argsort(q.volume.z_mm, kind="stable")   # the order of q.ct (patient_query)
+            geo = _series_geometry(q.volume, Path(q.info["folder"]), "series", order)
+        f = encode_images(index, q.ct, q.dose, "the query series", geo)
     ok = np.flatnonzero(np.isfinite(f).all(axis=1))
     if not len(ok):
         raise InputError(f"no slice of the query can be searched in index {index.name!r} ({index.channel})")

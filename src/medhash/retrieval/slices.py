@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import IndexConfigError
 from .cache import IndexCache, open_index
 from .index import Index
-from .query import Query, parse_query, query_features
+from .query import Query, needs_geometry, parse_query, query_features
 
 
 def _check_request(idx: Index, q: Query, k: int, rerank: int, same_patient: bool | None):
@@ -62,7 +62,9 @@ def search(archive, query: str | Path | Query, *, index: str | None = None, k: i
     Parameters
     ----------
     archive : an open :class:`~medhash.store.archive.Archive`.
-    query : ``"PATIENT:SLICE"``, a DICOM CT file or series folder, a PNG/NPY image, or a :class:`Query`.
+    query : ``"PATIENT:SLICE"``, a DICOM CT file or series folder, a PNG/NPY image, or a :class:`Query`
+        (for an index with a geometry block, a DICOM query is read with its folder's RTSTRUCT and an
+        image is refused: :func:`~medhash.retrieval.query.parse_query`).
     index : index name (default: the archive's only index).
     k : number of results.
     rerank : re-rank the Hamming top-``rerank`` by exact Euclidean distance (0: no re-ranking).
@@ -76,7 +78,8 @@ def search(archive, query: str | Path | Query, *, index: str | None = None, k: i
     """
     t0 = time.perf_counter()
     idx = open_index(archive, index, cache)
-    q = query if isinstance(query, Query) else parse_query(archive, query, dose=dose, slice_index=slice_index)
+    q = query if isinstance(query, Query) else parse_query(archive, query, dose=dose, slice_index=slice_index,
+                                                           geometry=needs_geometry(idx))
     same_patient, excluded, rerank = _check_request(idx, q, k, rerank, same_patient)
     t1 = time.perf_counter()
     feats = query_features(idx, q)
@@ -105,7 +108,7 @@ def search_many(archive, queries: list, *, index: str | None = None, k: int = 10
         return []
     t0 = time.perf_counter()
     idx = open_index(archive, index, cache)
-    qs = [q if isinstance(q, Query) else parse_query(archive, q) for q in queries]
+    qs = [q if isinstance(q, Query) else parse_query(archive, q, geometry=needs_geometry(idx)) for q in queries]
     checked = [_check_request(idx, q, k, rerank, same_patient) for q in qs]
     depth = max(c[2] for c in checked)
     t1 = time.perf_counter()
