@@ -287,7 +287,7 @@ def test_predict_dose_from_a_planted_twin_and_rtdose_readback(archive_copy, tmp_
     a = np.arange(16, dtype=np.float32).reshape(4, 4)
     assert shift2d(a, 1, -1).tolist() == [[0, 0, 0, 0], [1, 2, 3, 0], [5, 6, 7, 0], [9, 10, 11, 0]]
     # the command line
-    assert main(["predict-dose", "--archive", str(arch.path), "--patient", PLANTED, "--index", "ct256", "--k", "1",
-                 "--out", str(tmp_path / "cli" / "twin")]) == 0
+    assert main(["predict-dose", "--archive", str(arch.path), "--patient", PLANTED, "--method", "pixels", "--index",
+                 "ct256", "--k", "1", "--out", str(tmp_path / "cli" / "twin")]) == 0
     out = capsys.readouterr().out
     assert "from DEMO001" in out and (tmp_path / "cli" / "twin.npy").is_file()
