@@ -26,6 +26,15 @@ def test_dose_only_scores_every_planning_method_and_draws_the_figures(trained, t
         rows = np.flatnonzero(arch.table()["patient_id"] == pid)
         body = np.asarray(arch.ct[rows]) > -500
         assert score == np.round(dose_score(np.asarray(arch.dose[rows]), 0 * body, body), 4)
+    # the error by band of real dose, for 0 Gy: the mean real dose of the band, over every scored voxel
+    t = arch.table()
+    rows = np.flatnonzero(t["has_dose"])
+    real = np.asarray(arch.dose[rows])[np.asarray(arch.ct[rows]) > -500]
+    bands = methods["predict 0 Gy"]["error_by_dose_gy"]
+    inside = real[(real >= 20) & (real < 30)]
+    assert bands["20-30"]["mae"] == round(float(inside.mean()), 3)
+    assert bands["20-30"]["share"] == round(len(inside) / len(real), 4)
+    assert abs(sum(b["share"] for b in bands.values()) - 1) < 1e-3
     for name in ("neighbours by geometry", "model (k-fold by patient)"):
         assert methods[name]["dose_score"] < methods["predict 0 Gy"]["dose_score"] / 2
         assert any(k.startswith("D95 ") for k in methods[name]["dvh_errors"])

@@ -11,7 +11,8 @@ Every patient with dose is in turn the query, with its CT and contours only. Met
 * ``predict 0 Gy``.
 
 Per method: the OpenKBP dose score (MAE inside the possible-dose mask, else the body) and DVH score,
-per patient; for every method the per-metric DVH errors (e.g. ``D95 PTV70``); the seconds per patient.
+per patient; for every method the per-metric DVH errors (e.g. ``D95 PTV70``), the error by band of real
+dose (:data:`DOSE_BANDS_GY`: where in the dose distribution the error sits) and the seconds per patient.
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ from ..retrieval import patient_query
 from .doseloo import patient_truth
 
 MODEL = "model (k-fold by patient)"
+DOSE_BANDS_GY = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0)
+"""Upper edges of the bands of real dose over which errors are also reported (Gy)."""
 
 
 def _fold_models(atlas, prepared, folds: int, k: int, seed: int, trees: int, progress: bool) -> dict:
@@ -70,7 +73,8 @@ def planned_leave_one_out(archive, *, k: int = 10, folds: int = 5, index: str | 
                "geometry mapping, all other patients", MODEL, "predict 0 Gy"]
     if index is None:
         methods = [m for m in methods if "CT" not in m and "both" not in m]
-    acc = {m: {"per_patient": {}, "pairs": [], "seconds": 0.0} for m in methods}
+    acc = {m: {"per_patient": {}, "pairs": [], "seconds": 0.0, "err": np.zeros(len(DOSE_BANDS_GY) + 1),
+               "n": np.zeros(len(DOSE_BANDS_GY) + 1)} for m in methods}
     for pid in tqdm(patients, desc="leave-one-patient-out", unit="patient", disable=not progress):
         truth = patient_truth(archive, pid)
         if not truth["mask"].any():
@@ -85,6 +89,9 @@ def planned_leave_one_out(archive, *, k: int = 10, folds: int = 5, index: str | 
             acc[m]["seconds"] += time.perf_counter() - t
             pred = pred * truth["mask"]
             acc[m]["per_patient"][pid] = dose_score(truth["dose"], pred, truth["mask"])
+            band = np.digitize(truth["dose"][truth["mask"]], DOSE_BANDS_GY)
+            acc[m]["err"] += np.bincount(band, np.abs(truth["dose"] - pred)[truth["mask"]], len(DOSE_BANDS_GY) + 1)
+            acc[m]["n"] += np.bincount(band, None, len(DOSE_BANDS_GY) + 1)
             acc[m]["pairs"].append((ref, dvh_metrics(pred, truth["structures"], truth["voxel_mm3"])))
     out = {"patients": patients, "k": k, "folds": folds, "seed": seed, "index": index,
            "prepare_seconds": round(fit_s, 1), "seconds": round(time.perf_counter() - t0, 1), "methods": {}}
@@ -99,7 +106,8 @@ def planned_leave_one_out(archive, *, k: int = 10, folds: int = 5, index: str | 
                              "dvh_score": dvh_score(a["pairs"]) if a["pairs"] else None,
                              "per_patient": {p: round(v, 4) for p, v in a["per_patient"].items()},
                              "dvh_errors": {n: round(float(np.mean(v)), 3) for n, v in sorted(errs.items())},
-                             "seconds_per_patient": round(a["seconds"] / max(1, len(vals)), 3)}
+                             "seconds_per_patient": round(a["seconds"] / max(1, len(vals)), 3),
+                             "error_by_dose_gy": _by_band(a["err"], a["n"])}
     out["figures"] = {}
     if figures is not None and acc[MODEL]["per_patient"]:
         ranked = sorted(acc[MODEL]["per_patient"], key=acc[MODEL]["per_patient"].get)
@@ -137,6 +145,15 @@ def example_figures(archive, pid: str, atlas, model, k: int, folder: Path, label
     render_results(*panels[0], panels[1:], png, ncols=3,
                    suptitle=f"{pid} ({label} of the model, dose score {score:.2f} Gy): real and predicted doses")
     return {f"dvh {label}": dvh["png"].name, f"dose {label}": png.name}
+
+
+def _by_band(err: np.ndarray, n: np.ndarray) -> dict[str, dict]:
+    """Per band of the real dose (``"0-10"`` ... ``">=70"`` Gy): mean |error| (Gy) and share of the voxels."""
+    edges = (0.0,) + DOSE_BANDS_GY
+    names = [f"{a:g}-{b:g}" for a, b in zip(edges[:-1], edges[1:])] + [f">={DOSE_BANDS_GY[-1]:g}"]
+    total = max(1.0, float(n.sum()))
+    return {name: {"mae": round(float(e / c), 3) if c else None, "share": round(float(c / total), 4)}
+            for name, e, c in zip(names, err, n)}
 
 
 def _predict(archive, method: str, g, q, key, scale, atlas, model, k: int, index, pid: str) -> np.ndarray:

@@ -235,6 +235,12 @@ def _planned(P: dict) -> list[str]:
         parts.append(f"<p>DVH metric errors of the best method ({escape(best)}), mean absolute error over the "
                      "patients that have the structure, largest first:</p>")
         parts.append(_table(["metric", "mean |error| (Gy)"], [[escape(n), _f(e, ".2f")] for n, e in errs]))
+        bands = scored[best].get("error_by_dose_gy") or {}
+        if bands:
+            parts.append(f"<p>Where the error sits in dose ({escape(best)}): mean absolute error of the voxels whose "
+                         "real dose lies in each band, and the share of the scored voxels in it.</p>")
+            parts.append(_table(["real dose (Gy)", "MAE (Gy)", "share of voxels"],
+                                [[escape(b), _f(v["mae"], ".2f"), _f(v["share"], ".3f")] for b, v in bands.items()]))
     for name, png in P.get("figures", {}).items():
         parts.append(f"<p>{escape(name)}:</p>" + _img(png, name))
     return parts
