@@ -97,3 +97,15 @@ def test_file_lock_refuses_a_second_holder(tmp_path):
                 pass
     with durable.file_lock(lock, wait_s=0):            # released on exit
         pass
+
+
+def test_atomically_written_files_get_the_mode_open_would_give(tmp_path):
+    import os
+
+    from medhash.store.durable import write_json_atomic
+    mask = os.umask(0o022)
+    os.umask(mask)
+    write_json_atomic(tmp_path / "manifest.json", {"a": 1})
+    (tmp_path / "plain.json").write_text("{}")
+    assert (tmp_path / "manifest.json").stat().st_mode & 0o777 == (tmp_path / "plain.json").stat().st_mode & 0o777
+    assert (tmp_path / "manifest.json").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -36,6 +36,18 @@ def append_rows(path: Path, committed_bytes: int, data: np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
+def _process_umask() -> int:
+    """The process's umask (read once, at import: setting it back at once is the only way to read it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_process_umask()
+"""Mode of the files written here: what ``open`` would give (``mkstemp`` alone gives 0600, which a web
+server or a colleague running under another account could not read)."""
+
+
 @contextmanager
 def replace_atomically(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write; on a clean exit make it ``path``, durably.
@@ -47,6 +59,7 @@ def replace_atomically(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     try:
         yield Path(tmp)
