@@ -31,12 +31,12 @@ class Atlas:
 
     @classmethod
     def from_entries(cls, entries: list[tuple]) -> "Atlas":
-        """An atlas from ``(patient_id, geometry, descriptor, DoseTable)`` tuples."""
+        """An atlas from ``(patient_id, levels (Gy, highest first), descriptor, DoseTable)`` tuples."""
         n, nl = len(entries), geometry.N_LEVELS
         return cls([e[0] for e in entries],
                    np.array([e[2] for e in entries], dtype=np.float32).reshape(n, len(geometry.descriptor_names())),
                    np.array([e[3].to_array() for e in entries], dtype=np.float64).reshape(n, 2, -1),
-                   np.array([(list(e[1].levels) + [0.0] * nl)[:nl] for e in entries], dtype=np.float32).reshape(n, nl))
+                   np.array([(list(e[1]) + [0.0] * nl)[:nl] for e in entries], dtype=np.float32).reshape(n, nl))
 
     def table(self, patient_id: str) -> DoseTable:
         return DoseTable.from_array(self.tables[self.patient_ids.index(patient_id)])
@@ -89,5 +89,5 @@ def build_atlas(archive, patients: list[str] | None = None, *, targets: dict | N
     entries = []
     for pid in tqdm(patients, desc="patient geometry", unit="patient", disable=not progress):
         g, _, desc, table = atlas_entry(archive, pid, targets)
-        entries.append((pid, g, desc, table))
+        entries.append((pid, g.levels, desc, table))      # not g: its distance maps are large
     return Atlas.from_entries(entries)

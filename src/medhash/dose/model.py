@@ -86,7 +86,7 @@ def prepare(archive, patients: list[str], *, voxels: int = VOXELS_PER_PATIENT, s
         vox = training_voxels(archive, geometry.patient_rows(archive, pid), g, voxels, seed + i)
         key, scale = voxel_bins(g)
         prepared[pid] = Prepared(geometry.voxel_features(g, vox), key.ravel()[vox], scale, dose.ravel()[vox])
-        entries.append((pid, g, desc, table))
+        entries.append((pid, g.levels, desc, table))      # not g: its distance maps are large
     atlas = Atlas.from_entries(entries)
     return atlas, prepared
 
