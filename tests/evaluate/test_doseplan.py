@@ -56,3 +56,16 @@ def test_slice_level_transfer_scores_both_rules_on_other_patients_slices(trained
     r = slice_level_transfer(arch, "ct64", queries=12, k=3, progress=False)
     assert r["queries"] == 12 and r["k"] == 3
     assert 0 < r["anatomy_mae"] < min(r["zero_mae"], r["pixels_mae"])   # 7.8 against 11.7 and 12.7 Gy here
+
+
+def test_evaluate_reads_the_geometry_channel(trained, tmp_path):
+    from medhash.features import train_model
+
+    root, arch = trained
+    train_model(arch, "geometry", "shallow", epochs=1, latent_dim=32, seed=0, progress=False)
+    out = tmp_path / "geo-report"
+    assert main(["evaluate", "--archive", str(root / "arch"), "--channel", "ct+geometry", "--quick", "--out", str(out),
+                 "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["features"]["channel"] == "ct+geometry" and m["features"]["dim"] == 64
+    assert set(m["features"]["models"]) == {"ct", "geometry"}

@@ -32,7 +32,7 @@ def register(sub) -> None:
     add_archive(p)
     p.add_argument("--out", required=True, type=Path, help="output folder (created)")
     p.add_argument("--index", help="evaluate the features of this index (its models, scales, weights)")
-    p.add_argument("--channel", choices=("ct", "dose", "ct+dose"),
+    p.add_argument("--channel", choices=("ct", "dose", "ct+dose", "geometry", "ct+geometry"),
                    help="evaluate the newest model(s) of this channel (default ct when no --index)")
     p.add_argument("--queries", type=int, help="query slices drawn with --seed (default 400; --quick 40)")
     p.add_argument("--bits", type=int_list, help="code lengths, comma-separated (default 1,10,100,1000,10000)")
