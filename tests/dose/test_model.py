@@ -30,6 +30,12 @@ def test_fitted_model_is_stored_with_its_patients_and_checksums(trained):
         f.write("\n")
     with pytest.raises(ModelMismatchError, match="sha256"):
         load_dose_model(arch, "small")
+    (folder / "model.txt").unlink()
+    with pytest.raises(ModelMismatchError, match="model.txt is missing"):
+        load_dose_model(arch, "small")
+    (folder / "manifest.json").write_text("{not json")
+    with pytest.raises(ModelMismatchError, match="cannot be read"):
+        load_dose_model(arch, "small")
     shutil.rmtree(folder)                               # the module's other tests share this archive
 
 

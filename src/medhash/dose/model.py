@@ -177,11 +177,16 @@ def load_dose_model(archive, name: str | None = None) -> DoseModel:
     if name not in names:
         raise NotFoundError(f"no dose model {name!r} in {archive.path} (it has: {', '.join(names) or 'none'})",
                             param="dose_model")
-    manifest = json.loads((folder / MANIFEST).read_text())
-    if manifest.get("format") != FORMAT or manifest.get("features") != list(FEATURES):
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelMismatchError(f"dose model {name!r}: {folder / MANIFEST} cannot be read ({exc}): fit it again") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("features") != list(FEATURES):
         raise ModelMismatchError(f"dose model {name!r} was made by another version of medhash "
                                  f"({manifest.get('format')}): fit it again")
     for f, digest in manifest.get("sha256", {}).items():
+        if not (folder / f).is_file():
+            raise ModelMismatchError(f"dose model {name!r}: {f} is missing: fit it again")
         if sha256_file(folder / f) != digest:
             raise ModelMismatchError(f"dose model {name!r}: {f} does not match its recorded sha256: fit it again")
     atlas = Atlas.load(folder / ATLAS_FILE)
