@@ -30,7 +30,7 @@ from .dvh import dose_axis, dvh_band, structure_dvhs
 from .scores import dvh_metrics
 from .model import DoseModel, list_dose_models, load_dose_model
 from .prediction import DosePrediction
-from .transfer import pool_tables, voxel_bins
+from .transfer import pool_tables, transfer_dose, voxel_bins
 
 METHODS = ("model", "neighbours", "pixels")
 NEIGHBOURS_BY = ("geometry", "ct", "both")
@@ -149,13 +149,9 @@ def predict_dose_planned(archive, *, patient: str | None = None, series: str | P
                          param="neighbours_by")
     k = model.k if method == "model" else k
     nbrs = choose_neighbours(archive, atlas, q, g, k=k, by=neighbours_by, exclude=exclude, index=index, cache=cache)
-    pooled = pool_tables([atlas.table(n["patient_id"]) for n in nbrs], [n["weight"] for n in nbrs])
-    if method == "model":
-        dose = model_dose(model, g, pooled)
-    else:
-        key, scale = voxel_bins(g)
-        dose = (pooled[key] * scale).astype(np.float32)
-        dose[~g.body] = 0.0
+    tables, weights = [atlas.table(n["patient_id"]) for n in nbrs], [n["weight"] for n in nbrs]
+    dose = model_dose(model, g, pool_tables(tables, weights)) if method == "model" else \
+        transfer_dose(g, tables, weights)
     info = {**q.info, "method": method, "neighbours_by": neighbours_by, "levels_gy": g.levels,
             "structures": g.source_names, "dose_model": model.name if model is not None else None,
             "dose_model_patients": list(model.atlas.patient_ids) if method == "model" else [],
@@ -189,12 +185,7 @@ def dvh_summary(g, dose: np.ndarray, atlas: Atlas, nbrs: list[dict], truth: np.n
     ``truth`` (the plan's actual dose, archive queries only; never an input of the prediction),
     ``metrics`` (``predicted`` / ``truth`` -> :func:`~medhash.dose.scores.dvh_metrics`)."""
     structures = planning_structures(g)
-    key, scale = voxel_bins(g)
-    own = []
-    for n in nbrs:
-        d = (pool_tables([atlas.table(n["patient_id"])])[key] * scale).astype(np.float32)
-        d[~g.body] = 0.0
-        own.append(d)
+    own = [transfer_dose(g, [atlas.table(n["patient_id"])]) for n in nbrs]
     top = max([float(dose.max())] + [float(d.max()) for d in own] + ([float(truth.max())] if truth is not None else []))
     axis = dose_axis(max(top, 1.0), step_gy)
     out = {"axis": axis, "predicted": structure_dvhs(dose, structures, axis),

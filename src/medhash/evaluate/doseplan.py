@@ -27,7 +27,7 @@ from ..dose import dose_score, dvh_metrics, dvh_score, write_dvh
 from ..dose.atlas import patients_with_dose
 from ..dose.model import DoseModel, prepare, train
 from ..dose.planning import choose_neighbours, dvh_summary, model_dose
-from ..dose.transfer import pool_tables, voxel_bins
+from ..dose.transfer import pool_tables, transfer_dose
 from ..retrieval import patient_query
 from .doseloo import patient_truth
 
@@ -81,11 +81,10 @@ def planned_leave_one_out(archive, *, k: int = 10, folds: int = 5, index: str | 
             continue
         g = geometry.archive_geometry(archive, pid)
         q = patient_query(archive, pid)
-        key, scale = voxel_bins(g)
         ref = dvh_metrics(truth["dose"], truth["structures"], truth["voxel_mm3"])
         for m in methods:
             t = time.perf_counter()
-            pred = _predict(archive, m, g, q, key, scale, atlas, owner.get(pid), k, index, pid)
+            pred = _predict(archive, m, g, q, atlas, owner.get(pid), k, index, pid)
             acc[m]["seconds"] += time.perf_counter() - t
             pred = pred * truth["mask"]
             acc[m]["per_patient"][pid] = dose_score(truth["dose"], pred, truth["mask"])
@@ -128,8 +127,7 @@ def example_figures(archive, pid: str, atlas, model, k: int, folder: Path, label
     q = patient_query(archive, pid)
     nbrs = choose_neighbours(archive, model.atlas, q, g, k=k, by="geometry", exclude=(pid,))
     pred = model_dose(model, g, pool_tables([model.atlas.table(n["patient_id"]) for n in nbrs]))
-    key, scale = voxel_bins(g)
-    geo = _predict(archive, "neighbours by geometry", g, q, key, scale, atlas, model, k, None, pid)
+    geo = _predict(archive, "neighbours by geometry", g, q, atlas, model, k, None, pid)
     summary = dvh_summary(g, pred, model.atlas, nbrs, truth["dose"])
     dvh = write_dvh(folder / f"dvh-{label}-{pid}", summary["axis"], summary["predicted"], summary["band"],
                     summary["truth"], summary["metrics"],
@@ -156,7 +154,7 @@ def _by_band(err: np.ndarray, n: np.ndarray) -> dict[str, dict]:
             for name, e, c in zip(names, err, n)}
 
 
-def _predict(archive, method: str, g, q, key, scale, atlas, model, k: int, index, pid: str) -> np.ndarray:
+def _predict(archive, method: str, g, q, atlas, model, k: int, index, pid: str) -> np.ndarray:
     """One method's (n, 128, 128) Gy prediction for the query ``pid`` (never from its own plan)."""
     if method == "predict 0 Gy":
         return np.zeros(g.shape, dtype=np.float32)
@@ -165,12 +163,7 @@ def _predict(archive, method: str, g, q, key, scale, atlas, model, k: int, index
         pooled = pool_tables([model.atlas.table(n["patient_id"]) for n in nbrs])
         return model_dose(model, g, pooled)
     if method.startswith("geometry mapping"):
-        others = [p for p in atlas.patient_ids if p != pid]
-        pooled = pool_tables([atlas.table(p) for p in others])
-    else:
-        by = {"neighbours by geometry": "geometry", "neighbours by CT": "ct", "neighbours by both": "both"}[method]
-        nbrs = choose_neighbours(archive, atlas, q, g, k=k, by=by, exclude=(pid,), index=index)
-        pooled = pool_tables([atlas.table(n["patient_id"]) for n in nbrs])
-    out = (pooled[key] * scale).astype(np.float32)
-    out[~g.body] = 0.0
-    return out
+        return transfer_dose(g, [atlas.table(p) for p in atlas.patient_ids if p != pid])
+    by = {"neighbours by geometry": "geometry", "neighbours by CT": "ct", "neighbours by both": "both"}[method]
+    nbrs = choose_neighbours(archive, atlas, q, g, k=k, by=by, exclude=(pid,), index=index)
+    return transfer_dose(g, [atlas.table(n["patient_id"]) for n in nbrs])
