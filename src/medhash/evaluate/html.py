@@ -223,7 +223,7 @@ def _planned(P: dict) -> list[str]:
              f"trained {P['folds']} times (folds by patient, seed {P['seed']}), each time without the query's fold. "
              f"Neighbours: the {P['k']} most similar other patients by target-organ geometry (overlap-volume "
              "histograms, target volumes and levels), by CT (patient search in the index) or both; their doses "
-             "are transferred by anatomy (dose by distance to the targets and depth).</p>"]
+             "are transferred by anatomy (dose by distance to the targets, in 3-D and on the same slice).</p>"]
     rows = [[escape(name), _f(v["dose_score"], ".2f"), _f(v["dvh_score"], ".2f"), _f(v["seconds_per_patient"], ".2f")]
             for name, v in P["methods"].items()]
     rows += [[f"OpenKBP leaderboard: {escape(k)}", _f(v[0], ".2f"), _f(v[1], ".2f"), "–"] for k, v in LEADERBOARD.items()]
@@ -242,7 +242,10 @@ def _planned(P: dict) -> list[str]:
             parts.append(_table(["real dose (Gy)", "MAE (Gy)", "share of voxels"],
                                 [[escape(b), _f(v["mae"], ".2f"), _f(v["share"], ".3f")] for b, v in bands.items()]))
     for name, png in P.get("figures", {}).items():
-        parts.append(f"<p>{escape(name)}:</p>" + _img(png, name))
+        kind, _, label = name.partition(" ")
+        what = ("Predicted DVHs, the band of the neighbours' plans and the real plan" if kind == "dvh" else
+                "Real and predicted doses with isodose lines")
+        parts.append(f"<p>{what}: the {escape(label)} patient of the model.</p>" + _img(png, name))
     return parts
 
 
