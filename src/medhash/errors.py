@@ -24,7 +24,7 @@ NotFittedError         1          500     an estimator used before ``fit`` (a pr
 MilvusError            1          503     the Milvus backend cannot be reached or does not match
 =====================  =========  ======  ==========================================================
 
-Exit codes of the CLI (:data:`EXIT_OK` ... :data:`EXIT_NO_INPUT`) are defined here too.
+Exit codes of the CLI (:data:`EXIT_OK` ... :data:`EXIT_ADDRESS_IN_USE`) are defined here too.
 """
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ EXIT_ARCHIVE = 3
 """The archive cannot be opened or written."""
 EXIT_NO_INPUT = 4
 """Nothing usable was found in the input."""
+EXIT_ADDRESS_IN_USE = 5
+"""The address to serve or listen on is taken (another program holds the port)."""
 
 
 class MedhashError(Exception):
@@ -130,6 +132,14 @@ class NotFittedError(MedhashError, ValueError):
     """An estimator (hasher, index builder) was used before ``fit``. Call ``fit`` first."""
 
     http_status = 500
+
+
+class AddressInUseError(MedhashError, OSError):
+    """The host and port to serve (``medhash serve``) or listen on (``medhash listen``) are taken by
+    another program; nothing was started."""
+
+    exit_code = EXIT_ADDRESS_IN_USE
+    http_status = 503
 
 
 class MilvusError(MedhashError, RuntimeError):

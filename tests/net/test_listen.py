@@ -519,7 +519,7 @@ def test_cli_errors_are_clear(tmp_path, capsys):
         s.listen()
         code = main(["listen", "--archive", str(tmp_path / "a"), "--port", str(s.getsockname()[1])])
     err = capsys.readouterr().err
-    assert code == 1 and "the port is in use" in err and "Traceback" not in err
+    assert code == 5 and "the port is in use" in err and "Traceback" not in err
     assert main(["listen", "--archive", str(tmp_path / "no" / "such" / "a")]) == 3
     assert "archive missing" in capsys.readouterr().err
     (tmp_path / "short.key").write_bytes(b"0123")

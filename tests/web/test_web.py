@@ -525,3 +525,24 @@ def test_the_app_starts_without_lightgbm_scipy_or_matplotlib(demo_arch):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_cli_serve_on_a_taken_port_is_exit_5_before_any_serving_line(tmp_path, capsys):
+    import socket
+
+    from medhash.cli.serve import bind
+    Archive(tmp_path / "arch", create=True).close()
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        assert main(["serve", "--archive", str(tmp_path / "arch"), "--port", str(port)]) == 5
+        err = capsys.readouterr().err
+        assert f"cannot serve on 127.0.0.1:{port}: the port is in use" in err and "(option --port)" in err
+        assert "serving" not in err and "Traceback" not in err
+    finally:
+        holder.close()
+    sock = bind("127.0.0.1", 0)                 # a free port: a bound socket for uvicorn
+    assert sock.getsockname()[0] == "127.0.0.1" and sock.getsockname()[1] > 0
+    sock.close()

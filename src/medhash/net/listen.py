@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 
-from ..errors import ArchiveError, MedhashError
+from ..errors import AddressInUseError, ArchiveError, MedhashError
 from ..ingest.pseudonymise import as_pseudonymiser
 from ..io.dicom import RECEIVED_SOP_CLASSES, RECEIVED_SYNTAXES
 from ..store import Archive
@@ -272,8 +272,8 @@ class Listener:
             self._server = ae.start_server((self.host, self._port), block=False, evt_handlers=handlers)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise MedhashError(f"cannot listen on {self.host}:{self._port}: the port is in use (another "
-                                   "listener or program); choose another port", param="port") from None
+                raise AddressInUseError(f"cannot listen on {self.host}:{self._port}: the port is in use (another "
+                                        "listener or program); choose another port", param="port") from None
             raise MedhashError(f"cannot listen on {self.host}:{self._port}: {exc.strerror or exc}") from None
 
     def _recover(self) -> None:
