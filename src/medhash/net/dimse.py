@@ -95,12 +95,13 @@ def _associate(ae, host: str, port: int, aec: str, what: str):
         raise MedhashError(f"cannot reach the PACS at {host}:{port}: {exc}") from None
     if assoc.is_established:
         return assoc
-    if assoc.is_rejected:
-        raise MedhashError(f"the PACS at {host}:{port} rejected the association ({what}, called AE title "
-                           f"{aec!r}, calling AE title {ae.ae_title!r}): check both AE titles and that the PACS "
-                           "accepts this calling AE")
-    if assoc.is_aborted:
-        raise MedhashError(f"the PACS at {host}:{port} aborted the association ({what}, called AE title {aec!r})")
+    if assoc.is_rejected or assoc.is_aborted:
+        # a PACS refuses an unknown AE title by an A-ASSOCIATE-RJ or, depending on timing, an A-ABORT
+        # (Orthanc does both): either way the request was refused, and the AE titles are what to check
+        how = "rejected" if assoc.is_rejected else "aborted"
+        raise MedhashError(f"the PACS at {host}:{port} refused the association ({what}, called AE title {aec!r}, "
+                           f"calling AE title {ae.ae_title!r}; it {how} the request): check both AE titles and "
+                           "that the PACS accepts this calling AE")
     raise MedhashError(f"cannot reach the PACS at {host}:{port} ({what}): no DICOM service answered "
                        "(is the host and port right, and is the PACS running?)")
 
