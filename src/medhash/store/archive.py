@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -375,6 +376,49 @@ class Archive:
             sets[row].add(name)
         return [frozenset(x) for x in sets]
 
+    def patient_summaries(self) -> list[dict]:
+        """One summary per archive patient, sorted by id (``medhash patients --json``); never a name.
+
+        Returns
+        -------
+        list of dict with keys ``patient_id`` (the archive id), ``slices`` (slices with body),
+        ``slices_with_dose``, ``first_slice`` / ``last_slice`` (slice_index range, None without
+        slices), ``series``, ``source`` (``dicom``, ``openkbp``, ...; several joined by ``+``),
+        ``pseudonymised`` (bool: the series were recorded as pseudonymised, or the id has the form
+        ``P`` + 16 hex digits that ``--pseudonymise`` writes), ``has_dose`` (bool), ``structures``
+        (count of distinct contoured structures on its slices: body, organs, targets; not the
+        possible-dose mask) and ``ingested_at`` (Unix
+        time, s, of its first series).
+        """
+        n = len(self)
+        out: dict[str, dict] = {}
+        for pid, spid, ingested in self._con.execute(
+                "SELECT patient_id, source_patient_id, ingested_at FROM patients ORDER BY patient_id"):
+            out[pid] = {"patient_id": pid, "slices": 0, "slices_with_dose": 0, "first_slice": None,
+                        "last_slice": None, "series": 0, "source": "", "pseudonymised": _looks_pseudonymised(spid),
+                        "has_dose": False, "structures": 0, "ingested_at": float(ingested)}
+        sources: dict[str, set[str]] = {}
+        for pid, source, info in self._con.execute("SELECT patient_id, source, info FROM series"):
+            if pid in out:
+                out[pid]["series"] += 1
+                sources.setdefault(pid, set()).add(source)
+                out[pid]["pseudonymised"] |= bool(json.loads(info or "{}").get("pseudonymised"))
+        for pid, cnt, dosed, lo, hi in self._con.execute(
+                "SELECT patient_id, COUNT(*), SUM(has_dose), MIN(slice_index), MAX(slice_index) FROM slices "
+                "WHERE row < ? GROUP BY patient_id", (n,)):
+            if pid in out:
+                out[pid].update(slices=int(cnt), slices_with_dose=int(dosed or 0), has_dose=bool(dosed),
+                                first_slice=int(lo), last_slice=int(hi))
+        for pid, cnt in self._con.execute(
+                "SELECT sl.patient_id, COUNT(DISTINCT m.structure_id) FROM slice_masks m "
+                "JOIN structures s USING (structure_id) JOIN slices sl ON sl.row = m.row "
+                "WHERE s.kind = 'roi' AND m.row < ? GROUP BY sl.patient_id", (n,)):
+            if pid in out:
+                out[pid]["structures"] = int(cnt)
+        for pid, names in sources.items():
+            out[pid]["source"] = "+".join(sorted(names))
+        return list(out.values())
+
     def possible_dose_masks(self, rows) -> tuple[np.ndarray, np.ndarray]:
         """OpenKBP possible-dose masks of archive rows.
 
@@ -478,3 +522,11 @@ def _json_default(obj):
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     return str(obj)
+
+
+_PSEUDONYM = re.compile(r"P[0-9a-f]{16}")
+
+
+def _looks_pseudonymised(source_patient_id: str) -> bool:
+    """True for an id of the form ``--pseudonymise`` writes: ``P`` + 16 lower-case hex digits."""
+    return bool(_PSEUDONYM.fullmatch(str(source_patient_id)))
