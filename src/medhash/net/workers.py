@@ -9,7 +9,6 @@ died, studies are ingested in the listener's process, one at a time.
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing
 import os
@@ -20,6 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from ..ingest import IngestReport, ingest
+from ..lifeline import die_with_parent
 from ..store import Archive
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,7 @@ _child_archive: Archive | None = None
 def _child_init() -> None:
     """In the ingest process: die with the listener (a killed listener leaves no ingest running), leave
     Ctrl-C to the listener, and take a lower priority (:data:`INGEST_NICE`)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the listener, which stops us
     try:
         os.nice(INGEST_NICE)

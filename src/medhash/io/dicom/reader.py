@@ -28,6 +28,7 @@ from pydicom.errors import InvalidDicomError
 from ...core.grid import GRID_SIZE, GRID_SPACING_MM, place_grid, stack_to_grid
 from ...core.records import Problem, Volume
 from ...errors import InputError
+from ...lifeline import die_with_parent
 from .codec import (CT_IMAGE_STORAGE, ENHANCED_CT_STORAGE, MEDIA_STORAGE_DIRECTORY, RT_DOSE_STORAGE,
                     RT_PLAN_STORAGE, RT_STRUCT_STORAGE, attach_pixel_data, describe)
 from .ct import CTSeries, read_ct_series
@@ -282,7 +283,7 @@ def _run_jobs(jobs: list[tuple], found: DicomScan, progress: bool, workers: int 
     else:
         # forked workers inherit the scan (module global set before they start): they reuse its headers too
         _FORKED_SCAN = found
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+        pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"), initializer=die_with_parent)
         results = pool.map(_read_series_job_forked, jobs)
     seen: set[Problem] = set()
     try:
