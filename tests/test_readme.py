@@ -1,4 +1,4 @@
-"""The README's examples run as written on the demo archive (issue 16 point 5).
+"""The README's examples (and the five-minute tour's) run as written on the demo archive (issue 16 point 5).
 
 Every ``medhash ...`` line of the README's shell blocks that works on the demo cohort (it names
 ``demo-archive`` or ``demo-data``) is run, word for word, through :func:`medhash.cli.main` in a folder
@@ -23,6 +23,7 @@ from medhash.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+TOUR = (ROOT / "docs" / "tour.md").read_text(encoding="utf-8")
 SHELL_BLOCK = re.compile(r"```(?:sh|bash|shell)\n(.*?)```", re.S)
 PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 DEMO_WORDS = ("demo-archive", "demo-data")
@@ -44,7 +45,7 @@ def demo_commands(markdown: str) -> list[list[str]]:
 
 def test_the_extractor_finds_the_tour():
     commands = demo_commands(README)
-    assert len(commands) >= 6
+    assert len(commands) >= 6 and len(demo_commands(TOUR)) >= 3
     names = [c[0] for c in commands]
     assert {"search", "predict-dose", "patients"} <= set(names)
     assert demo_commands("```sh\nmedhash info --archive demo-archive   # x\nmedhash info --archive a\n```\n") \
@@ -67,15 +68,18 @@ def demo_folder(trained, tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("argv", demo_commands(README), ids=lambda argv: " ".join(argv)[:60])
-def test_readme_command_runs_on_the_demo_archive(argv, demo_folder, monkeypatch, capsys):
+CASES = [("README.md", a) for a in demo_commands(README)] + [("tour.md", a) for a in demo_commands(TOUR)]
+
+
+@pytest.mark.parametrize("page, argv", CASES, ids=lambda x: x if isinstance(x, str) else " ".join(x)[:60])
+def test_readme_command_runs_on_the_demo_archive(page, argv, demo_folder, monkeypatch, capsys):
     monkeypatch.chdir(demo_folder)
     if argv[0] in LONG_RUNNING:
         assert build_parser().parse_args(argv).func
         return
     rc = main(argv)
     out, err = capsys.readouterr()
-    assert rc == 0, err
+    assert rc == 0, f"{page}: medhash {shlex.join(argv)}: {err}"
     if "--json" in argv:
         assert json.loads(out)
     for word in argv:
