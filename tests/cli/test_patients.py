@@ -104,3 +104,15 @@ def test_pseudonym_rule():
     assert _looks_pseudonymised("P0123456789abcdef")
     for pid in ("DEMO001", "P0123456789ABCDEF", "P0123456789abcde", "pt_7", "P0123456789abcdef0"):
         assert not _looks_pseudonymised(pid)
+
+
+def test_a_series_recorded_as_pseudonymised_counts(demo_dir, tmp_path, capsys):
+    """A series whose catalog info says ``pseudonymised`` marks its patient, whatever the id looks like."""
+    import sqlite3
+    arch = tmp_path / "a"
+    assert main(["ingest", str(demo_dir / "DEMO002"), "--archive", str(arch), "--no-progress"]) == 0
+    with sqlite3.connect(arch / "catalog.sqlite") as con:
+        (info,) = con.execute("SELECT info FROM series").fetchone()
+        con.execute("UPDATE series SET info = ?", (json.dumps({**json.loads(info), "pseudonymised": True}),))
+    with Archive(arch, read_only=True) as a:
+        assert [(p["patient_id"], p["pseudonymised"]) for p in a.patient_summaries()] == [("DEMO002", True)]
