@@ -22,7 +22,7 @@ from medhash.lifeline import expected_parent
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
-DEADLINE_S = 60.0
+DEADLINE_S = 300.0
 """Generous upper bound for a start-up or an exit; the tests poll and never wait for it unless failing."""
 
 BLOCK = r"""
