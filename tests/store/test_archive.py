@@ -139,12 +139,14 @@ def test_killed_ingest_process_leaves_a_loadable_archive(tmp_path):
     archive = tmp_path / "arch"
     cmd = [sys.executable, "-m", "medhash.cli", "ingest", str(src), "--archive", str(archive), "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # wait until at least one series is committed, then kill hard
-    deadline = time.time() + 60
-    while time.time() < deadline:
+    # wait until at least one series is committed, then kill hard (a generous ceiling: polling ends
+    # as soon as a series is in, and a loaded machine must not fail the test)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if Archive(archive).info()["series"] >= 1:
-                break
+            with Archive(archive, read_only=True) as a:
+                if a.info()["series"] >= 1:
+                    break
         except ArchiveError:
             pass
         time.sleep(0.05)
