@@ -67,9 +67,9 @@ LONG_FILE = "CT.1.2.826.0.1.3680043.8.498.10368452198723415987345192873451928734
 @pytest.mark.parametrize("k", [1, 3, 5, 6, 10, 11, 20, 50])
 def test_grid_lays_out_any_k_without_hiding_a_caption(k):
     q_ct, q_dose = _slice(0, 14.7)
-    results = [_slice(i + 1, 14.7 if i % 2 else None) + (f"#{i + 1} DEMO00{i % 3 + 1}:{100 + i}\n"
-                                                         f"H {30 + i} · pctl {i * 1.37:.2f}\nE {0.5 + i:.3g} · exp. H 98.0",)
-               for i in range(k)]
+    captions = [f"#{i + 1} DEMO00{i % 3 + 1}:{100 + i}\nH {30 + i} · pctl {i * 1.37:.2f}\nE {i + 0.5:.3g} · exp. H 98"
+                for i in range(k)]
+    results = [_slice(i + 1, 14.7 if i % 2 else None) + (c,) for i, c in enumerate(captions)]
     fig = grid_figure(q_ct, q_dose, f"query {LONG_FILE}\nrecognised: DEMO001", results,
                       suptitle=f"index joint64 (ct+dose, 64 bits), top {k}, re-ranked from 100, patient DEMO001 left "
                                "out; H: Hamming distance, pctl: its percentile among random pairs of slices",
@@ -91,7 +91,7 @@ def test_grid_lays_out_any_k_without_hiding_a_caption(k):
     xy = [(-round(b.y0), round(b.x0)) for b in rest]               # reading order: rank 1 top left
     assert xy == sorted(xy)
     cap = fig.axes[0].get_title()
-    assert cap.startswith("query CT.1.2.8") and "519.dcm\nrec" in cap and "…" in cap and cap.endswith("\nrecognised: DEMO001")
+    assert cap.startswith("query CT.1.2.8") and "…" in cap and cap.endswith("519.dcm\nrecognised: DEMO001")
 
 
 def test_grid_height_grows_with_rows_not_captions_overlap():
@@ -191,7 +191,7 @@ def test_palette_neighbours_differ_clearly():
 
 
 def _result(k: int, calibrated: bool) -> dict:
-    res = {"query": {"type": "dicom", "file": "/data/x/CT_0042.dcm"}, "index": "joint64", "channel": "ct+dose",
+    res = {"query": {"type": "dicom", "file": "/data/x/CT_0042.dcm", "slice_index": 0, "z_mm": -12.25}, "index": "joint64", "channel": "ct+dose",
            "n_bits": 64, "k": k, "rerank": 0, "same_patient": False,
            "results": [{"rank": i + 1, "patient_id": "DEMO002", "slice_index": 10 + i, "z_mm": 1.0, "hamming": 20 + i}
                        for i in range(k)]}
@@ -240,7 +240,7 @@ def test_render_search_draws_verdict_and_captions(calibrated, tmp_path, monkeypa
         == calibrated
     assert (fig.texts[0].get_color() == "#b2182b") == calibrated
     assert [ax.get_title() for ax in fig.axes[:2]] == [
-        "query CT_0042.dcm" + ("\nrecognised: DEMO001" if calibrated else ""),
+        "query CT_0042.dcm\nslice 0, z -12.2 mm" + ("\nrecognised: DEMO001" if calibrated else ""),
         "#1 DEMO002:10\nH 20" + (" · pctl 0.35\nE 1.5 · exp. H 12.2" if calibrated else "")]
     assert _contour_levels(fig.axes[1]) == [40.0, 20.0]
 

@@ -116,19 +116,22 @@ def _reference(panels, reference_gy: float | None, reference_name: str | None) -
 
 
 def _legend(fig, renderer, iso, width_px: float):
-    """The isodose legend in as few rows as fit ``width_px``; returns (legend, height in px)."""
+    """The isodose legend in as few rows as fit ``width_px``, its columns filled evenly (read top
+    down, highest level first); returns (legend, height in px)."""
     from matplotlib.lines import Line2D  # start-up: matplotlib only when drawing
 
     handles = [Line2D([0], [0], color=c, lw=2.5) for c in iso.colours]
-    for ncol in range(len(handles), 0, -1):
+    title = "\n".join(wrap(renderer, iso.title, CAPTION_PT, width_px))
+    rows = 1
+    while True:
+        ncol = math.ceil(len(handles) / rows)
         leg = fig.legend(handles, list(iso.labels), loc="lower center", ncol=ncol, fontsize=CAPTION_PT,
-                         frameon=False, title=iso.title, title_fontsize=CAPTION_PT, columnspacing=1.2,
-                         handlelength=1.6)
+                         frameon=False, title=title, title_fontsize=CAPTION_PT, columnspacing=1.2, handlelength=1.6)
         box = leg.get_window_extent(renderer)
         if box.width <= width_px or ncol == 1:
             return leg, box.height
         leg.remove()
-    raise AssertionError("unreachable")
+        rows += 1
 
 
 def grid_figure(query_ct: np.ndarray, query_dose: np.ndarray | None, query_title: str,

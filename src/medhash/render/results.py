@@ -26,13 +26,15 @@ def result_caption(r: dict) -> str:
 
 
 def query_caption(result: dict) -> str:
-    """The query's caption: the archive slice and its position, or the file; the archive patient it
-    was recognised as, if any."""
+    """The query's caption: the archive slice and its position, or the file (and the slice of a
+    series folder); the archive patient it was recognised as, if any."""
     q = result["query"]
     if q.get("type") == "archive":
         text = f"query {q['patient_id']}:{q['slice_index']}\nz {q['z_mm']:.1f} mm"
     else:
         text = f"query {Path(str(q.get('file', 'image'))).name}"
+        if q.get("slice_index") is not None and q.get("z_mm") is not None:
+            text += f"\nslice {q['slice_index']}, z {float(q['z_mm']):.1f} mm"
     rec = result.get("recognised")
     if rec and rec.get("patient_id"):
         text += f"\nrecognised: {rec['patient_id']}"
