@@ -112,6 +112,7 @@ def test_ncols_puts_the_query_in_the_grid():
     boxes = [ax.get_window_extent(r) for ax in fig.axes]
     assert len({round(b.y0) for b in boxes}) == 3 and len({round(b.x0) for b in boxes}) == 3
     assert round(boxes[0].x0) == round(boxes[3].x0) and round(boxes[0].y0) == round(boxes[2].y0)
+    assert fig.legends[0].get_title().get_text() == "isodose lines, % of the framed slice's maximum (60.0 Gy)"
 
 
 def test_low_dose_plan_shows_several_isodose_lines():

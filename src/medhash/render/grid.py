@@ -102,14 +102,15 @@ def wrap(renderer, text: str, size: float, max_px: float, weight: str = "normal"
     return out
 
 
-def _reference(panels, reference_gy: float | None, reference_name: str | None) -> tuple[float | None, str]:
-    """The reference dose of percent levels: given (the prescription), else the query's maximum,
-    else the maximum of all the slices shown."""
+def _reference(panels, reference_gy: float | None, reference_name: str | None,
+               first: str = "the query slice") -> tuple[float | None, str]:
+    """The reference dose of percent levels: given (the prescription), else the maximum of the first
+    panel (the query, named ``first`` in the legend), else the maximum of all the slices shown."""
     if reference_gy is not None and reference_gy > 0:
         return float(reference_gy), reference_name or "the prescription"
     top = [float(np.nanmax(d)) if d is not None else 0.0 for _, d, _ in panels]
     if top[0] > 0:
-        return top[0], "the query slice's maximum"
+        return top[0], f"{first}'s maximum"
     if max(top) > 0:
         return max(top), "the maximum of the slices shown"
     return None, ""
@@ -155,7 +156,8 @@ def grid_figure(query_ct: np.ndarray, query_dose: np.ndarray | None, query_title
     window = f"CT window W{SOFT_TISSUE_WINDOW[1]:g}/L{SOFT_TISSUE_WINDOW[0]:g} HU, panels {size_mm:.0f} mm wide"
     header += [(ln, TITLE_PT, "normal", "black") for ln in wrap(renderer, suptitle + ("\n" if suptitle else "")
                                                                 + window, TITLE_PT, inner_px)]
-    iso = resolve_levels(isodose, *_reference(panels, reference_gy, reference_name))
+    first = "the query slice" if lay.apart else "the framed slice"
+    iso = resolve_levels(isodose, *_reference(panels, reference_gy, reference_name, first))
     any_dose = bool(iso.gy) and any(d is not None and np.nanmax(d) > 0 for _, d, _ in panels)
     leg, leg_px = _legend(fig, renderer, iso, inner_px) if any_dose else (None, 0.0)
 
