@@ -7,7 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from medhash import Archive, search
+from medhash import Archive, search, search_many
 from medhash.cli import main
 from medhash.demo import DEMO_PROVENANCE, make_phantom
 from medhash.dose import predict_dose, predict_dose_planned
@@ -72,6 +72,10 @@ def test_dicom_file_query_leaves_its_archive_patient_out(indexed):
     assert kept["recognised"]["patient_id"] == "DEMO002" and kept["excluded_patient"] is None
     assert kept["same_patient"] is True
     assert ("DEMO002", 12, 0) in [(r["patient_id"], r["slice_index"], r["hamming"]) for r in kept["results"]]
+    # a batch: each query recognised (or not) on its own
+    many = search_many(arch, [ct, "DEMO001:20"], index="ct256", k=5)
+    assert many[0]["results"] == res["results"] and many[0]["recognised"] == res["recognised"]
+    assert (many[1]["recognised"], many[1]["excluded_patient"]) == (None, "DEMO001")
 
 
 def test_series_folder_query_and_archive_query_agree(indexed):
@@ -169,6 +173,10 @@ def test_predict_dose_never_uses_the_recognised_patient_as_a_donor(indexed, tmp_
                  "--k", "3", "--out", str(tmp_path / "q"), "--no-progress", "--include-same-patient"]) == 0
     out = capsys.readouterr().out
     assert "(same series): included" in out and "from DEMO001" in out
+    assert main(["predict-dose", "--archive", str(arch.path), "--patient", "DEMO001", "--method", "neighbours",
+                 "--k", "3", "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "its own plan: left out of the donors" in out and "from DEMO001" not in out
 
 
 def test_geometry_ranking_of_a_folder_leaves_the_patient_out(indexed, capsys):

@@ -102,8 +102,11 @@ def _print_prediction(pred, method: str) -> None:
     print(f"predicted dose ({method}) for {q.get('patient_id') or q.get('folder')}: {len(pred.z_mm)} slices, max "
           f"{float(pred.dose.max()):.1f} Gy")
     note = identity_note(q.get("type", ""), q.get("recognised"), q.get("excluded_patient"))
+    note = {"other patients only": "its own plan: left out of the donors",
+            "own patient included": "its own plan: among the donors (a check only: it flatters the result)"}.get(
+        note, note + (" of the donors" if note.endswith("left out") else ""))
     if note:
-        print(f"  {note}" + (" of the donors" if note.endswith("left out") else ""))
+        print(f"  {note}")
     if method == "pixels":
         print(f"  slices covered by at least one patient: {int((pred.coverage > 0).sum())} of {len(pred.coverage)}")
         for p in pred.patients:
