@@ -11,6 +11,7 @@ from medhash import Archive, search, search_many
 from medhash.cli import main
 from medhash.demo import DEMO_PROVENANCE, make_phantom
 from medhash.dose import predict_dose, predict_dose_planned
+from medhash.dose.planning import rank_patients_by_geometry
 from medhash.errors import IndexConfigError, InputError
 from medhash.ingest import ingest
 from medhash.io.writers import write_ct_series
@@ -188,15 +189,20 @@ def test_geometry_ranking_of_a_folder_leaves_the_patient_out(indexed, capsys):
     assert {r["patient_id"] for r in res["results"]} == {"DEMO001", "DEMO002"}
 
 
-def test_an_archive_patient_without_target_levels_is_refused(trained, tmp_path):
-    root, _ = trained
+def test_an_archive_patient_without_target_levels_is_refused(indexed, tmp_path):
+    root, _ = indexed
     shutil.copytree(root / "arch", tmp_path / "arch")
     arch = Archive(tmp_path / "arch")
     _write_copy(tmp_path / "bare", patient_id="BARE", uid_root="1.2.826.0.1.3680043.8.498.73")
     assert ingest(arch, [tmp_path / "bare"]).exit_code == 0
-    with pytest.raises(InputError, match="patient 'BARE' has no target with a level") as e:
-        predict_dose_planned(arch, patient="BARE", method="neighbours")
-    assert e.value.param == "targets" and "its structures: none" in str(e.value) and "PTV_high=70" in str(e.value)
+    for by in ("geometry", "ct"):       # every caller gets the check (the web's planned dose too)
+        with pytest.raises(InputError) as e:
+            predict_dose_planned(arch, patient="BARE", method="neighbours", neighbours_by=by, index="ct256")
+        assert e.value.param == "targets"
+        assert str(e.value) == ("patient 'BARE' has no target with a level in its name (e.g. PTV70), so no dose can "
+                                "be predicted; its structures: none")
+    with pytest.raises(InputError, match="patient 'BARE' has no target"):
+        rank_patients_by_geometry(arch, patient="BARE")
 
 
 # ---------------------------------------------------------------------- pseudonymised archives

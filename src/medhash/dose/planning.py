@@ -50,8 +50,8 @@ def query_geometry(archive, *, patient: str | None = None, series: str | Path | 
 
     Raises
     ------
-    InputError (``param="targets"``) : the query has no target with a level (an archive patient or a
-        DICOM series alike), with the names of its structures and how to give the levels.
+    InputError (``param="targets"``) : the query has no target with a level (an archive patient, with the
+        names of its structures, or a DICOM series, with how to name the levels).
     """
     q = patient_query(archive, patient, series, pseudonymise=pseudonymise)
     if q.kind == "archive":
@@ -60,8 +60,7 @@ def query_geometry(archive, *, patient: str | None = None, series: str | Path | 
             sets = archive.structure_sets()
             names = ", ".join(sorted(set().union(*(sets[r] for r in q.rows)))) or "none"
             raise InputError(f"patient {q.patient_id!r} has no target with a level in its name (e.g. PTV70), so "
-                             f"no dose can be predicted; its structures: {names}; name the targets and their levels, "
-                             "as PTV_high=70,PTV_low=56", param="targets")
+                             f"no dose can be predicted; its structures: {names}", param="targets")
         return q, g
     vol = q.volume
     order = np.argsort(vol.z_mm, kind="stable")
