@@ -106,6 +106,44 @@ def add_pseudonymise(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--pseudonymise", metavar="KEYFILE", type=Path, default=None, help=help)
 
 
+def add_identity(p: argparse.ArgumentParser, exclude: bool = False) -> None:
+    """``--include-same-patient`` (and ``--exclude-same-patient``, the default, when ``exclude``), and
+    ``--pseudonymise KEYFILE`` to recognise a DICOM query among a pseudonymised archive's patients."""
+    g = p.add_mutually_exclusive_group()
+    if exclude:
+        g.add_argument("--exclude-same-patient", dest="same_patient", action="store_false", default=None,
+                       help="leave out the query's own patient: an archive query's, or the archive patient a DICOM "
+                            "query is recognised as (same series, study, frame of reference or PatientID); the "
+                            "default")
+    g.add_argument("--include-same-patient", dest="same_patient", action="store_true",
+                   default=None if exclude else False,
+                   help="keep the query's own patient (an archive query's, or the archive patient a DICOM query "
+                        "is recognised as) among the results")
+    add_pseudonymise(p, "the key the archive was pseudonymised with, so that a DICOM query is recognised as an "
+                        "archive patient by its original PatientID and UIDs (mapped with the key)")
+
+
+MATCHED = {"series_uid": "same series", "study_uid": "same study", "frame_of_reference_uid": "same frame of reference",
+           "patient_id": "same PatientID"}
+"""How :func:`identity_note` names the strongest identifier a query was recognised by."""
+
+
+def identity_note(kind: str, recognised: dict | None, excluded: str | None) -> str:
+    """What a search or prediction did with the query's own patient, for its header line:
+    ``"query recognised as archive patient pt_3 (same series): left out"``, ``"other patients only"``
+    (an archive query), ``"query not recognised as an archive patient"`` (a DICOM query), or ``""``."""
+    if recognised:
+        others = recognised.get("others") or []
+        who = recognised["patient_id"] + (f" (and {', '.join(others)})" if others else "")
+        return (f"query recognised as archive patient {who} ({MATCHED[recognised['matched_on'][0]]}): "
+                + ("left out" if excluded else "included"))
+    if excluded:
+        return "other patients only"
+    if kind == "archive":
+        return "own patient included"
+    return "query not recognised as an archive patient" if kind == "dicom" else ""
+
+
 def add_rerank(p: argparse.ArgumentParser, help: str, default: int = 0) -> None:
     """``--rerank N``: re-rank a Hamming shortlist of N by Euclidean distance."""
     p.add_argument("--rerank", type=int, default=default, metavar="N", help=help)

@@ -6,7 +6,10 @@ the archive has one); neighbours, that transferred dose alone (each neighbour's 
 distance to the targets and depth, read on this patient's geometry), neighbours chosen by geometry,
 CT or both (--neighbours-by); pixels, the older rule that pastes the dose of CT look-alike slices
 (--pool, --match, --per-slice, --tolerance-mm, --weighting, --rerank and --dose apply to it only).
-The patient's own dose is never read (model, neighbours). A DICOM folder brings its RTSTRUCT.
+The patient's own dose is never read (model, neighbours), and its own plan is never a donor: an
+archive patient is left out of its neighbours, and so is the archive patient a DICOM folder is
+recognised as (same series, study, frame of reference or PatientID; --pseudonymise KEYFILE for a
+pseudonymised archive), unless --include-same-patient. A DICOM folder brings its RTSTRUCT.
 Writes OUT.npy ((slices, 128, 128) float32 Gy on the model grid), OUT.json and, for a DICOM series,
 OUT.dcm: an RTDOSE in the CT's frame of reference on its slices.
 
@@ -22,7 +25,8 @@ from pathlib import Path
 
 from ..errors import EXIT_OK
 from ..store import Archive
-from .options import add_archive, add_command, add_index, add_no_progress, add_rerank, add_targets
+from .options import (add_archive, add_command, add_identity, add_index, add_no_progress, add_rerank, add_targets,
+                      identity_note)
 from .search import patient_or_series
 
 
@@ -53,6 +57,7 @@ def register(sub) -> None:
     p.add_argument("--pool", type=int, default=5,
                    help="per query slice, average the POOL patients' slices nearest in features (default 5; "
                         "0: all k)")
+    add_identity(p)
     add_no_progress(p)
 
 
@@ -67,11 +72,13 @@ def run(args: argparse.Namespace) -> int:
     if method == "pixels":
         pred = predict_dose(archive, **who, dose=args.dose, index=args.index, k=args.k, per_slice=args.per_slice,
                             rerank=args.rerank, tolerance_mm=args.tolerance_mm, weighting=args.weighting,
-                            match=args.match, pool=args.pool or None)
+                            match=args.match, pool=args.pool or None, same_patient=args.same_patient,
+                            pseudonymise=args.pseudonymise)
     else:
         pred = predict_dose_planned(archive, **who, method=method, dose_model=args.dose_model, k=args.k,
                                     neighbours_by=args.neighbours_by, targets=parse_targets(args.targets),
-                                    index=args.index, progress=not args.no_progress)
+                                    index=args.index, progress=not args.no_progress, same_patient=args.same_patient,
+                                    pseudonymise=args.pseudonymise)
     files = write_prediction(pred, args.out)
     _print_prediction(pred, method)
     if who["series"] is None:
@@ -94,6 +101,12 @@ def _print_prediction(pred, method: str) -> None:
     q = pred.query
     print(f"predicted dose ({method}) for {q.get('patient_id') or q.get('folder')}: {len(pred.z_mm)} slices, max "
           f"{float(pred.dose.max()):.1f} Gy")
+    note = identity_note(q.get("type", ""), q.get("recognised"), q.get("excluded_patient"))
+    note = {"other patients only": "its own plan: left out of the donors",
+            "own patient included": "its own plan: among the donors (a check only: it flatters the result)"}.get(
+        note, note + (" of the donors" if note.endswith("left out") else ""))
+    if note:
+        print(f"  {note}")
     if method == "pixels":
         print(f"  slices covered by at least one patient: {int((pred.coverage > 0).sum())} of {len(pred.coverage)}")
         for p in pred.patients:

@@ -1,9 +1,11 @@
 """``medhash search``: find the archive slices most similar to a query.
 
 QUERY is PATIENT:SLICE (an archive slice), a DICOM CT slice file, a DICOM series folder (with
---slice), or a PNG/NPY image (PNG grey 0..255 = -1000..1000 HU; NPY in HU). Archive queries leave
-out the query's own patient unless --include-same-patient. A geometry or ct+geometry index needs the
-query's contours: an archive slice, or a DICOM series folder with its RTSTRUCT and --slice.
+--slice), or a PNG/NPY image (PNG grey 0..255 = -1000..1000 HU; NPY in HU). The query's own patient
+is left out unless --include-same-patient: an archive query's, and the archive patient a DICOM file
+or folder is recognised as (same series, study, frame of reference or PatientID; for a pseudonymised
+archive give its key with --pseudonymise); the header says which. A geometry or ct+geometry index
+needs the query's contours: an archive slice, or a DICOM series folder with its RTSTRUCT and --slice.
 
 examples:
   medhash search --archive ./archive pt_1:60 --k 10 --png results.png
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from ..errors import EXIT_OK, MedhashError
 from ..store import Archive
-from .options import add_archive, add_command, add_index, add_json, add_rerank, add_targets
+from .options import add_archive, add_command, add_identity, add_index, add_json, add_rerank, add_targets, identity_note
 
 
 def register(sub) -> None:
@@ -42,11 +44,7 @@ def register(sub) -> None:
     add_index(p)
     p.add_argument("--k", type=int, default=10, help="number of results (default 10)")
     add_rerank(p, "re-rank the Hamming top-N by exact Euclidean distance of the features (default 0: off)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--exclude-same-patient", dest="same_patient", action="store_false", default=None,
-                   help="leave out the query's own patient (the default for archive queries)")
-    g.add_argument("--include-same-patient", dest="same_patient", action="store_true",
-                   help="also return slices of the query's own patient")
+    add_identity(p, exclude=True)
     p.add_argument("--dose", type=Path, help="RTDOSE (DICOM query) or dose image in Gy (NPY) for ct+dose / dose indexes")
     p.add_argument("--slice", type=int, help="slice of a series folder query (0-based, position order)")
     add_json(p)
@@ -66,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     idx = open_index(archive, args.index, cache)
     query = parse_query(archive, args.query, dose=args.dose, slice_index=args.slice, geometry=needs_geometry(idx))
     res = search(archive, query, index=idx.name, k=args.k, rerank=args.rerank, same_patient=args.same_patient,
-                 cache=cache)
+                 cache=cache, pseudonymise=args.pseudonymise)
     if args.png:
         from ..render import render_search  # start-up: matplotlib only for a picture
         render_search(archive, res, query, args.png)
@@ -77,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     label = f"{q['patient_id']}:{q['slice_index']}" if q["type"] == "archive" else q["file"]
     print(f"query {label}  index {res['index']} ({res['channel']}, {res['n_bits']} bits)  k {res['k']}"
           + (f"  re-ranked from {res['rerank']}" if res["rerank"] else "")
-          + ("" if res["same_patient"] else "  other patients only"))
+          + _note(q["type"], res))
     rer = res["rerank"] > 0
     print(f"{'rank':>4}  {'patient':<14} {'slice':>5} {'z_mm':>8} {'hamming':>7}" + ("  euclidean" if rer else ""))
     for r in res["results"]:
@@ -88,6 +86,12 @@ def run(args: argparse.Namespace) -> int:
     if args.png:
         print(f"picture: {args.png}")
     return EXIT_OK
+
+
+def _note(kind: str, res: dict) -> str:
+    """The header's note on the query's own patient (:func:`~.options.identity_note`), with its two spaces."""
+    note = identity_note(kind, res.get("recognised"), res.get("excluded_patient"))
+    return f"  {note}" if note else ""
 
 
 def patient_or_series(args: argparse.Namespace) -> dict:
@@ -105,7 +109,8 @@ def run_patient(archive: Archive, args: argparse.Namespace) -> int:
         return run_patient_geometry(archive, args)
 
     res = patient_search(archive, **patient_or_series(args), dose=args.dose, index=args.index, k=args.k,
-                         per_slice=args.per_slice, rerank=args.rerank, tolerance_mm=args.tolerance_mm)
+                         per_slice=args.per_slice, rerank=args.rerank, tolerance_mm=args.tolerance_mm,
+                         same_patient=bool(args.same_patient), pseudonymise=args.pseudonymise)
     if args.json:
         print(json.dumps(res, indent=2))
         return EXIT_OK
@@ -113,7 +118,7 @@ def run_patient(archive: Archive, args: argparse.Namespace) -> int:
     label = q["patient_id"] if q["type"] == "archive" else q["folder"]
     print(f"patient query {label} ({res['query_slices_searched']} slices searched)  index {res['index']} "
           f"({res['channel']}, {res['n_bits']} bits)  {res['per_slice']} neighbours a slice, z tolerance "
-          f"{res['tolerance_mm']:g} mm")
+          f"{res['tolerance_mm']:g} mm" + _note(q["type"], res))
     print(f"{'rank':>4}  {'patient':<14} {'score':>6} {'matched':>7} {'z offset mm':>11}")
     for r in res["results"]:
         print(f"{r['rank']:>4}  {r['patient_id']:<14} {r['patient_score']:>6.3f} {r['matched_slices']:>7} "
@@ -131,14 +136,15 @@ def run_patient_geometry(archive: Archive, args: argparse.Namespace) -> int:
     from ..geometry import parse_targets  # start-up: as rank_patients_by_geometry
 
     res = rank_patients_by_geometry(archive, **patient_or_series(args), k=args.k, by=args.rank,
-                                    targets=parse_targets(args.targets), index=args.index)
+                                    targets=parse_targets(args.targets), index=args.index,
+                                    same_patient=bool(args.same_patient), pseudonymise=args.pseudonymise)
     if args.json:
         print(json.dumps(res, indent=2))
         return EXIT_OK
     q = res["query"]
     levels = ", ".join(f"{lv:g}" for lv in q["levels_gy"]) or "none"
     print(f"patient query {q.get('patient_id') or q.get('folder')}  ranked by {res['by']}  target levels {levels} Gy  "
-          f"({res['seconds']:.2f} s)")
+          f"({res['seconds']:.2f} s)" + _note(q["type"], res))
     key = {"geometry": "geometry_distance", "both": "fused_score"}[res["by"]]
     print(f"{'rank':>4}  {'patient':<14} {key.replace('_', ' '):>17}  levels (Gy)")
     for r in res["results"]:

@@ -12,8 +12,11 @@ Methods (``predict-dose --method``):
 * ``pixels``: the slice-by-slice rule of :mod:`medhash.dose.prediction` (CT look-alike slices pasted with
   a body-centroid shift); the only method that can use a joint CT + dose index.
 
-The query's own dose is never read by ``model`` or ``neighbours``; an archive query never uses its
-own plan (its patient is excluded from the neighbours).
+The query's own dose is never read by ``model`` or ``neighbours``, and the query's own plan is
+never a donor: an archive query's patient, and the archive patient a DICOM series folder is
+recognised as (:func:`medhash.retrieval.query.recognise`: same series, study, frame of reference or
+PatientID; with the archive's pseudonymisation key when it was built with one), are left out of the
+neighbours unless ``same_patient`` (the prediction's info says which patient was recognised and left out).
 """
 from __future__ import annotations
 
@@ -38,13 +41,27 @@ RRF_K = 60
 
 
 def query_geometry(archive, *, patient: str | None = None, series: str | Path | None = None,
-                   targets: dict | None = None):
+                   targets: dict | None = None, pseudonymise=None):
     """(PatientQuery, PatientGeometry) of an archive patient or a DICOM series folder (its RTSTRUCT
     read with it, and the prescriptions of an RT plan that references it); the query's dose is not read.
-    Target levels: ``targets`` first, then the plan's prescriptions, then the levels in the names."""
-    q = patient_query(archive, patient, series)
+    Target levels: ``targets`` first, then the plan's prescriptions, then the levels in the names.
+    A series is recognised among the archive's patients (``q.recognised``; ``pseudonymise``: the
+    archive's key, see :func:`medhash.retrieval.patient_query`).
+
+    Raises
+    ------
+    InputError (``param="targets"``) : the query has no target with a level (an archive patient, with the
+        names of its structures, or a DICOM series, with how to name the levels).
+    """
+    q = patient_query(archive, patient, series, pseudonymise=pseudonymise)
     if q.kind == "archive":
-        return q, geometry.archive_geometry(archive, q.patient_id, targets)
+        g = geometry.archive_geometry(archive, q.patient_id, targets)
+        if not g.levels:
+            sets = archive.structure_sets()
+            names = ", ".join(sorted(set().union(*(sets[r] for r in q.rows)))) or "none"
+            raise InputError(f"patient {q.patient_id!r} has no target with a level in its name (e.g. PTV70), so "
+                             f"no dose can be predicted; its structures: {names}", param="targets")
+        return q, g
     vol = q.volume
     order = np.argsort(vol.z_mm, kind="stable")
     masks = {name: m[order] for name, m in vol.masks.items()}
@@ -56,10 +73,17 @@ def query_geometry(archive, *, patient: str | None = None, series: str | Path | 
     return q, g
 
 
+def left_out(q, same_patient: bool = False) -> tuple[str, ...]:
+    """The patients that may not be donors for patient query ``q``: its own (archive query) or the one
+    it was recognised as (``q.recognised``); none when ``same_patient``."""
+    return () if same_patient else tuple(q.own_patients())
+
+
 def choose_neighbours(archive, atlas: Atlas, q, g, *, k: int, by: str, exclude=(), index: str | None = None,
-                      cache: IndexCache | None = None) -> list[dict]:
+                      cache: IndexCache | None = None, pseudonymise=None) -> list[dict]:
     """The ``k`` atlas patients most similar to the query, by geometry, CT or both (module docstring):
-    ``[{"patient_id", "weight", "geometry_distance"?, "ct_score"?}]``, most similar first."""
+    ``[{"patient_id", "weight", "geometry_distance"?, "ct_score"?}]``, most similar first; never one of
+    ``exclude`` (patient ids). ``pseudonymise``: the archive's key, for the CT patient search."""
     if by not in NEIGHBOURS_BY:
         raise InputError(f"neighbours_by must be one of {', '.join(NEIGHBOURS_BY)}, not {by!r}", param="neighbours_by")
     desc = geometry.patient_descriptor(g)
@@ -67,7 +91,8 @@ def choose_neighbours(archive, atlas: Atlas, q, g, *, k: int, by: str, exclude=(
     by_ct = []
     if by != "geometry":
         who = {"patient": q.patient_id} if q.kind == "archive" else {"series": q.info["folder"]}
-        res = patient_search(archive, **who, index=index, k=len(atlas) + 1, cache=cache)
+        res = patient_search(archive, **who, index=index, k=len(atlas) + 1, cache=cache,
+                             same_patient=not exclude, pseudonymise=pseudonymise)
         usable = set(atlas.patient_ids) - set(exclude)
         by_ct = [{"patient_id": r["patient_id"], "ct_score": r["patient_score"], "weight": 1.0}
                  for r in res["results"] if r["patient_id"] in usable]
@@ -86,22 +111,27 @@ def choose_neighbours(archive, atlas: Atlas, q, g, *, k: int, by: str, exclude=(
 def rank_patients_by_geometry(archive, *, patient: str | None = None, series: str | Path | None = None,
                               k: int = 10, by: str = "geometry", targets: dict | None = None,
                               dose_model: str | None = None, index: str | None = None,
-                              cache: IndexCache | None = None, progress: bool = False) -> dict:
+                              cache: IndexCache | None = None, progress: bool = False, same_patient: bool = False,
+                              pseudonymise=None) -> dict:
     """Patient search by target-organ geometry (``by="geometry"``) or geometry and CT fused (``"both"``):
-    the ``k`` archive patients with a plan most similar to the query, never the query's own patient.
+    the ``k`` archive patients with a plan most similar to the query, never the query's own patient
+    (an archive query's, or the one a DICOM series is recognised as) unless ``same_patient``.
 
     The archive's descriptors come from its dose model (``dose_model``, default the only one) or are
-    computed afresh. Returns ``{"query", "by", "k", "results": [{"rank", "patient_id", "levels_gy",
-    "geometry_distance" | "ct_score" | "fused_score"}], "seconds"}``."""
+    computed afresh. ``pseudonymise``: the archive's key (:func:`query_geometry`). Returns ``{"query", "by", "k",
+    "recognised", "excluded_patient", "results": [{"rank", "patient_id", "levels_gy", "geometry_distance" |
+    "ct_score" | "fused_score"}], "seconds"}``."""
     t0 = time.perf_counter()
-    q, g = query_geometry(archive, patient=patient, series=series, targets=targets)
+    q, g = query_geometry(archive, patient=patient, series=series, targets=targets, pseudonymise=pseudonymise)
     atlas = _atlas(archive, dose_model, targets, progress)
-    nbrs = choose_neighbours(archive, atlas, q, g, k=k, by=by, exclude=(q.patient_id,) if q.patient_id else (),
-                             index=index, cache=cache)
+    exclude = left_out(q, same_patient)
+    nbrs = choose_neighbours(archive, atlas, q, g, k=k, by=by, exclude=exclude, index=index, cache=cache,
+                             pseudonymise=pseudonymise)
     levels = dict(zip(atlas.patient_ids, atlas.levels.tolist()))
     results = [{"rank": r, **{key: v for key, v in n.items() if key != "weight"},
                 "levels_gy": [lv for lv in levels[n["patient_id"]] if lv > 0]} for r, n in enumerate(nbrs, start=1)]
     return {"query": {**q.info, "levels_gy": g.levels, "structures": g.source_names}, "by": by, "k": k,
+            "recognised": q.recognised, "excluded_patient": exclude[0] if exclude else None,
             "results": results, "seconds": round(time.perf_counter() - t0, 3)}
 
 
@@ -127,12 +157,16 @@ def model_dose(model: DoseModel, g, pooled: np.ndarray) -> np.ndarray:
 def predict_dose_planned(archive, *, patient: str | None = None, series: str | Path | None = None,
                          method: str | None = None, dose_model: str | None = None, k: int = 10,
                          neighbours_by: str = "geometry", targets: dict | None = None, index: str | None = None,
-                         cache: IndexCache | None = None, progress: bool = False) -> DosePrediction:
+                         cache: IndexCache | None = None, progress: bool = False, same_patient: bool = False,
+                         pseudonymise=None) -> DosePrediction:
     """A planning-time dose for an archive patient or a DICOM series folder (module docstring).
 
     ``method`` None picks ``model`` when the archive has a dose model, else ``neighbours``. The
     atlas of archive plans comes from the dose model (``dose_model``: its name; default the only one)
     or, without one, is computed afresh (every archive patient's distance maps: slow, with a progress bar).
+    The query's own patient (archive query) or the archive patient a DICOM series is recognised as is
+    never a neighbour unless ``same_patient``; ``pseudonymise`` is the archive's key, to recognise a
+    series by its original identifiers. The info (``pred.query``) says ``recognised`` and ``excluded_patient``.
     """
     t0 = time.perf_counter()
     if method is None:
@@ -140,21 +174,23 @@ def predict_dose_planned(archive, *, patient: str | None = None, series: str | P
     if method not in ("model", "neighbours"):
         raise InputError(f"method must be one of model, neighbours (pixels: medhash.dose.predict_dose), "
                          f"not {method!r}", param="method")
-    q, g = query_geometry(archive, patient=patient, series=series, targets=targets)
+    q, g = query_geometry(archive, patient=patient, series=series, targets=targets, pseudonymise=pseudonymise)
     model = load_dose_model(archive, dose_model) if method == "model" else None
     atlas = model.atlas if model is not None else _atlas(archive, dose_model, targets, progress)
-    exclude = (q.patient_id,) if q.patient_id else ()
+    exclude = left_out(q, same_patient)
     if method == "model" and neighbours_by != "geometry":
         raise InputError("the dose model was trained with neighbours by geometry: use neighbours_by='geometry'",
                          param="neighbours_by")
     k = model.k if method == "model" else k
-    nbrs = choose_neighbours(archive, atlas, q, g, k=k, by=neighbours_by, exclude=exclude, index=index, cache=cache)
+    nbrs = choose_neighbours(archive, atlas, q, g, k=k, by=neighbours_by, exclude=exclude, index=index, cache=cache,
+                             pseudonymise=pseudonymise)
     tables, weights = [atlas.table(n["patient_id"]) for n in nbrs], [n["weight"] for n in nbrs]
     dose = model_dose(model, g, pool_tables(tables, weights)) if method == "model" else \
         transfer_dose(g, tables, weights)
     info = {**q.info, "method": method, "neighbours_by": neighbours_by, "levels_gy": g.levels,
             "structures": g.source_names, "dose_model": model.name if model is not None else None,
             "dose_model_patients": list(model.atlas.patient_ids) if method == "model" else [],
+            "recognised": q.recognised, "excluded_patient": exclude[0] if exclude else None,
             "seconds": round(time.perf_counter() - t0, 3)}
     used = [{**n, "slices_used": int(len(g.z_mm))} for n in nbrs]
     truth = _own_dose(archive, q)

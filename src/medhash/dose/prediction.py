@@ -3,7 +3,9 @@
 The rule (also in the README):
 
 1. :func:`medhash.retrieval.patient_search` ranks the other patients; the top ``k`` are used, each
-   with its z offset (how its anatomy is shifted along z against the query's).
+   with its z offset (how its anatomy is shifted along z against the query's). The query's own
+   patient, or the archive patient a DICOM series is recognised as, is never one of them unless
+   ``same_patient``.
 2. For every query slice i at z_i and each used patient P, P's slices with dose within
    ``tolerance_mm`` of ``z_i + offset_P`` are the candidates (none: P gives nothing for this slice);
    ``match="feature"`` (default) takes the candidate whose features are nearest (Euclidean) to the
@@ -96,20 +98,25 @@ def aligned_dose(q_ct: np.ndarray, r_ct: np.ndarray, r_dose: np.ndarray) -> np.n
 def predict_dose(archive, *, patient: str | None = None, series: str | Path | None = None,
                  dose: str | Path | None = None, index: str | None = None, k: int = 10, per_slice: int = 20,
                  rerank: int = 0, tolerance_mm: float = 10.0, weighting: str = "mean",
-                 match: str = "feature", pool: int | None = 5, cache: IndexCache | None = None) -> DosePrediction:
+                 match: str = "feature", pool: int | None = 5, cache: IndexCache | None = None,
+                 same_patient: bool = False, pseudonymise=None) -> DosePrediction:
     """Estimate a patient's dose from the ``k`` most similar other patients (rule in the module docstring).
 
     Parameters as in :func:`medhash.retrieval.patient_search`; ``weighting`` is ``"mean"`` or ``"score"``;
     ``match`` is ``"feature"`` or ``"z"``; ``pool``: per query slice, average only the ``pool`` candidates
     (one per patient) nearest in features instead of all k (``match="feature"`` only); ``cache``: an
-    :class:`~medhash.retrieval.IndexCache` to open the index through (default: open it afresh).
+    :class:`~medhash.retrieval.IndexCache` to open the index through (default: open it afresh);
+    ``same_patient``, ``pseudonymise``: as in :func:`~medhash.retrieval.patient_search` (the query's own
+    patient, or the one a DICOM series is recognised as, gives no dose unless ``same_patient``).
+    ``query`` of the result gains ``recognised`` and ``excluded_patient``.
     """
     if weighting not in WEIGHTINGS:
         raise InputError(f"weighting must be one of {', '.join(WEIGHTINGS)}, not {weighting!r}", param="weighting")
     if match not in MATCHES:
         raise InputError(f"match must be one of {', '.join(MATCHES)}, not {match!r}", param="match")
     res = patient_search(archive, patient=patient, series=series, dose=dose, index=index, k=k, per_slice=per_slice,
-                         rerank=rerank, tolerance_mm=tolerance_mm, cache=cache)
+                         rerank=rerank, tolerance_mm=tolerance_mm, cache=cache, same_patient=same_patient,
+                         pseudonymise=pseudonymise)
     q = patient_query(archive, patient, series, dose)
     q_ct = np.asarray(archive.ct[q.rows], dtype=np.float32) if q.rows is not None else q.ct
     idx = q_feat = None
@@ -123,7 +130,8 @@ def predict_dose(archive, *, patient: str | None = None, series: str | Path | No
     used = [_candidates(table, r, q.z_mm, q_feat, idx, cands, weighting, tolerance_mm) for r in res["results"]]
     used = [u for u in used if u is not None]
     pred, coverage = _average(archive, q_ct, cands, pool)
-    return DosePrediction(pred, q.z_mm, q.slice_index, used, coverage, res["query"], res, q.volume)
+    info = {**res["query"], "recognised": res["recognised"], "excluded_patient": res["excluded_patient"]}
+    return DosePrediction(pred, q.z_mm, q.slice_index, used, coverage, info, res, q.volume)
 
 
 def _candidates(table: dict, r: dict, q_z: np.ndarray, q_feat: np.ndarray | None, idx, cands: list[list],

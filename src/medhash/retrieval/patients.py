@@ -4,7 +4,8 @@ The rule (also in the README):
 
 1. Every slice i of the query patient (its archive slices in the index, or the slices with body of
    a DICOM series folder) is searched like a slice query: its ``per_slice`` nearest slices by
-   Hamming distance (re-ranked if asked) among *other* patients.
+   Hamming distance (re-ranked if asked) among *other* patients (the query's own patient, or the
+   archive patient a DICOM series is recognised as, is left out unless ``same_patient``).
 2. Each patient P's matches give a z offset: ``offset_P`` = the median of ``z_match - z_query`` over
    every (query slice, matched slice of P) pair, i.e. how P's anatomy is shifted along z. A match
    counts as *aligned* when ``|z_match - z_query - offset_P| <= tolerance_mm`` (default 10 mm), so a
@@ -27,7 +28,7 @@ import numpy as np
 
 from ..errors import InputError
 from .cache import IndexCache, open_index
-from .query import PatientQuery, patient_query, query_slice_features
+from .query import PatientQuery, patient_query, patients_mask, query_slice_features
 
 
 def rank_patients(q_z: np.ndarray, hits: list[list], table: dict, per_slice: int,
@@ -61,7 +62,8 @@ def rank_patients(q_z: np.ndarray, hits: list[list], table: dict, per_slice: int
 
 def patient_search(archive, *, patient: str | None = None, series: str | Path | None = None,
                    dose: str | Path | None = None, index: str | None = None, k: int = 5, per_slice: int = 20,
-                   rerank: int = 0, tolerance_mm: float = 10.0, cache: IndexCache | None = None) -> dict:
+                   rerank: int = 0, tolerance_mm: float = 10.0, cache: IndexCache | None = None,
+                   same_patient: bool = False, pseudonymise=None) -> dict:
     """Rank the other patients of the archive by similarity to a query patient.
 
     Parameters
@@ -71,10 +73,16 @@ def patient_search(archive, *, patient: str | None = None, series: str | Path | 
     per_slice : slice neighbours per query slice; rerank : re-rank depth of each slice search.
     tolerance_mm : z alignment tolerance (see the module docstring).
     cache : an :class:`~medhash.retrieval.cache.IndexCache` to open the index through (default: open it afresh).
+    same_patient : also rank the query's own patient (an archive query's, or the archive patient a DICOM
+        series is recognised as: :func:`~medhash.retrieval.query.recognise`); left out by default.
+    pseudonymise : the key a pseudonymised archive was built with, to recognise a DICOM series by its
+        original identifiers (see :func:`~medhash.retrieval.query.recognise`).
 
     Returns
     -------
     dict: ``query``, ``index``, ``channel``, ``n_bits``, ``k``, ``per_slice``, ``tolerance_mm``,
+    ``recognised`` (the archive patient a DICOM series was recognised as, or null), ``excluded_patient``
+    (the patient left out: the query's own or the recognised one; null when none was),
     ``results`` (``rank``, ``patient_id``, ``patient_score``, ``z_offset_mm``, ``matched_slices``,
     ``pairs``: per matched query slice ``query_slice_index``, ``query_z_mm``, ``slice_index``,
     ``z_mm``, ``hamming``, ``rank_in_slice``) and ``timing_ms``.
@@ -85,17 +93,14 @@ def patient_search(archive, *, patient: str | None = None, series: str | Path | 
     if not tolerance_mm >= 0:
         raise InputError(f"tolerance_mm must be >= 0, not {tolerance_mm}", param="tolerance_mm")
     idx = open_index(archive, index, cache)
-    q = patient_query(archive, patient, series, dose)
+    q = patient_query(archive, patient, series, dose, pseudonymise)
     t1 = time.perf_counter()
     feats, pos = query_slice_features(idx, q)
     t2 = time.perf_counter()
-    excluded = None
-    if q.patient_id is not None:
-        mask = idx.patient_mask(q.patient_id)
-        excluded = [mask] * len(feats)
-        available = len(idx) - int(mask.sum())
-    else:
-        available = len(idx)
+    left_out = [] if same_patient else q.own_patients()
+    mask = patients_mask(idx, left_out)
+    excluded = None if mask is None else [mask] * len(feats)
+    available = len(idx) - (0 if mask is None else int(mask.sum()))
     if available < 1:
         raise InputError("the index holds no slice of another patient")
     per = min(per_slice, available)
@@ -105,7 +110,7 @@ def patient_search(archive, *, patient: str | None = None, series: str | Path | 
     results = _results(table, q, pos, rank_patients(q.z_mm[pos], hits, table, per, tolerance_mm)[:k])
     return {"query": q.info, "index": idx.name, "channel": idx.channel, "n_bits": idx.n_bits, "k": k,
             "per_slice": per, "rerank": rerank, "tolerance_mm": tolerance_mm, "query_slices_searched": int(len(pos)),
-            "results": results,
+            "recognised": q.recognised, "excluded_patient": left_out[0] if left_out else None, "results": results,
             "timing_ms": {"prepare": round((t1 - t0) * 1e3, 3), "encode": round((t2 - t1) * 1e3, 3),
                           "search": round((t3 - t2) * 1e3, 3)}}
 

@@ -41,6 +41,8 @@ class Query:
     geometry : (128, 128) float32 geometry image in [-1, 1] (DICOM queries read for a geometry index), or None.
     row : archive row for archive queries (their features are read from the archive, not recomputed).
     patient_id : the query's patient in the archive (archive queries), else None.
+    identity : DICOM queries: what names the series (:func:`dicom_identity`), to recognise it among the
+        archive's patients (:func:`recognise`); else None.
     """
 
     kind: str
@@ -50,6 +52,7 @@ class Query:
     row: int | None = None
     geometry: np.ndarray | None = None
     patient_id: str | None = None
+    identity: dict | None = None
 
 
 @dataclass
@@ -65,6 +68,8 @@ class PatientQuery:
     ct : (n, 128, 128) HU (DICOM queries; archive queries read theirs from the archive when needed).
     dose : (n, 128, 128) Gy or None; info : JSON-ready description.
     volume : the DICOM query's :class:`~medhash.core.records.Volume` (body slices), else None.
+    identity : DICOM queries: what names the series (:func:`dicom_identity`), else None.
+    recognised : the archive patient a DICOM series was recognised as (:func:`recognise`), else None.
     """
     kind: str
     patient_id: str | None
@@ -75,11 +80,89 @@ class PatientQuery:
     dose: np.ndarray | None
     info: dict
     volume: object = None
+    identity: dict | None = None
+    recognised: dict | None = None
+
+    def own_patients(self) -> list[str]:
+        """The archive patients this query is (:func:`own_patients`): left out of its searches by default."""
+        return own_patients(self, self.recognised)
 
 
 def needs_geometry(index: Index) -> bool:
     """Whether ``index`` has a geometry block (its queries need a geometry image)."""
     return "geometry" in index.manifest["models"]
+
+
+def dicom_identity(vol) -> dict:
+    """What names a DICOM query's series, as :meth:`~medhash.store.archive.Archive.identify` takes it:
+    ``patient_id`` (PatientID), ``study_uid``, ``frame_uid`` (FrameOfReferenceUID), ``series_uid``."""
+    info = vol.info or {}
+    return {"patient_id": vol.patient_id or None, "study_uid": info.get("study_uid") or None,
+            "frame_uid": info.get("frame_of_reference_uid") or None, "series_uid": vol.series_uid or None}
+
+
+def recognise(archive, identity: dict | None, pseudonymise=None) -> dict | None:
+    """The archive patient a DICOM query belongs to, or None.
+
+    Parameters
+    ----------
+    identity : the query's :func:`dicom_identity` (None for archive and image queries: nothing to recognise).
+    pseudonymise : None, or the key (file path, bytes or
+        :class:`~medhash.ingest.pseudonymise.Pseudonymiser`) the archive was ingested with: the query's
+        PatientID and UIDs are also compared through it (an archive built with ``--pseudonymise KEY``
+        holds only pseudonyms, which the original identifiers of a query match only through the key).
+
+    Returns
+    -------
+    ``{"patient_id", "matched_on"}`` of the archive patient matched by the strongest identifier
+    (series uid, then study uid, frame of reference uid, patient id); ``matched_on`` lists every
+    identifier that matched it, strongest first. When the strongest identifier matches more than one
+    archive patient (a PatientID shared by ``ID`` and ``ID.2``, the later series of one person),
+    ``"others"`` lists the rest: they are the same person and are left out with it.
+    """
+    if not identity:
+        return None
+    found: dict[str, set[str]] = {}
+    tries = [identity]
+    if pseudonymise is not None:
+        from ..ingest.pseudonymise import as_pseudonymiser  # start-up: pydicom only with a pseudonymisation key
+        p = as_pseudonymiser(pseudonymise)
+        tries.append({key: (None if not v else p.patient_id(v) if key == "patient_id" else p.uid(v))
+                      for key, v in identity.items()})
+    for ident in tries:
+        for m in archive.identify(**ident):
+            found.setdefault(m["patient_id"], set()).update(m["matched_on"])
+    if not found:
+        return None
+    keys = list(archive.IDENTITY_KEYS)
+    strength = {pid: sorted(keys.index(k) for k in on) for pid, on in found.items()}
+    order = sorted(found, key=lambda pid: (strength[pid][0], -len(strength[pid]), pid))
+    best = order[0]
+    out = {"patient_id": best, "matched_on": [keys[j] for j in strength[best]]}
+    others = [pid for pid in order[1:] if strength[pid][0] == strength[best][0]]
+    if others:
+        out["others"] = others
+    return out
+
+
+def own_patients(query, recognised: dict | None) -> list[str]:
+    """The archive patients a query is: an archive query's own patient, else the recognised one (and its
+    ``others``), else none."""
+    if query.patient_id:
+        return [query.patient_id]
+    if recognised:
+        return [recognised["patient_id"], *recognised.get("others", [])]
+    return []
+
+
+def patients_mask(index: Index, patient_ids: list[str]) -> np.ndarray | None:
+    """(items,) bool: the items of these patients in ``index``, or None for no patient."""
+    if not patient_ids:
+        return None
+    mask = index.patient_mask(patient_ids[0]).copy()
+    for pid in patient_ids[1:]:
+        mask |= index.patient_mask(pid)
+    return mask
 
 
 def parse_query(archive, query: str | Path, *, dose: str | Path | None = None,
@@ -117,7 +200,8 @@ def parse_query(archive, query: str | Path, *, dose: str | Path | None = None,
     info = {"type": "dicom", "file": str(path), "slice_index": int(vol.slice_index[k]), "z_mm": round(float(vol.z_mm[k]), 3),
             "has_dose": vol.dose is not None}
     geo = _dicom_geometry(vol, k, path) if geometry else None
-    return Query(kind="dicom", info=info, ct=vol.ct[k], dose=None if vol.dose is None else vol.dose[k], geometry=geo)
+    return Query(kind="dicom", info=info, ct=vol.ct[k], dose=None if vol.dose is None else vol.dose[k], geometry=geo,
+                 identity=dicom_identity(vol))
 
 
 _NO_CONTOURS = ("a geometry index needs the contours (RTSTRUCT: targets and organs) of the query, and {what}; {fix}")
@@ -153,8 +237,10 @@ def archive_query(archive, patient_id: str, slice_index: int) -> Query:
 
 
 def patient_query(archive, patient: str | None = None, series: str | Path | None = None,
-                  dose: str | Path | None = None) -> PatientQuery:
-    """An archive patient (``patient``) or a DICOM CT series folder (``series``, optional RTDOSE)."""
+                  dose: str | Path | None = None, pseudonymise=None) -> PatientQuery:
+    """An archive patient (``patient``) or a DICOM CT series folder (``series``, optional RTDOSE), the
+    series recognised among the archive's patients (:func:`recognise`, with the archive's
+    ``pseudonymise`` key when it was built with one)."""
     if (patient is None) == (series is None):
         raise InputError("give either an archive patient or a DICOM series folder", param="patient")
     if patient is not None:
@@ -171,10 +257,12 @@ def patient_query(archive, patient: str | None = None, series: str | Path | None
     if len(vol) == 0:
         raise InputError(f"{series}: no slice of this series shows a body", param="series")
     order = np.argsort(vol.z_mm, kind="stable")
+    identity = dicom_identity(vol)
     return PatientQuery("dicom", None, vol.z_mm[order], vol.slice_index[order], None, vol.ct[order],
                         None if vol.dose is None else vol.dose[order],
                         {"type": "dicom", "folder": str(series), "slices": int(len(vol)),
-                         "has_dose": vol.dose is not None}, volume=vol)
+                         "has_dose": vol.dose is not None}, volume=vol, identity=identity,
+                        recognised=recognise(archive, identity, pseudonymise))
 
 
 def encode_images(index: Index, ct: np.ndarray | None, dose: np.ndarray | None, what: str,

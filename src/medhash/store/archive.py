@@ -348,6 +348,43 @@ class Archive:
         """Archive patient ids, sorted."""
         return [r[0] for r in self._con.execute("SELECT patient_id FROM patients ORDER BY patient_id")]
 
+    IDENTITY_KEYS = ("series_uid", "study_uid", "frame_of_reference_uid", "patient_id")
+    """What :meth:`identify` compares, strongest first."""
+
+    def identify(self, *, patient_id: str | None = None, study_uid: str | None = None, frame_uid: str | None = None,
+                 series_uid: str | None = None) -> list[dict]:
+        """The archive patients a DICOM series with these identifiers belongs to.
+
+        Parameters
+        ----------
+        patient_id : the series' PatientID, compared with the source patient id of each archive
+            patient (``patients.source_patient_id``: the pseudonym when the archive was pseudonymised).
+        study_uid, frame_uid : StudyInstanceUID, FrameOfReferenceUID, compared with those ingest kept
+            of each archive series.
+        series_uid : SeriesInstanceUID, compared with each archive series' uid.
+            Empty or None identifiers match nothing.
+
+        Returns
+        -------
+        list of ``{"patient_id", "matched_on"}``: every archive patient one identifier matches, with
+        what matched (a sublist of :data:`IDENTITY_KEYS`, in that order), the strongest match first
+        (ties by patient id); empty when nothing matches.
+        """
+        given = [v if v else None for v in (series_uid, study_uid, frame_uid, patient_id)]
+        if not any(given):
+            return []
+        cols = ("s.series_uid", "json_extract(s.info, '$.study_uid')",
+                "json_extract(s.info, '$.frame_of_reference_uid')", "p.source_patient_id")
+        hit = ", ".join(f"COALESCE({c} = ?, 0)" for c in cols)
+        where = " OR ".join(f"{c} = ?" for c in cols)
+        found: dict[str, set[int]] = {}
+        for pid, *flags in self._con.execute(
+                f"SELECT s.patient_id, {hit} FROM series s JOIN patients p USING (patient_id) WHERE {where}",
+                given + given):
+            found.setdefault(pid, set()).update(j for j, f in enumerate(flags) if f)
+        order = sorted(found, key=lambda p: (min(found[p]), -len(found[p]), p))
+        return [{"patient_id": p, "matched_on": [self.IDENTITY_KEYS[j] for j in sorted(found[p])]} for p in order]
+
     def table(self) -> dict[str, np.ndarray]:
         """The slice catalog as columns in row order: row, patient_id, slice_index, z_mm, has_dose.
 
