@@ -129,8 +129,8 @@ def test_patient_search_and_picture_with_a_geometry_index(geo, tmp_path, capsys)
     res = patient_search(arch, patient="DEMO001", index="ctgeo", k=2)
     assert [r["rank"] for r in res["results"]] == [1, 2] and res["channel"] == "ct+geometry"
     assert {r["patient_id"] for r in res["results"]} == {"DEMO002", "DEMO003"}
-    # a DICOM series folder with its RTSTRUCT: the archive's own copy of the patient comes first
-    folder = patient_search(arch, series=root / "demo" / "DEMO001", index="geo", k=3)
+    # a DICOM series folder with its RTSTRUCT, its archive patient kept: the archive's own copy comes first
+    folder = patient_search(arch, series=root / "demo" / "DEMO001", index="geo", k=3, same_patient=True)
     assert folder["query"]["type"] == "dicom" and folder["results"][0]["patient_id"] == "DEMO001"
     assert folder["results"][0]["patient_score"] > 0.9
     assert main(["search", "--archive", str(arch.path), "--patient", "DEMO003", "--index", "geo", "--k", "2",
