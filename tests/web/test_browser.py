@@ -85,8 +85,17 @@ def loaded_sizes(page, selector: str) -> list[int]:
     return page.evaluate(LOADED.replace("SEL", repr(selector)))
 
 
-def open_page(browser, base: str):
-    """The app's page, loaded (patient list filled), and the list its script errors are collected in."""
+def choose_index(page, name: str) -> None:
+    """Choose the index in Settings (an archive with several indexes has none chosen at first), back to Search."""
+    page.click("nav a[data-view=settings]")
+    page.select_option("#set-index", name)
+    page.click("#settings-form button[type=submit]")
+    page.click("nav a[data-view=search]")
+
+
+def open_page(browser, base: str, index: str | None = None):
+    """The app's page, loaded (patient list filled), with ``index`` chosen in Settings when given, and
+    the list its script errors are collected in."""
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     problems: list[str] = []
@@ -94,6 +103,8 @@ def open_page(browser, base: str):
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     page.goto(base)
     page.wait_for_selector("#patient option", state="attached")
+    if index is not None:
+        choose_index(page, index)
     return page, problems
 
 
@@ -178,7 +189,7 @@ def test_bad_upload_shows_the_message(server, browser, tmp_path):
 
 def test_similar_patients_view(server, browser):
     base, _ = server
-    page, problems = open_page(browser, base)
+    page, problems = open_page(browser, base, index="ct64")
     page.select_option("#patient", "DEMO001")
     wait_js(page, "() => (document.getElementById('preview').dataset.src || '').includes('/DEMO001/')")
 
@@ -268,7 +279,7 @@ def test_similar_patients_view(server, browser):
 
 def test_planned_dose_in_the_similar_view(server, browser):
     base, _ = server
-    page, problems = open_page(browser, base)
+    page, problems = open_page(browser, base, index="ct64")
     page.goto(base + "#similar/DEMO001")
     page.wait_for_selector("#view-similar:not([hidden]) #planned-run")
     wait_js(page, "() => document.querySelectorAll('#similar-table tr.similar-row').length > 0")

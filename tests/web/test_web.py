@@ -471,10 +471,10 @@ def test_planned_dose_json_equals_the_python_api_and_the_dvh_png(client, demo_ar
     ("DEMO001", {"method": "model"}, 404, "has no dose model", None),
     ("DEMO001", {"index": "nope"}, 404, "no index named 'nope' in this archive", "index"),
     ("DEMO001", {"neighbours_by": "ct"}, 422, "several indexes (ct64, joint64)", "index"),
-    ("DEMO001", {"k": 0}, 422, "greater than or equal to 1", None),
-    ("DEMO001", {"k": 101}, 422, "less than or equal to 100", None),
-    ("DEMO001", {"method": "pixels"}, 422, "'model' or 'neighbours'", None),
-    ("DEMO001", {"neighbours_by": "dose"}, 422, "'geometry', 'ct' or 'both'", None),
+    ("DEMO001", {"k": 0}, 422, "bad request: k: Input should be greater than or equal to 1", "k"),
+    ("DEMO001", {"k": 101}, 422, "less than or equal to 100", "k"),
+    ("DEMO001", {"method": "pixels"}, 422, "'model' or 'neighbours'", "method"),
+    ("DEMO001", {"neighbours_by": "dose"}, 422, "'geometry', 'ct' or 'both'", "neighbours_by"),
 ])
 def test_planned_dose_bad_requests(client, path, params, status, detail, field):
     for suffix in ("", "/dvh.png"):
