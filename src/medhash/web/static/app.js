@@ -98,7 +98,7 @@ function route() {
 
 function settingsSummary() {
   const s = state.settings;
-  const same = s.same === "" ? "own patient left out for archive slices" : (s.same === "true" ? "own patient included" : "own patient excluded");
+  const same = s.same === "" ? "own patient left out" : (s.same === "true" ? "own patient included" : "own patient excluded");
   $("settings-summary").textContent = `index ${indexLabel()} · k ${s.k} · ${same}` +
     (Number(s.rerank) > 0 ? ` · re-ranked from the Hamming top ${s.rerank}` : "") + " · change in Settings";
 }
@@ -591,6 +591,15 @@ function showSettings() {
     ...state.indexes.map((ix) => el("option", { value: ix.name, text: describeIndex(ix) })));
   sel.value = s.index;
   $("set-index-help").textContent = n > 1 ? "This archive has several indexes: searches need one chosen here." : "";
+  $("set-index-list").tBodies[0].replaceChildren(...state.indexes.map((ix) => {
+    const tr = el("tr", { "data-index": ix.name, class: ix.name === s.index ? "chosen" : "" },
+      el("td", { text: ix.name }), el("td", { text: ix.channel }), el("td", { text: String(ix.n_bits) }),
+      el("td", { text: ix.hasher }), el("td", { text: ix.items === undefined ? "—" : String(ix.items) }));
+    tr.title = `choose ${ix.name}`;
+    tr.addEventListener("click", () => { sel.value = ix.name; });
+    return tr;
+  }));
+  $("set-index-list").hidden = n === 0;
   $("set-k").value = s.k;
   $("set-same").value = s.same;
   $("set-rerank").value = s.rerank;
@@ -607,7 +616,8 @@ async function loadArchive() {
   state.archive = await api("/api/archive");
   $("archive-name").textContent = `archive ${state.archive.archive}: ${state.archive.patients} patients, ${state.archive.slices} slices`;
   state.indexes = (await api("/api/indexes")).map((ix) => ({ name: ix.name, channel: ix.manifest.channel,
-    n_bits: ix.manifest.n_bits, hasher: (ix.manifest.hasher && ix.manifest.hasher.name) || "kernel-lsh" }));
+    n_bits: ix.manifest.n_bits, hasher: (ix.manifest.hasher && ix.manifest.hasher.name) || "kernel-lsh",
+    items: ix.manifest.items }));
   if (state.settings.index && !state.indexes.some((ix) => ix.name === state.settings.index)) state.settings.index = "";
   updateDoseField();
   $("detail-window").replaceChildren(...Object.entries(state.archive.windows).map(([name, w]) =>

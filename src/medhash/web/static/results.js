@@ -65,7 +65,7 @@ function showVerdict(box, target, cal) {
   target.classList.remove("dissimilar");
   if (!cal || !cal.verdict) return;
   const reference = cal.random_median !== undefined && cal.random_median !== null
-    ? ` Random pairs of different patients: median Hamming ${cal.random_median}` +
+    ? ` Random pairs: median Hamming ${cal.random_median}` +
       (cal.random_p05 !== undefined ? `, 5th percentile ${cal.random_p05}` : "") +
       (cal.reference_pairs ? ` (${cal.reference_pairs} reference pairs).` : ".")
     : "";
