@@ -85,10 +85,13 @@ def loaded_sizes(page, selector: str) -> list[int]:
     return page.evaluate(LOADED.replace("SEL", repr(selector)))
 
 
-def choose_index(page, name: str) -> None:
-    """Choose the index in Settings (an archive with several indexes has none chosen at first), back to Search."""
+def choose_index(page, name: str, same: str | None = None) -> None:
+    """Choose the index in Settings (an archive with several indexes has none chosen at first), and the
+    same-patient setting when given ("true": include, "": default), then back to Search."""
     page.click("nav a[data-view=settings]")
     page.select_option("#set-index", name)
+    if same is not None:
+        page.select_option("#set-same", same)
     page.click("#settings-form button[type=submit]")
     page.click("nav a[data-view=search]")
 
@@ -113,9 +116,11 @@ def test_upload_results_detail_and_slider(server, browser):
     page, problems = open_page(browser, base)
     wait_js(page, "() => document.getElementById('preview').naturalWidth > 0")
 
-    # settings: pick the CT index, k = 6 (kept in the browser)
+    # settings: pick the CT index, k = 6, the query's own patient included (kept in the browser): an
+    # upload of an archive slice is recognised as its patient, left out by default
     page.click("nav a[data-view=settings]")
     page.select_option("#set-index", "ct64")
+    page.select_option("#set-same", "true")
     page.fill("#set-k", "6")
     page.click("#settings-form button[type=submit]")
     page.click("nav a[data-view=search]")
@@ -151,8 +156,8 @@ def test_upload_results_detail_and_slider(server, browser):
     wait_js(page, "() => document.getElementById('detail-image').complete && document.getElementById('detail-image').naturalWidth === 512")
     page.screenshot(path=str(ARTIFACTS / "browser-detail.png"), full_page=True)
 
-    # an archive patient, moved through with the slider, searched with its own slice
-    page.click("nav a[data-view=search]")
+    # an archive patient, moved through with the slider, searched with its own slice (own patient: default)
+    choose_index(page, "ct64", same="")
     page.select_option("#patient", "DEMO003")
     wait_js(page, "() => (document.getElementById('preview').dataset.src || '').includes('/DEMO003/')")
     page.locator("#slider").fill("10")

@@ -54,7 +54,8 @@ def test_index_selector_lists_every_index_and_the_dose_label_follows_it(server, 
     page.screenshot(path=str(ARTIFACTS / "browser-no-index-chosen.png"))
 
     # the joint index needs a dose: the label says so, and an upload without one is refused before sending
-    choose_index(page, "joint64")
+    # (the query's own patient included: the upload is an archive slice)
+    choose_index(page, "joint64", same="true")
     assert page.inner_text("#dose-need") == "(required: index joint64 searches ct+dose)"
     assert page.get_attribute("#dose", "aria-required") == "true"
     page.set_input_files("#file", str(demo / "DEMO001" / "CT_0020.dcm"))
@@ -130,6 +131,7 @@ def test_a_click_on_the_preview_opens_the_slice_large(server, browser):
     base, _ = server
     page, problems = open_page(browser, base)
     page.select_option("#patient", "DEMO003")
+    wait_js(page, "() => (document.getElementById('preview').dataset.src || '').includes('/DEMO003/')")  # loaded
     page.locator("#slider").fill("10")
     wait_js(page, "() => document.getElementById('slider-label').textContent.startsWith('10 (z')")
     wait_js(page, "() => (document.getElementById('preview').dataset.src || '').includes('/DEMO003/10.png')")

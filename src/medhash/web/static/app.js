@@ -243,6 +243,7 @@ async function showResults(res) {
 // ------------------------------------------------------------------ archive slider
 // the patient's slices under the slider, at slice_index `at` (default: the middle slice)
 async function loadPatient(pid, at) {
+  state.patientSlices = [];      // until the new patient's slices come, the slider names no slice
   const p = await api(`/api/patients/${encodeURIComponent(pid)}`);
   state.patientSlices = p.slices;
   const slider = $("slider");
