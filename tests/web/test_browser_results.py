@@ -141,6 +141,8 @@ def test_a_click_on_the_preview_opens_the_slice_large(server, browser):
     assert page.inner_text("#detail-title") == "DEMO003:10"
     wait_js(page, "() => document.getElementById('detail-image').complete && "
                   "document.getElementById('detail-image').naturalWidth === 512")
+    wait_js(page, "() => [...document.querySelectorAll('#neighbours img')].every(i => i.complete && i.naturalWidth === 96)")
+    assert page.inner_text("#back") == "← back to the search"           # no search was made
     page.screenshot(path=str(ARTIFACTS / "browser-preview-opened.png"))
 
     # from the keyboard too

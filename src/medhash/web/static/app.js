@@ -317,7 +317,8 @@ async function showDetail(pid, idx) {
   $("detail-similar").textContent = `Patients similar to ${pid}`;
   const back = $("back");
   back.href = state.listHash;
-  back.textContent = state.listHash.startsWith("#similar") ? "← back to the similar patients" : "← back to the results";
+  back.textContent = state.listHash.startsWith("#similar") ? "← back to the similar patients"
+    : state.lastResult ? "← back to the results" : "← back to the search";
 }
 
 // ------------------------------------------------------------------ similar patients
