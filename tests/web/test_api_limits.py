@@ -83,6 +83,9 @@ def test_out_of_range_path_and_query_integers_are_422(client):
     assert r.status_code == 422
     r = client.get("/api/slices/DEMO001/3.png", params={"size": HUGE})
     assert r.status_code == 422
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 40                          # the form fields are checked first
+    r = client.post("/api/search", files={"file": ("q.png", png)}, data={"index": "ct64", "k": str(HUGE)})
+    assert r.status_code == 422 and _detail(r).startswith("bad search settings: k: Input should be less than or equal to 1000")
 
 
 def test_deep_json_is_422_and_big_json_413(client):
