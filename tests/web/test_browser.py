@@ -85,8 +85,20 @@ def loaded_sizes(page, selector: str) -> list[int]:
     return page.evaluate(LOADED.replace("SEL", repr(selector)))
 
 
-def open_page(browser, base: str):
-    """The app's page, loaded (patient list filled), and the list its script errors are collected in."""
+def choose_index(page, name: str, same: str | None = None) -> None:
+    """Choose the index in Settings (an archive with several indexes has none chosen at first), and the
+    same-patient setting when given ("true": include, "": default), then back to Search."""
+    page.click("nav a[data-view=settings]")
+    page.select_option("#set-index", name)
+    if same is not None:
+        page.select_option("#set-same", same)
+    page.click("#settings-form button[type=submit]")
+    page.click("nav a[data-view=search]")
+
+
+def open_page(browser, base: str, index: str | None = None):
+    """The app's page, loaded (patient list filled), with ``index`` chosen in Settings when given, and
+    the list its script errors are collected in."""
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     problems: list[str] = []
@@ -94,6 +106,8 @@ def open_page(browser, base: str):
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     page.goto(base)
     page.wait_for_selector("#patient option", state="attached")
+    if index is not None:
+        choose_index(page, index)
     return page, problems
 
 
@@ -102,9 +116,11 @@ def test_upload_results_detail_and_slider(server, browser):
     page, problems = open_page(browser, base)
     wait_js(page, "() => document.getElementById('preview').naturalWidth > 0")
 
-    # settings: pick the CT index, k = 6 (kept in the browser)
+    # settings: pick the CT index, k = 6, the query's own patient included (kept in the browser): an
+    # upload of an archive slice is recognised as its patient, left out by default
     page.click("nav a[data-view=settings]")
     page.select_option("#set-index", "ct64")
+    page.select_option("#set-same", "true")
     page.fill("#set-k", "6")
     page.click("#settings-form button[type=submit]")
     page.click("nav a[data-view=search]")
@@ -140,8 +156,8 @@ def test_upload_results_detail_and_slider(server, browser):
     wait_js(page, "() => document.getElementById('detail-image').complete && document.getElementById('detail-image').naturalWidth === 512")
     page.screenshot(path=str(ARTIFACTS / "browser-detail.png"), full_page=True)
 
-    # an archive patient, moved through with the slider, searched with its own slice
-    page.click("nav a[data-view=search]")
+    # an archive patient, moved through with the slider, searched with its own slice (own patient: default)
+    choose_index(page, "ct64", same="")
     page.select_option("#patient", "DEMO003")
     wait_js(page, "() => (document.getElementById('preview').dataset.src || '').includes('/DEMO003/')")
     page.locator("#slider").fill("10")
@@ -178,7 +194,7 @@ def test_bad_upload_shows_the_message(server, browser, tmp_path):
 
 def test_similar_patients_view(server, browser):
     base, _ = server
-    page, problems = open_page(browser, base)
+    page, problems = open_page(browser, base, index="ct64")
     page.select_option("#patient", "DEMO001")
     wait_js(page, "() => (document.getElementById('preview').dataset.src || '').includes('/DEMO001/')")
 
@@ -268,7 +284,7 @@ def test_similar_patients_view(server, browser):
 
 def test_planned_dose_in_the_similar_view(server, browser):
     base, _ = server
-    page, problems = open_page(browser, base)
+    page, problems = open_page(browser, base, index="ct64")
     page.goto(base + "#similar/DEMO001")
     page.wait_for_selector("#view-similar:not([hidden]) #planned-run")
     wait_js(page, "() => document.querySelectorAll('#similar-table tr.similar-row').length > 0")

@@ -174,7 +174,7 @@ def test_upload_dicom_png_npy(client, demo_arch):
     demo, archive_dir = demo_arch
     data = (demo / "DEMO002" / "CT_0012.dcm").read_bytes()
     r = client.post("/api/search", files={"file": ("CT_0012.dcm", data, "application/dicom")},
-                    data={"index": "ct64", "k": "4"})
+                    data={"index": "ct64", "k": "4", "same_patient": "true"})   # its own patient kept
     assert r.status_code == 200, r.text
     res = r.json()
     assert res["query"] == {"type": "dicom", "file": "CT_0012.dcm", "slice_index": 0, "z_mm": res["query"]["z_mm"],
@@ -209,7 +209,7 @@ def test_upload_with_dose_for_the_joint_index(client, demo_arch):
     assert r.status_code == 422
     assert r.json() == {"detail": "index 'joint64' searches ct+dose: the query needs a dose too", "field": "dose"}
     r = client.post("/api/search", files={"file": ("CT_0020.dcm", ct), "dose": ("RD.dcm", rd)},
-                    data={"index": "joint64", "k": "3"})
+                    data={"index": "joint64", "k": "3", "same_patient": "true"})
     assert r.status_code == 200, r.text
     res = r.json()
     assert res["query"]["has_dose"] is True and res["query"]["dose_file"] == "RD.dcm" and res["channel"] == "ct+dose"
@@ -217,6 +217,26 @@ def test_upload_with_dose_for_the_joint_index(client, demo_arch):
     r = client.post("/api/search", files={"file": ("CT_0020.dcm", ct), "dose": ("d.png", _tiny_png())},
                     data={"index": "joint64"})
     assert r.status_code == 422 and "with a DICOM query the dose must be an RTDOSE" in r.json()["detail"]
+
+
+def test_an_upload_recognised_as_an_archive_patient_is_left_out(client, demo_arch):
+    """Issue 16 point 1, through the web: a DICOM upload of an archive patient's slice is recognised,
+    that patient left out by default and named; same_patient=true keeps it (the copy first, at 0)."""
+    data = (demo_arch[0] / "DEMO002" / "CT_0012.dcm").read_bytes()
+    r = client.post("/api/search", files={"file": ("CT_0012.dcm", data)}, data={"index": "ct64", "k": "5"})
+    assert r.status_code == 200, r.text
+    res = r.json()
+    if "recognised" not in res:
+        pytest.skip("the query identity (recognised, excluded_patient) has not landed in retrieval yet")
+    assert res["recognised"]["patient_id"] == "DEMO002" and res["recognised"]["matched_on"][0] == "series_uid"
+    assert res["excluded_patient"] == "DEMO002" and res["same_patient"] is False
+    assert res["results"] and all(x["patient_id"] != "DEMO002" for x in res["results"])
+    r = client.post("/api/search", files={"file": ("CT_0012.dcm", data)},
+                    data={"index": "ct64", "k": "5", "same_patient": "true"})
+    kept = r.json()
+    assert kept["excluded_patient"] is None and kept["recognised"]["patient_id"] == "DEMO002"
+    assert (kept["results"][0]["patient_id"], kept["results"][0]["slice_index"], kept["results"][0]["hamming"]) == \
+        ("DEMO002", 12, 0)
 
 
 def _tiny_png():
@@ -471,10 +491,10 @@ def test_planned_dose_json_equals_the_python_api_and_the_dvh_png(client, demo_ar
     ("DEMO001", {"method": "model"}, 404, "has no dose model", None),
     ("DEMO001", {"index": "nope"}, 404, "no index named 'nope' in this archive", "index"),
     ("DEMO001", {"neighbours_by": "ct"}, 422, "several indexes (ct64, joint64)", "index"),
-    ("DEMO001", {"k": 0}, 422, "greater than or equal to 1", None),
-    ("DEMO001", {"k": 101}, 422, "less than or equal to 100", None),
-    ("DEMO001", {"method": "pixels"}, 422, "'model' or 'neighbours'", None),
-    ("DEMO001", {"neighbours_by": "dose"}, 422, "'geometry', 'ct' or 'both'", None),
+    ("DEMO001", {"k": 0}, 422, "bad request: k: Input should be greater than or equal to 1", "k"),
+    ("DEMO001", {"k": 101}, 422, "less than or equal to 100", "k"),
+    ("DEMO001", {"method": "pixels"}, 422, "'model' or 'neighbours'", "method"),
+    ("DEMO001", {"neighbours_by": "dose"}, 422, "'geometry', 'ct' or 'both'", "neighbours_by"),
 ])
 def test_planned_dose_bad_requests(client, path, params, status, detail, field):
     for suffix in ("", "/dvh.png"):

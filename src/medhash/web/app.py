@@ -21,15 +21,21 @@ Errors
 Every :class:`~medhash.errors.MedhashError` answers its class's HTTP status
 (:func:`~medhash.errors.http_status_of`: the caller's errors 4xx, the server's 5xx) with
 ``{"detail": message}``, plus ``"field"`` when the error is about one request field (its
-``param``); server paths in messages become the archive's folder name.
+``param``, named as the API names it: ``index``, ``patient_id``, ``file``); server paths in messages
+become the archive's folder name, and a command-line flag that slipped into a message
+(``--slice``) becomes the request field (``'slice_index'``): no answer names a CLI option.
+Out-of-range integers and over-deep or oversized JSON bodies are 422 / 413 (:mod:`.models`,
+:mod:`.middleware`), never a 500.
 """
 from __future__ import annotations
 
 import logging
+import re
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -37,7 +43,7 @@ from starlette.concurrency import run_in_threadpool
 from ..version import __version__
 from ..errors import MedhashError, http_status_of
 from .deps import require_token
-from .middleware import BodyLimit, SecurityHeaders
+from .middleware import BodyLimit, JsonLimits, SecurityHeaders
 from .routes import archive, health, page, search, slices
 from .state import ServerState
 
@@ -53,21 +59,60 @@ REQUEST_FIELDS = {"query": "file", "patient": "patient_id", "dose": "dose", "ind
 it; an error about another parameter (``rebuild`` ...) names no field."""
 
 
+CLI_FLAGS = {"slice": "slice_index", "patient": "patient_id", "include-same-patient": "same_patient",
+             "exclude-same-patient": "same_patient", "query": "file"}
+"""Command-line flags whose request field has another name (the others: the flag's words)."""
+_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)")
+
+
+def web_words(message: str) -> str:
+    """``message`` with every command-line flag (``--slice``) as its request field (``'slice_index'``).
+
+    Core messages name no flag (the CLI adds ``(option --x)`` itself); this is the web's guard."""
+    def field(m: re.Match) -> str:
+        flag = m.group(1)
+        return repr(CLI_FLAGS.get(flag, REQUEST_FIELDS.get(flag.replace("-", "_"), flag.replace("-", "_"))))
+    return _FLAG.sub(field, message)
+
+
 def error_body(exc: MedhashError, state: ServerState) -> dict:
-    """``{"detail": message}`` without server paths, plus ``"field"`` when ``exc.param`` is a request field."""
-    body = {"detail": state.public(str(exc))}
+    """``{"detail": message}`` without server paths or CLI flags, plus ``"field"`` when ``exc.param`` is
+    a request field."""
+    body = {"detail": web_words(state.public(str(exc)))}
     field = REQUEST_FIELDS.get(getattr(exc, "param", None) or "")
     if field:
         body["field"] = field
     return body
 
 
+def validation_body(exc: RequestValidationError) -> dict:
+    """422 of FastAPI's own parameter checks as ``{"detail": "bad request: k: ...; ..."}`` (the bad
+    values are not echoed: a NaN would not even be JSON), with ``"field"`` when one field is at fault."""
+    parts, fields = [], set()
+    for e in exc.errors():
+        loc = [str(x) for x in e.get("loc", ())]
+        if loc and loc[0] in ("body", "query", "path", "header"):
+            loc = loc[1:]
+        parts.append(f"{'.'.join(loc) or 'body'}: {e.get('msg')}")
+        if loc:
+            fields.add(loc[0])
+    body = {"detail": web_words("bad request: " + "; ".join(parts))}
+    if len(fields) == 1:
+        body["field"] = fields.pop()
+    return body
+
+
 def add_error_handlers(app: FastAPI, state: ServerState) -> None:
-    """One handler for every MedhashError (its class's status), one for the rest (500, logged)."""
+    """One handler for every MedhashError (its class's status), one for FastAPI's parameter checks
+    (422), one for the rest (500, logged)."""
 
     @app.exception_handler(MedhashError)
     async def medhash_error(request: Request, exc: MedhashError):
         return JSONResponse(error_body(exc, state), status_code=http_status_of(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError):
+        return JSONResponse(validation_body(exc), status_code=422)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception):
@@ -114,6 +159,7 @@ def create_app(archive_dir: str | Path, *, token: str | None = None, max_upload:
     app.include_router(api)
     app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
+    app.add_middleware(JsonLimits)
     app.add_middleware(BodyLimit, max_bytes=state.max_upload)
     app.add_middleware(SecurityHeaders)
     return app

@@ -31,5 +31,5 @@ def require_token(request: Request) -> None:
     scheme, _, given = auth.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), st.token.encode()):
         raise HTTPException(401, "missing or wrong token: send the header 'Authorization: Bearer TOKEN' "
-                                 f"(the token given to medhash serve with --token or ${TOKEN_ENV})",
+                                 "with the token this server was started with",
                             headers={"WWW-Authenticate": "Bearer"})

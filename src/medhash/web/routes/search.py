@@ -46,7 +46,7 @@ async def api_search(request: Request, st: State):
     if ctype == "application/json":
         try:
             body = ArchiveSlice.model_validate(await request.json())
-        except ValueError as exc:  # bad JSON or a pydantic ValidationError
+        except (ValueError, RecursionError) as exc:  # bad JSON, a pydantic ValidationError, too deep
             raise HTTPException(422, validation_message(exc)) from None
         res = await run_in_threadpool(st.search_archive, body)
     elif ctype == "multipart/form-data":

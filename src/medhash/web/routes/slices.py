@@ -5,18 +5,21 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
 from ...render import SOFT_TISSUE_WINDOW
 from ..deps import State
+from ..models import MAX_SLICE_INDEX
+
+SliceIndex = Annotated[int, Path(ge=0, le=MAX_SLICE_INDEX, description="0-based slice position (0 to 100000)")]
 
 router = APIRouter()
 
 
 @router.get("/slices/{patient_id}/{slice_index}.png", summary="One slice as a PNG",
             response_class=Response, responses={200: {"content": {"image/png": {}}, "description": "the picture"}})
-def slice_png(patient_id: str, slice_index: int, st: State,
+def slice_png(patient_id: str, slice_index: SliceIndex, st: State,
               level: Annotated[float, Query(ge=-3000, le=5000, description="window level, HU")] = SOFT_TISSUE_WINDOW[0],
               width: Annotated[float, Query(gt=0, le=10000, description="window width, HU")] = SOFT_TISSUE_WINDOW[1],
               dose: Annotated[bool, Query(description="draw isodose lines (10 to 70 Gy)")] = True,
@@ -33,7 +36,7 @@ def slice_png(patient_id: str, slice_index: int, st: State,
 
 
 @router.get("/slices/{patient_id}/{slice_index}", summary="One slice's metadata and neighbours")
-def slice_info(patient_id: str, slice_index: int, st: State) -> dict:
+def slice_info(patient_id: str, slice_index: SliceIndex, st: State) -> dict:
     """``{"patient_id", "slice_index", "z_mm", "has_dose", "dose_max_gy", "structures", "series_uid",
     "neighbours": {"previous": [...], "next": [...]}}``; neighbours are up to 3 slice indexes each side."""
     s = st.get_slice(patient_id, slice_index)

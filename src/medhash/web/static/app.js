@@ -2,8 +2,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { archive: null, settings: loadSettings(), lastResult: null, patients: [], patientSlices: [],
-                similar: null, similarTicket: 0, listHash: "#search", planned: { pid: null, ticket: 0 } };
+const state = { archive: null, indexes: [], settings: loadSettings(), lastResult: null, lastSearch: null, patients: [],
+                patientSlices: [], similar: null, similarTicket: 0, listHash: "#search", planned: { pid: null, ticket: 0 } };
 
 function loadSettings() {
   let s = {};
@@ -28,8 +28,12 @@ function headers() {
   return state.settings.token ? { Authorization: "Bearer " + state.settings.token } : {};
 }
 
-// fetch JSON from the API; errors carry the server's {"detail": ...} (shown as it is: the page's
-// controls have their own labels, so the API's "field" is for other clients)
+// where the page sets each request field an error can name (the API's "field"), said after its message
+const FIELD_HINTS = { index: "choose the index in Settings", k: "change k in Settings", rerank: "change re-rank in Settings",
+                      same_patient: "change same patient in Settings", dose: "choose a dose file in the upload form" };
+
+// fetch JSON from the API; errors carry the server's {"detail": ...} and, when one request field is
+// at fault, where the page sets it (the API's "field")
 async function api(path, options = {}) {
   const resp = await fetch(path, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
   let body = null;
@@ -37,7 +41,10 @@ async function api(path, options = {}) {
   if (!resp.ok) {
     let detail = body && body.detail !== undefined ? body.detail : resp.statusText;
     if (typeof detail !== "string") detail = JSON.stringify(detail);
-    throw new Error(`${resp.status}: ${detail}`);
+    const hint = body && FIELD_HINTS[body.field];
+    const err = new Error(`${resp.status}: ${detail}` + (hint ? ` — ${hint}` : ""));
+    err.field = body ? body.field : undefined;
+    throw err;
   }
   return body;
 }
@@ -91,9 +98,45 @@ function route() {
 
 function settingsSummary() {
   const s = state.settings;
-  const same = s.same === "" ? "own patient left out for archive slices" : (s.same === "true" ? "own patient included" : "own patient excluded");
-  $("settings-summary").textContent = `index ${s.index || "(the only one)"} · k ${s.k} · ${same}` +
+  const same = s.same === "" ? "own patient left out" : (s.same === "true" ? "own patient included" : "own patient excluded");
+  $("settings-summary").textContent = `index ${indexLabel()} · k ${s.k} · ${same}` +
     (Number(s.rerank) > 0 ? ` · re-ranked from the Hamming top ${s.rerank}` : "") + " · change in Settings";
+}
+
+// ------------------------------------------------------------------ indexes
+// the index a search uses: the one chosen in Settings, else the archive's only one (null: none or several)
+function chosenIndex() {
+  const s = state.settings.index;
+  if (s) return state.indexes.find((ix) => ix.name === s) || { name: s, channel: "" };
+  return state.indexes.length === 1 ? state.indexes[0] : null;
+}
+
+function indexLabel() {
+  if (state.settings.index) return state.settings.index;
+  if (state.indexes.length === 1) return `${state.indexes[0].name} (the only one)`;
+  return state.indexes.length ? "not chosen: choose one in Settings" : "none: build one first";
+}
+
+function describeIndex(ix) {
+  return `${ix.name} — ${ix.channel}, ${ix.n_bits} bits, ${ix.hasher}`;
+}
+
+// the dose field's label: required by an index with a dose channel, not used by a geometry index
+function updateDoseField() {
+  const ix = chosenIndex();
+  const need = $("dose-need");
+  const label = $("dose-label");
+  const channel = ix ? ix.channel : "";
+  const required = channel.split("+").includes("dose");
+  const unused = channel !== "" && !required && channel.includes("geometry");
+  need.textContent = ix === null ? "(needed by an index with dose; choose the index in Settings)"
+    : required ? `(required: index ${ix.name} searches ${channel})`
+    : unused ? `(not used: index ${ix.name} searches ${channel})` : "(optional)";
+  need.classList.toggle("required", required);
+  label.classList.toggle("unused", unused);
+  $("dose").disabled = unused;
+  if (required) $("dose").setAttribute("aria-required", "true"); else $("dose").removeAttribute("aria-required");
+  return { required, unused };
 }
 
 function searchFields() {
@@ -102,6 +145,21 @@ function searchFields() {
   if (s.index) f.index = s.index;
   if (s.same !== "") f.same_patient = s.same;
   return f;
+}
+
+// an error replaces the results: none of an earlier search stay below it
+function clearResults() {
+  state.lastResult = null;
+  $("results").hidden = true;
+  $("result-grid").replaceChildren();
+  $("results-meta").textContent = "";
+  recognisedNotice($("recognised"), {}, null);
+  showVerdict($("verdict"), $("result-grid"), null);
+}
+
+function searchError(message) {
+  clearResults();
+  showError(message);
 }
 
 async function runSearch(request) {
@@ -113,25 +171,33 @@ async function runSearch(request) {
     state.lastResult = res;
     await showResults(res);
   } catch (e) {
-    showError(e.message);
+    searchError(e.message);
   } finally {
     buttons.forEach((b) => (b.disabled = false));
   }
 }
 
-function searchUpload(ev) {
-  ev.preventDefault();
+// search with the uploaded file; `overrides`: request fields that replace the settings' (same_patient)
+function searchUpload(ev, overrides = {}) {
+  if (ev) ev.preventDefault();
   const file = $("file").files[0];
-  if (!file) { showError("choose a CT slice file first"); return; }
+  if (!file) { searchError("choose a CT slice file first"); return; }
+  const dose = updateDoseField();
+  if (dose.required && !$("dose").files[0]) {
+    searchError(`index ${chosenIndex().name} searches CT and dose: choose the query's dose file too`);
+    return;
+  }
   const form = new FormData();
   form.append("file", file);
-  if ($("dose").files[0]) form.append("dose", $("dose").files[0]);
-  for (const [k, v] of Object.entries(searchFields())) form.append(k, v);
+  if ($("dose").files[0] && !dose.unused) form.append("dose", $("dose").files[0]);
+  for (const [k, v] of Object.entries({ ...searchFields(), ...overrides })) form.append(k, v);
+  state.lastSearch = (more) => searchUpload(null, { ...overrides, ...more });
   runSearch({ method: "POST", body: form });
 }
 
-function searchSlice(pid, idx) {
-  const body = { patient_id: pid, slice_index: idx, ...searchFields() };
+function searchSlice(pid, idx, overrides = {}) {
+  const body = { patient_id: pid, slice_index: idx, ...searchFields(), ...overrides };
+  state.lastSearch = (more) => searchSlice(pid, idx, { ...overrides, ...more });
   body.k = Number(body.k); body.rerank = Number(body.rerank); body.query_image = false;
   if (body.same_patient !== undefined) body.same_patient = body.same_patient === "true";
   location.hash = "#search";
@@ -139,8 +205,8 @@ function searchSlice(pid, idx) {
 }
 
 function resultCaption(r) {
-  const dist = `Hamming ${r.hamming}` + (r.euclidean !== undefined ? ` · Euclidean ${Number(r.euclidean).toPrecision(3)}` : "");
-  return [el("b", { text: `#${r.rank} ${r.patient_id}:${r.slice_index}` }), el("br"), `z ${r.z_mm.toFixed(1)} mm · ${dist}`];
+  return [el("b", { text: `#${r.rank} ${r.patient_id}:${r.slice_index}` }), el("br"), `z ${r.z_mm.toFixed(1)} mm · `,
+    ...distanceParts(r)];
 }
 
 async function showResults(res) {
@@ -152,6 +218,9 @@ async function showResults(res) {
   legend($("legend"));
   const grid = $("result-grid");
   grid.replaceChildren();
+  const again = state.lastSearch;
+  recognisedNotice($("recognised"), res, again ? (include) => again({ same_patient: include ? "true" : "false" }) : null);
+  showVerdict($("verdict"), grid, res.calibration);
   const qimg = el("img", { alt: "query", class: "query-image" });
   const qlabel = q.type === "archive" ? `${q.patient_id}:${q.slice_index}` : q.file;
   const qcap = [el("b", { text: "query " + qlabel })];
@@ -174,6 +243,7 @@ async function showResults(res) {
 // ------------------------------------------------------------------ archive slider
 // the patient's slices under the slider, at slice_index `at` (default: the middle slice)
 async function loadPatient(pid, at) {
+  state.patientSlices = [];      // until the new patient's slices come, the slider names no slice
   const p = await api(`/api/patients/${encodeURIComponent(pid)}`);
   state.patientSlices = p.slices;
   const slider = $("slider");
@@ -229,6 +299,8 @@ async function showDetail(pid, idx) {
     ["series UID", meta.series_uid]];
   const hit = state.lastResult && state.lastResult.results.find((r) => r.patient_id === pid && r.slice_index === idx);
   if (hit) rows.splice(3, 0, ["rank", `#${hit.rank} of ${state.lastResult.k}`], ["Hamming distance", hit.hamming],
+    ...(hit.percentile !== undefined ? [["percentile (random pairs)", Number(hit.percentile).toFixed(2)]] : []),
+    ...(hit.expected_hamming !== undefined ? [["expected Hamming", hit.expected_hamming]] : []),
     ...(hit.euclidean !== undefined ? [["Euclidean distance", hit.euclidean]] : []));
   $("detail-meta").replaceChildren(...rows.map(([k, v]) => el("tr", {}, el("td", { text: k }), el("td", { text: String(v) }))));
   const strip = $("neighbours");
@@ -245,7 +317,8 @@ async function showDetail(pid, idx) {
   $("detail-similar").textContent = `Patients similar to ${pid}`;
   const back = $("back");
   back.href = state.listHash;
-  back.textContent = state.listHash.startsWith("#similar") ? "← back to the similar patients" : "← back to the results";
+  back.textContent = state.listHash.startsWith("#similar") ? "← back to the similar patients"
+    : state.lastResult ? "← back to the results" : "← back to the search";
 }
 
 // ------------------------------------------------------------------ similar patients
@@ -313,7 +386,8 @@ async function showSimilar(pid) {
   const meta = `index ${res.index} (${res.channel}, ${res.n_bits} bits) · top ${res.k} · ` +
     `${res.query_slices_searched} query slices, ${res.per_slice} nearest each` +
     (res.rerank ? `, re-ranked from the Hamming top ${Math.max(res.rerank, res.per_slice)}` : "") +
-    ` · z tolerance ${res.tolerance_mm} mm · own patient left out`;
+    ` · z tolerance ${res.tolerance_mm} mm · ` +
+    (res.excluded_patient ? `${res.excluded_patient} left out` : "own patient left out");
   state.similar = { key, meta };
   $("similar-meta").textContent = meta;
   await renderSimilar(res);
@@ -336,6 +410,8 @@ async function renderSimilar(res) {
     `${res.per_slice} nearest slices; 0 without one). Matched slices: query slices with such a match. ` +
     "z offset: how this patient's anatomy is shifted along z. A click on a row opens the patient; on a picture, that slice.";
   $("similar-score-head").title = help;
+  recognisedNotice($("similar-recognised"), res, null);
+  showVerdict($("similar-verdict"), $("similar-table"), res.calibration);
   legend($("similar-legend"));
   const rows = [];
   const loads = [];
@@ -354,7 +430,7 @@ async function renderSimilar(res) {
       mimg.addEventListener("click", open(r.patient_id, p.slice_index));
       pairs.append(el("figure", { class: "pair" }, el("div", { class: "pair-images" }, qimg, mimg),
         el("figcaption", {}, `${p.query_slice_index} ↔ ${p.slice_index}`, el("br"),
-          `Hamming ${p.hamming} · rank ${p.rank_in_slice}`)));
+          ...distanceParts(p), ` · rank ${p.rank_in_slice}`)));
       loads.push(setImage(qimg, sliceUrl(qpid, p.query_slice_index, { size: 96 })).catch((e) => showError(e.message)));
       loads.push(setImage(mimg, sliceUrl(r.patient_id, p.slice_index, { size: 96 })).catch((e) => showError(e.message)));
     }
@@ -363,7 +439,8 @@ async function renderSimilar(res) {
                           title: `open ${r.patient_id} in the patient browser` + (at !== undefined ? ` at slice ${at}` : "") },
       el("td", { class: "rank", text: `#${r.rank}` }),
       el("td", {}, el("b", { class: "pid", text: r.patient_id }), el("br"), el("span", { class: "muted", text: "open ›" })),
-      el("td", { class: "score", title: help }, el("span", { class: "score-value", text: score.toFixed(3) }), el("br"), meter),
+      el("td", { class: "score", title: help }, el("span", { class: "score-value", text: score.toFixed(3) }), el("br"), meter,
+        ...absoluteScore(r)),
       el("td", { text: `${r.matched_slices} of ${res.query_slices_searched}` }),
       el("td", { text: `${r.z_offset_mm >= 0 ? "+" : "−"}${Math.abs(r.z_offset_mm).toFixed(1)} mm` }),
       el("td", {}, pairs));
@@ -505,12 +582,26 @@ async function showArchive() {
   }));
 }
 
+// every index of the archive (name, channel, bits, hasher); with several, none is chosen for the user
 function showSettings() {
   const s = state.settings;
   const sel = $("set-index");
-  sel.replaceChildren(el("option", { value: "", text: "(the archive's only index)" }),
-    ...((state.archive && state.archive.indexes) || []).map((n) => el("option", { value: n, text: n })));
+  const n = state.indexes.length;
+  const first = n === 0 ? "(no index: build one first)" : n === 1 ? `(the archive's only index, ${state.indexes[0].name})`
+    : `(choose one of the ${n} indexes)`;
+  sel.replaceChildren(el("option", { value: "", text: first }),
+    ...state.indexes.map((ix) => el("option", { value: ix.name, text: describeIndex(ix) })));
   sel.value = s.index;
+  $("set-index-help").textContent = n > 1 ? "This archive has several indexes: searches need one chosen here." : "";
+  $("set-index-list").tBodies[0].replaceChildren(...state.indexes.map((ix) => {
+    const tr = el("tr", { "data-index": ix.name, class: ix.name === s.index ? "chosen" : "" },
+      el("td", { text: ix.name }), el("td", { text: ix.channel }), el("td", { text: String(ix.n_bits) }),
+      el("td", { text: ix.hasher }), el("td", { text: ix.items === undefined ? "—" : String(ix.items) }));
+    tr.title = `choose ${ix.name}`;
+    tr.addEventListener("click", () => { sel.value = ix.name; });
+    return tr;
+  }));
+  $("set-index-list").hidden = n === 0;
   $("set-k").value = s.k;
   $("set-same").value = s.same;
   $("set-rerank").value = s.rerank;
@@ -526,7 +617,11 @@ async function loadArchive() {
   }
   state.archive = await api("/api/archive");
   $("archive-name").textContent = `archive ${state.archive.archive}: ${state.archive.patients} patients, ${state.archive.slices} slices`;
-  if (!state.settings.index && state.archive.indexes.length > 0) state.settings.index = state.archive.indexes[0];
+  state.indexes = (await api("/api/indexes")).map((ix) => ({ name: ix.name, channel: ix.manifest.channel,
+    n_bits: ix.manifest.n_bits, hasher: (ix.manifest.hasher && ix.manifest.hasher.name) || "kernel-lsh",
+    items: ix.manifest.items }));
+  if (state.settings.index && !state.indexes.some((ix) => ix.name === state.settings.index)) state.settings.index = "";
+  updateDoseField();
   $("detail-window").replaceChildren(...Object.entries(state.archive.windows).map(([name, w]) =>
     el("option", { value: name, text: `${name} (W${w.width} / L${w.level})` })));
   const patients = await api("/api/patients");
@@ -541,6 +636,9 @@ async function start() {
   $("upload-form").addEventListener("submit", searchUpload);
   $("patient").addEventListener("change", () => loadPatient($("patient").value).catch((e) => showError(e.message)));
   $("slider").addEventListener("input", updatePreview);
+  const enlarge = () => { const c = currentSlice(); if (c) location.hash = `#slice/${encodeURIComponent(c.pid)}/${c.idx}`; };
+  $("preview").addEventListener("click", enlarge);
+  $("preview").addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); enlarge(); } });
   $("slice-search").addEventListener("click", () => { const c = currentSlice(); if (c) searchSlice(c.pid, c.idx); });
   $("similar-search").addEventListener("click", () => {
     const pid = $("patient").value;
@@ -556,6 +654,7 @@ async function start() {
     s.token = $("set-token").value.trim();
     saveSettings();
     settingsSummary();
+    updateDoseField();
     $("settings-saved").textContent = "saved";
     if (!state.archive) loadArchive().then((ok) => { if (ok) { showError(""); route(); } }).catch((e) => showError(e.message));
   });
