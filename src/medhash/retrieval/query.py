@@ -212,7 +212,7 @@ def _series_geometry(vol, where: Path, param: str, positions=None) -> np.ndarray
     its CT and rasterised RTSTRUCT; target levels from the RT plan's prescriptions, then the names.
     InputError (``param``) when the volume has no contours."""
     if not vol.masks:
-        fix = ("give its series folder with the RTSTRUCT and the slice (--slice)" if Path(where).is_file() else
+        fix = ("give its series folder with the RTSTRUCT and the slice's index" if Path(where).is_file() else
                "put the series' RTSTRUCT in the folder")
         what = (f"{where} is a single CT file, read without contours" if Path(where).is_file() else
                 f"{where} holds no RTSTRUCT for this CT series")

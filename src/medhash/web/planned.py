@@ -15,10 +15,6 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from ..errors import InputError
-
 CACHE_SIZE = 16
 """Predictions kept (least recently used dropped first); each holds curves and metrics, not the dose."""
 TRUTH_LABEL = "real plan"
@@ -57,20 +53,6 @@ class PlannedDoseCache:
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return item
-
-
-def check_targets(archive, patient_id: str) -> None:
-    """NotFoundError for an unknown patient; InputError (``param="targets"``) when the patient's
-    structure set has no target whose name carries a level (``PTV70``): the prediction needs one."""
-    from .. import geometry  # start-up: the geometry stack (scipy) only when a dose is predicted
-
-    rows = geometry.patient_rows(archive, patient_id)
-    names = [n for n, m in archive.structure_masks(rows).items() if np.any(m)]
-    levels, _ = geometry.structure_roles(names)
-    if not levels:
-        shown = ", ".join(sorted(names)) or "none"
-        raise InputError(f"patient {patient_id!r} has no target with a level in its name (e.g. PTV70), so no "
-                         f"dose can be predicted; its structures: {shown}", param="targets")
 
 
 def neighbour_rows(patients: list[dict]) -> list[dict]:

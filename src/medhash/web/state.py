@@ -25,7 +25,7 @@ from ..render import render_png
 from ..retrieval import IndexCache, archive_query, list_indexes, open_index, patient_search, search, search_many
 from ..store import Archive
 from .models import ArchiveSlice, BatchSearch, SearchParams
-from .planned import PlannedDose, PlannedDoseCache, answer, check_targets, draw
+from .planned import PlannedDose, PlannedDoseCache, answer, draw
 from .uploads import search_upload
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,6 @@ class ServerState:
         with search_lock, self.archive_lock:
             item = self.planned.get(key)       # predicted by another request meanwhile?
             if item is None:
-                check_targets(self.archive, patient_id)
                 pred = predict_dose_planned(self.archive, patient=patient_id, method=method, k=k,
                                             neighbours_by=neighbours_by, index=name, cache=self.index_cache)
                 item = self.planned.put(key, PlannedDose(answer(pred, patient_id, k, name), pred.dvh))
