@@ -10,12 +10,12 @@ import sys
 
 from ..version import __version__
 from ..errors import EXIT_OK, ArchiveError, MedhashError, NotFoundError, exit_code_of
-from . import (demo, evaluate, export, fit_dose_model, index, info, ingest, keygen, listen, predict_dose, pull,
+from . import (check, demo, evaluate, export, fit_dose_model, index, info, ingest, keygen, listen, predict_dose, pull,
                search, serve, train)
 from .options import EPILOG, error_text
 
 COMMANDS = (ingest, keygen, info, demo, train, index, search, evaluate, pull, fit_dose_model, predict_dose, listen,
-            export, serve)
+            export, serve, check)
 """The sub-command modules, in the order ``medhash --help`` lists them; each has ``register(sub)``
 and ``run(args) -> int``."""
 
