@@ -269,7 +269,8 @@ def _engine_findings(archive, folder: Path, manifest: dict, items: int) -> list[
     except MedhashError as exc:
         return [Finding(DAMAGE, store_check.relative(archive, path), str(exc).replace(f"{path} ", "").split(";")[0])]
     except Exception as exc:  # noqa: BLE001  faiss reports an unreadable file as a bare RuntimeError
-        return [Finding(DAMAGE, store_check.relative(archive, path), f"cannot be read by faiss ({str(exc).splitlines()[0]})")]
+        why = str(exc).strip().splitlines()[-1].rsplit("Error: ", 1)[-1].replace(f" in {path}", "")
+        return [Finding(DAMAGE, store_check.relative(archive, path), f"cannot be read by faiss ({why})")]
     if engine.ntotal != items:
         return [Finding(DAMAGE, store_check.relative(archive, path), f"holds {engine.ntotal} codes, the manifest {items} (an "
                                                          "update interrupted between the engine and the manifest)")]
