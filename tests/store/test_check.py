@@ -260,3 +260,22 @@ def test_exit_codes(arch_dir, tmp_path, capsys):
         assert main(["check", "--archive", str(arch_dir), "--json"]) == 1
         data = json.loads(capsys.readouterr().out)
         assert data["clean"] is False and data["counts"]["leftover"] == 1
+
+
+def test_files_of_unexpected_content_are_findings_not_tracebacks(arch_dir):
+    (arch_dir / "indexes" / "ct64" / "manifest.json").write_text(json.dumps({"items": "many"}))
+    (arch_dir / "indexes" / "ivf16" / "manifest.json").write_text(json.dumps({**json.loads(
+        (arch_dir / "indexes" / "ivf16" / "manifest.json").read_text()), "models": ["ct-shallow"]}))
+    (arch_dir / "features" / "ct-shallow.json").write_text(json.dumps({"rows": "x", "dim": 32}))
+    report = check_archive(arch_dir)
+    assert [(f.kind, f.where) for f in report.findings] == [
+        ("leftover", "features/ct-shallow.f32"), ("damage", "indexes/ct64/manifest.json"),
+        ("damage", "indexes/ivf16/manifest.json")]
+    assert report.findings[1].what == ("lacks items, code_bytes, channel, n_bits or models; build the index again "
+                                       "with medhash index --rebuild")
+    (arch_dir / "catalog.sqlite").write_bytes(b"not a database" * 100)
+    for suffix in ("-wal", "-shm"):
+        (arch_dir / f"catalog.sqlite{suffix}").unlink(missing_ok=True)
+    report = check_archive(arch_dir)
+    assert report.findings[0].where == "catalog.sqlite" and report.findings[0].kind == "damage"
+    assert report.findings[0].what.startswith("SQLite cannot check the catalog (file is not a database)")

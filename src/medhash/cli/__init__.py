@@ -2,7 +2,7 @@
 
 :mod:`.main` assembles the parser from one module per sub-command (``ingest``, ``keygen``, ``info``,
 ``demo``, ``train``, ``index``, ``search``, ``evaluate``, ``pull``, ``predict_dose``, ``listen``,
-``export``, ``serve``), each with ``register(subparsers)`` and ``run(args) -> int``; :mod:`.options`
+``export``, ``serve``, ``check``), each with ``register(subparsers)`` and ``run(args) -> int``; :mod:`.options`
 declares the options they share once. Exit codes come from :mod:`medhash.errors`.
 """
 from __future__ import annotations

@@ -36,6 +36,7 @@ from .engines import ENGINE_FILE, engine_kind
 from .index import CODES_FILE, HASHER_FILE, ROWS_FILE
 
 DAMAGE, LEFTOVER, NOTE, Finding = store_check.DAMAGE, store_check.LEFTOVER, store_check.NOTE, store_check.Finding
+relative = store_check.relative
 
 SUMMED_FILES = (CODES_FILE, ROWS_FILE, HASHER_FILE, ENGINE_FILE)
 """Index files whose size and sha256 the manifest records under ``files`` (when built by a medhash that does)."""
@@ -70,7 +71,7 @@ def check_models(archive) -> list[Finding]:
         if not d.is_dir() or d.name.startswith("."):
             continue
         config, why = store_check.read_json(d / feature_catalog.CONFIG)
-        where = store_check.relative(archive, d)
+        where = relative(archive, d)
         if config is None:
             out.append(Finding(DAMAGE, where, f"{feature_catalog.CONFIG} {why}; train the model again"))
             continue
@@ -78,7 +79,7 @@ def check_models(archive) -> list[Finding]:
         if not weights.is_file():
             out.append(Finding(DAMAGE, where, f"{feature_catalog.WEIGHTS} is missing; train the model again"))
         elif feature_catalog.sha256_file(weights) != config.get("sha256"):
-            out.append(Finding(DAMAGE, store_check.relative(archive, weights), "does not match the sha256 recorded in "
+            out.append(Finding(DAMAGE, relative(archive, weights), "does not match the sha256 recorded in "
                                                                    f"{feature_catalog.CONFIG}; train the model again"))
     return out
 
@@ -99,31 +100,39 @@ def check_feature_caches(archive) -> list[Finding]:
     models = {m.get("name"): m for m in features.list_models(archive)}
     out = []
     for data in sorted(root.glob("*.f32")):
-        name = data.name[:-len(".f32")]
-        meta_path = data.with_suffix(".json")
-        where, drop = store_check.relative(archive, data), _drop_cache(data, meta_path)
-        meta, why = store_check.read_json(meta_path)
-        model = models.get(name)
-        if model is None:
-            out.append(Finding(LEFTOVER, where, f"features of model {name!r}, which is not in the archive",
-                               "remove the cache", drop))
-        elif meta is None:
-            out.append(Finding(LEFTOVER, where, f"its {meta_path.name} {why}: the cache cannot be used",
-                               "remove the cache (encoded again on next use)", drop))
-        elif int(meta.get("dim", -1)) != int(model.get("latent_dim", -2)) or not 0 <= int(meta.get("rows", -1)) <= n_rows:
-            out.append(Finding(DAMAGE, where, f"{meta.get('rows')} rows of {meta.get('dim')} features, but model "
-                                              f"{name!r} gives {model.get('latent_dim')} and the archive has "
-                                              f"{n_rows} rows", "remove the cache (encoded again on next use)", drop))
-        elif meta.get("model_sha256") != model.get("sha256"):
-            out.append(Finding(NOTE, where, f"made by an earlier checkpoint of model {name!r}: encoded again "
-                                            "on next use"))
-        else:
-            f = store_check.tail_finding(archive, data, int(meta["rows"]) * int(meta["dim"]) * 4, f"{meta['rows']} cached rows")
-            if f is not None and f.kind == DAMAGE:
-                f.repair, f.fix = "remove the cache (encoded again on next use)", drop
-            if f is not None:
-                out.append(f)
+        try:
+            out += _cache_findings(archive, data, models, n_rows)
+        except (TypeError, ValueError, AttributeError) as exc:  # a sidecar of unexpected content
+            meta_path = data.with_suffix(".json")
+            out.append(Finding(LEFTOVER, relative(archive, data),
+                               f"its {meta_path.name} does not hold what medhash writes ({exc})",
+                               "remove the cache (encoded again on next use)", _drop_cache(data, meta_path)))
     return out
+
+
+def _cache_findings(archive, data: Path, models: dict, n_rows: int) -> list[Finding]:
+    """The finding (none or one) of one feature cache (:func:`check_feature_caches`)."""
+    name = data.name[:-len(".f32")]
+    meta_path = data.with_suffix(".json")
+    where, drop = relative(archive, data), _drop_cache(data, meta_path)
+    again = "remove the cache (encoded again on next use)"
+    meta, why = store_check.read_json(meta_path)
+    model = models.get(name)
+    if model is None:
+        return [Finding(LEFTOVER, where, f"features of model {name!r}, which is not in the archive",
+                        "remove the cache", drop)]
+    if meta is None:
+        return [Finding(LEFTOVER, where, f"its {meta_path.name} {why}: the cache cannot be used", again, drop)]
+    rows, dim = int(meta.get("rows", -1)), int(meta.get("dim", -1))
+    if dim != int(model.get("latent_dim", -2)) or not 0 <= rows <= n_rows:
+        return [Finding(DAMAGE, where, f"{rows} rows of {dim} features, but model {name!r} gives "
+                                       f"{model.get('latent_dim')} and the archive has {n_rows} rows", again, drop)]
+    if meta.get("model_sha256") != model.get("sha256"):
+        return [Finding(NOTE, where, f"made by an earlier checkpoint of model {name!r}: encoded again on next use")]
+    f = store_check.tail_finding(archive, data, rows * dim * 4, f"{rows} cached rows")
+    if f is not None and f.kind == DAMAGE:
+        f.repair, f.fix = again, drop
+    return [] if f is None else [f]
 
 
 # ---------------------------------------------------------------------- indexes
@@ -150,7 +159,7 @@ def _rebuild_text(name: str, manifest: dict) -> str:
 def check_index(archive, name: str) -> list[Finding]:
     """The checks of the module docstring on ``indexes/NAME``."""
     folder = layout.index_dir(archive, name)
-    where = store_check.relative(archive, folder)
+    where = relative(archive, folder)
     mpath = folder / layout.MANIFEST
     if not mpath.is_file():
         return [Finding(LEFTOVER, where, "an index folder without manifest.json: a first build that never finished "
@@ -161,8 +170,8 @@ def check_index(archive, name: str) -> list[Finding]:
         items, code_bytes = int(manifest["items"]), int(manifest["code_bytes"])
         manifest["channel"], manifest["n_bits"], manifest["models"]
     except (TypeError, KeyError, ValueError):
-        return [Finding(DAMAGE, store_check.relative(archive, mpath), f"{why or 'lacks items, code_bytes, channel, n_bits or models'}; "
-                                                          "build the index again with medhash index --rebuild")]
+        why = why or "lacks items, code_bytes, channel, n_bits or models"
+        return [Finding(DAMAGE, relative(archive, mpath), f"{why}; build the index again with medhash index --rebuild")]
     fix, text = rebuild_fix(archive, name, manifest), _rebuild_text(name, manifest)
     damaged = _model_findings(archive, name, manifest)
     if damaged:
@@ -175,9 +184,10 @@ def check_index(archive, name: str) -> list[Finding]:
     for f in out:
         if f.kind == DAMAGE:
             f.repair, f.fix = text, fix
-    if not any(f.kind == DAMAGE for f in out) and int(manifest.get("rows_seen", 0)) < store_check.catalog_rows(archive):
-        out.append(Finding(NOTE, where, f"indexes the archive's first {manifest.get('rows_seen')} rows of "
-                                        f"{store_check.catalog_rows(archive)}: medhash index --name {name} adds the others"))
+    seen, n_rows = int(manifest.get("rows_seen", 0)), store_check.catalog_rows(archive)
+    if not any(f.kind == DAMAGE for f in out) and seen < n_rows:
+        out.append(Finding(NOTE, where, f"indexes the archive's first {seen} rows of {n_rows}: medhash index "
+                                        f"--name {name} adds the others"))
     return out
 
 
@@ -186,11 +196,12 @@ def _model_findings(archive, name: str, manifest: dict) -> list[Finding]:
     training, then a rebuild, mends)."""
     current = {m.get("name"): m.get("sha256") for m in features.list_models(archive)}
     out = []
-    where = store_check.relative(archive, layout.index_dir(archive, name) / layout.MANIFEST)
+    where = relative(archive, layout.index_dir(archive, name) / layout.MANIFEST)
     for ch, m in manifest["models"].items():
         if m.get("name") not in current:
-            out.append(Finding(DAMAGE, where, f"built with the {ch} model {m.get('name')!r}, which is not in the archive; "
-                                              "train a model and build the index again (medhash index --rebuild)"))
+            out.append(Finding(DAMAGE, where, f"built with the {ch} model {m.get('name')!r}, which is not in the "
+                                              "archive; train a model and build the index again (medhash index "
+                                              "--rebuild)"))
         elif current[m["name"]] != m.get("sha256"):
             model = m["name"]
             out.append(Finding(DAMAGE, where, f"built with {ch} model {model!r} sha256 {str(m.get('sha256'))[:12]}…, "
@@ -205,7 +216,7 @@ def _file_findings(archive, folder: Path, manifest: dict, items: int, code_bytes
     for fname, size in ((CODES_FILE, items * code_bytes), (ROWS_FILE, items * 8)):
         path = folder / fname
         if not path.is_file() and items:
-            out.append(Finding(DAMAGE, store_check.relative(archive, path), "is missing"))
+            out.append(Finding(DAMAGE, relative(archive, path), "is missing"))
             continue
         f = store_check.tail_finding(archive, path, size, f"manifest's {items} items") if path.is_file() else None
         if f is not None:
@@ -216,13 +227,13 @@ def _file_findings(archive, folder: Path, manifest: dict, items: int, code_bytes
         if fname not in SUMMED_FILES or not isinstance(rec, dict):
             continue
         if not path.is_file():
-            out.append(Finding(DAMAGE, store_check.relative(archive, path), "is missing (the manifest records it)"))
+            out.append(Finding(DAMAGE, relative(archive, path), "is missing (the manifest records it)"))
         elif path.stat().st_size < int(rec.get("bytes", 0)):
-            if not any(f.where == store_check.relative(archive, path) for f in out):
-                out.append(Finding(DAMAGE, store_check.relative(archive, path), f"{path.stat().st_size} bytes, the manifest "
+            if not any(f.where == relative(archive, path) for f in out):
+                out.append(Finding(DAMAGE, relative(archive, path), f"{path.stat().st_size} bytes, the manifest "
                                                                     f"records {rec.get('bytes')}"))
         elif sha256_prefix(path, int(rec.get("bytes", 0))) != rec.get("sha256"):
-            out.append(Finding(DAMAGE, store_check.relative(archive, path), "does not match the sha256 its manifest records"))
+            out.append(Finding(DAMAGE, relative(archive, path), "does not match the sha256 its manifest records"))
     return out
 
 
@@ -235,13 +246,13 @@ def _rows_findings(archive, folder: Path, manifest: dict, items: int) -> list[Fi
         bad.append(f"rows {int(rows.min())} to {int(rows.max())} are not all archive rows below {limit}")
     if len(rows) > 1 and not (np.diff(rows) > 0).all():
         bad.append(f"rows are not strictly increasing ({int((np.diff(rows) <= 0).sum())} steps down or repeated)")
-    return [Finding(DAMAGE, store_check.relative(archive, folder / ROWS_FILE), "; ".join(bad))] if bad else []
+    return [Finding(DAMAGE, relative(archive, folder / ROWS_FILE), "; ".join(bad))] if bad else []
 
 
 def _hasher_findings(archive, folder: Path, manifest: dict) -> list[Finding]:
     """``hasher.pkl`` loads and is of the class the manifest names."""
     path = folder / HASHER_FILE
-    where = store_check.relative(archive, path)
+    where = relative(archive, path)
     if not path.is_file():
         return [Finding(DAMAGE, where, "is missing")]
     try:
@@ -258,7 +269,7 @@ def _engine_findings(archive, folder: Path, manifest: dict, items: int) -> list[
     """An approximate index's engine file: there, readable, of the manifest's type, holding ``items`` codes."""
     kind = engine_kind(manifest)
     if kind == "milvus":
-        return [Finding(NOTE, store_check.relative(archive, folder), "its codes live in Milvus; the collection was not checked")]
+        return [Finding(NOTE, relative(archive, folder), "its codes live in Milvus; the collection was not checked")]
     if kind == "flat":
         return []
     from .engines.faiss_engines import FaissApproxEngine  # start-up: faiss only to open an approximate engine
@@ -267,12 +278,12 @@ def _engine_findings(archive, folder: Path, manifest: dict, items: int) -> list[
     try:
         engine = FaissApproxEngine.load(path, kind, manifest.get("index_params") or {})
     except MedhashError as exc:
-        return [Finding(DAMAGE, store_check.relative(archive, path), str(exc).replace(f"{path} ", "").split(";")[0])]
+        return [Finding(DAMAGE, relative(archive, path), str(exc).replace(f"{path} ", "").split(";")[0])]
     except Exception as exc:  # noqa: BLE001  faiss reports an unreadable file as a bare RuntimeError
         why = str(exc).strip().splitlines()[-1].rsplit("Error: ", 1)[-1].replace(f" in {path}", "")
-        return [Finding(DAMAGE, store_check.relative(archive, path), f"cannot be read by faiss ({why})")]
+        return [Finding(DAMAGE, relative(archive, path), f"cannot be read by faiss ({why})")]
     if engine.ntotal != items:
-        return [Finding(DAMAGE, store_check.relative(archive, path), f"holds {engine.ntotal} codes, the manifest {items} (an "
+        return [Finding(DAMAGE, relative(archive, path), f"holds {engine.ntotal} codes, the manifest {items} (an "
                                                          "update interrupted between the engine and the manifest)")]
     return []
 
@@ -285,7 +296,12 @@ def check_indexes(archive) -> list[Finding]:
     out = []
     for d in sorted(root.iterdir()):
         if d.is_dir() and not d.name.startswith("."):
-            out += check_index(archive, d.name)
+            try:
+                out += check_index(archive, d.name)
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a manifest of unexpected content
+                out.append(Finding(DAMAGE, relative(archive, d / layout.MANIFEST),
+                                   f"does not hold what medhash writes ({type(exc).__name__}: {exc}); build the "
+                                   "index again with medhash index --rebuild"))
     return out
 
 

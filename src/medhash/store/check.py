@@ -339,10 +339,12 @@ def check_store(archive) -> list[Finding]:
     con = open_catalog(archive)
     try:
         out = check_catalog(archive, con)
-        if out and out[0].what.startswith(("SQLite", "archive format")):
-            return out + check_temporaries(archive) + check_spool(archive)
-        out += check_arrays(archive, con)
-        out += check_dose_values(archive, con)
+        if not (out and out[0].what.startswith(("SQLite", "archive format"))):
+            out += check_arrays(archive, con)
+            out += check_dose_values(archive, con)
+    except sqlite3.Error as exc:   # integrity_check passed, but a table or meta row is not what medhash wrote
+        out = [Finding(DAMAGE, CATALOG, f"the catalog cannot be read as a medhash catalog ({exc}); restore it "
+                                        "from a backup")]
     finally:
         con.close()
     return out + check_temporaries(archive) + check_spool(archive)
