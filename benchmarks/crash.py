@@ -11,7 +11,7 @@ Each command is first run cleanly (timed). Then, per kill:
 * ingest, train, index: the command starts on the archive state a clean run starts from (empty for ingest;
   ingested for train; ingested and trained for index, an IVF index so that the engine file is exercised)
   and is killed (SIGKILL to the command's own process, as an operator's `kill -9`) after a seeded random
-  fraction (10-100 %) of its clean wall time;
+  fraction (5-90 %) of its clean wall time (start-up included);
 * listen: the listener receives the demo folder over one association (pynetdicom, CT first) and is
   killed right after a seeded random number of acknowledged files; it is restarted (ingesting what it
   left) and the whole folder is sent again (what a PACS operator does), then it is stopped with SIGTERM
@@ -175,7 +175,7 @@ def clean_runs(work: Path, demo: Path) -> tuple[dict, dict, dict]:
 def one_kill(command: str, k: int, rng: random.Random, work: Path, demo: Path, start, done, wall) -> dict:
     arch = work / f"{command}-{k}"
     prepare(command, start, arch)
-    delay = wall[command] * rng.uniform(0.1, 1.0)
+    delay = wall[command] * rng.uniform(0.05, 0.9)
     proc = subprocess.Popen([*MEDHASH, *command_argv(command, arch, demo)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     time.sleep(delay)
