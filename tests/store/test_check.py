@@ -25,11 +25,18 @@ from medhash.store.durable import file_lock
 
 @pytest.fixture(scope="module")
 def indexed(trained):
-    """The trained demo archive with index ``ct64`` (flat, 64 bits) and ``ivf16`` (IVF, 2 lists)."""
+    """The trained demo archive with index ``ct64`` (flat, 64 bits) and ``ivf16`` (IVF, 2 lists); their
+    manifests record no checksums (test_recorded_checksums_... adds them), so that each test sees the check
+    it is about."""
     root, arch = trained
     build_index(arch, "ct64", "ct", 64, seed=0)
     build_index(arch, "ivf16", "ct", 16, seed=1, index_type="ivf", index_params={"nlist": 2})
     arch.close()
+    for name in ("ct64", "ivf16"):   # manifests without recorded checksums (sizes only), as before they were recorded
+        path = root / "arch" / "indexes" / name / "manifest.json"
+        manifest = json.loads(path.read_text())
+        manifest.pop("files", None)
+        path.write_text(json.dumps(manifest))
     return root / "arch"
 
 

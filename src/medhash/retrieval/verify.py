@@ -224,16 +224,15 @@ def _file_findings(archive, folder: Path, manifest: dict, items: int, code_bytes
     files = manifest.get("files") or {}
     for fname, rec in files.items():
         path = folder / fname
-        if fname not in SUMMED_FILES or not isinstance(rec, dict):
-            continue
+        where = relative(archive, path)
+        if fname not in SUMMED_FILES or not isinstance(rec, dict) or any(f.where == where for f in out):
+            continue   # a file the size check above already reported is not reported twice
         if not path.is_file():
-            out.append(Finding(DAMAGE, relative(archive, path), "is missing (the manifest records it)"))
+            out.append(Finding(DAMAGE, where, "is missing (the manifest records it)"))
         elif path.stat().st_size < int(rec.get("bytes", 0)):
-            if not any(f.where == relative(archive, path) for f in out):
-                out.append(Finding(DAMAGE, relative(archive, path), f"{path.stat().st_size} bytes, the manifest "
-                                                                    f"records {rec.get('bytes')}"))
+            out.append(Finding(DAMAGE, where, f"{path.stat().st_size} bytes, the manifest records {rec.get('bytes')}"))
         elif sha256_prefix(path, int(rec.get("bytes", 0))) != rec.get("sha256"):
-            out.append(Finding(DAMAGE, relative(archive, path), "does not match the sha256 its manifest records"))
+            out.append(Finding(DAMAGE, where, "does not match the sha256 its manifest records"))
     return out
 
 
