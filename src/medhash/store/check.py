@@ -165,7 +165,7 @@ def check_catalog(archive, con: sqlite3.Connection) -> list[Finding]:
         return [Finding(DAMAGE, where, "SQLite integrity_check: " + "; ".join(result[:5]) +
                         "; restore the catalog from a backup")]
     version = _meta(con, "format_version")
-    if version is None or int(version) != FORMAT_VERSION:
+    if version is None or not version.isdigit() or int(version) != FORMAT_VERSION:
         return [Finding(DAMAGE, where, f"archive format {version}, this medhash reads format {FORMAT_VERSION}")]
     rows = committed_rows(con)
     out = []
