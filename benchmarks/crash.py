@@ -155,11 +155,13 @@ def prepare(command: str, start: dict[str, Path], dest: Path) -> None:
     shutil.copytree(start[command], dest)
 
 
-def clean_runs(work: Path, demo: Path) -> tuple[dict, dict, dict]:
-    """The clean runs of ingest, train and index, one after the other: (starting archives, finished
-    archives, wall seconds) per command."""
+def clean_runs(work: Path, demo: Path, commands: list[str]) -> tuple[dict, dict, dict]:
+    """The clean runs of ingest, train and index, one after the other, as far as ``commands`` need them:
+    (starting archives, finished archives, wall seconds) per command."""
     start, done, wall = {}, {}, {}
-    for command, before in (("ingest", None), ("train", "ingest"), ("index", "train")):
+    chain = (("ingest", None), ("train", "ingest"), ("index", "train"))
+    last = max(i for i, (c, _) in enumerate(chain) if c in commands or (c == "ingest"))
+    for command, before in chain[:last + 1]:
         arch = work / f"clean-{command}"
         if before is not None:
             shutil.copytree(done[before], arch)
@@ -314,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     try:
         write_demo_cohort(work / "demo", n_patients=args.patients, rows=args.rows)
-        start, done, wall = clean_runs(work, work / "demo")
+        start, done, wall = clean_runs(work, work / "demo", commands)
         rows = []
         for command in commands:
             for k in range(args.kills):
