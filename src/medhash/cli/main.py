@@ -10,11 +10,11 @@ import sys
 
 from ..version import __version__
 from ..errors import EXIT_OK, ArchiveError, MedhashError, NotFoundError, exit_code_of
-from . import (demo, evaluate, export, fit_dose_model, index, info, ingest, keygen, listen, patients, predict_dose,
-               pull, search, serve, train)
+from . import (check, demo, evaluate, export, fit_dose_model, index, info, ingest, keygen, listen, patients,
+               predict_dose, pull, search, serve, train)
 from .options import EPILOG, error_text
 
-COMMANDS = (ingest, keygen, info, patients, demo, train, index, search, evaluate, pull, fit_dose_model,
+COMMANDS = (ingest, keygen, info, patients, check, demo, train, index, search, evaluate, pull, fit_dose_model,
             predict_dose, listen, export, serve)
 """The sub-command modules, in the order ``medhash --help`` lists them; each has ``register(sub)``
 and ``run(args) -> int``."""
