@@ -16,6 +16,7 @@ from ..hashing import HASHERS, load_hasher, make_hasher
 from ..store import layout
 from ..store.durable import append_rows, write_json_atomic
 from .blocks import block_scale, channel_blocks, combine
+from .calibration import CALIBRATION_FILE, write_calibration
 from .engines import ENGINE_FILE, resolve_params, update_engine
 from .engines.milvus import default_collection, normalise_uri, push
 from ..version import __version__
@@ -123,6 +124,7 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
     codes = _append_codes(path, fitted, X_all[new_rows], new_rows, items, code_bytes)
     engine_info, backend_info = _update_engines(archive, path, request, backend_req, existing, codes, new_rows,
                                                 items, code_bytes)
+    _calibrate(archive, path, items + len(new_rows), code_bytes, int(n_bits), bool(len(new_rows)) or existing is None)
     manifest = {**request, "engine": engine_info, "backend": backend_info, "name": name, "scales": scales,
                 "gamma_": float(fitted.gamma_) if hasattr(fitted, "gamma_") else None, "code_bytes": code_bytes,
                 "hasher": {"name": hasher, "class": type(fitted).__name__, "params": fitted.get_params()},
@@ -180,7 +182,7 @@ def _fit_hasher(hasher: str, n_bits: int, seed: int, gamma, hasher_params: dict 
 def _start_folder(path: Path, rebuild: bool) -> None:
     """Create the index folder; on a rebuild, remove the files of the old index first."""
     if rebuild and path.exists():
-        for f in (CODES_FILE, ROWS_FILE, HASHER_FILE, layout.MANIFEST, ENGINE_FILE):
+        for f in (CODES_FILE, ROWS_FILE, HASHER_FILE, layout.MANIFEST, ENGINE_FILE, CALIBRATION_FILE):
             (path / f).unlink(missing_ok=True)
     path.mkdir(parents=True, exist_ok=True)
 
@@ -212,6 +214,17 @@ def _update_engines(archive, path: Path, request: dict, backend_req: dict, exist
         backend_info = push(backend_req["uri"], backend_req["collection"], codes, new_rows, archive.table(),
                             create=existing is None, nprobe=int(request["index_params"].get("nprobe", 32)))
     return engine_info, backend_info
+
+
+def _calibrate(archive, path: Path, total: int, code_bytes: int, n_bits: int, changed: bool) -> None:
+    """Write the index's random-pair reference (:mod:`.calibration`) for its ``total`` items, before
+    the manifest that commits them; kept when nothing was added and it matches."""
+    have = path / CALIBRATION_FILE
+    if not changed and have.is_file():
+        return
+    codes = np.fromfile(path / CODES_FILE, dtype=np.uint8, count=total * code_bytes).reshape(total, code_bytes)
+    rows = np.fromfile(path / ROWS_FILE, dtype=np.int64, count=total)
+    write_calibration(path, codes, archive.table()["patient_id"][rows].astype(str), n_bits)
 
 
 def _backend_request(name: str, backend: dict | None, index_type: str) -> dict:
