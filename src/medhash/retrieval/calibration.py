@@ -71,6 +71,15 @@ class Calibration:
             return np.full(h.shape, np.nan)
         return 100.0 * self._random[h] / self.reference_pairs
 
+    def rounded_percentile(self, hamming) -> np.ndarray:
+        """:meth:`percentile` rounded half up to 2 decimals in integer arithmetic (the same value on
+        every machine: ``(20000 * count + N) // (2 N) / 100``); NaN without a reference."""
+        h = np.clip(np.asarray(hamming, dtype=np.int64), 0, self.n_bits)
+        n = self.reference_pairs
+        if not n:
+            return np.full(h.shape, np.nan)
+        return ((20000 * self._random[h] + n) // (2 * n)) / 100.0
+
     def random_quantile(self, p: float) -> float | None:
         """The p-th percentile (0..100) of the random-pair distances (the smallest distance whose
         percentile reaches p), or None without a reference."""
@@ -97,11 +106,12 @@ def verdict_text(verdict: str, best_pct: float | None, best_hamming, n_bits: int
     """The plain sentence beside a verdict."""
     if best_pct is None or not np.isfinite(best_pct):
         return "no reference distances (the index holds fewer than two slices): similarity not calibrated"
-    where = f"Hamming {best_hamming} of {n_bits} bits, closer than {100 - best_pct:.1f}% of random pairs"
+    where = (f"Hamming {best_hamming} of {n_bits} bits; {best_pct:.1f}% of random pairs of different patients are "
+             f"as close or closer")
     if verdict == "similar":
         return f"the best match is closer than random pairs of different patients ({where})"
     return (f"no similar {what} in this archive: the best match is no closer than random pairs of different "
-            f"patients ({where}; a similar {what} is closer than {100 - VERDICT_PERCENTILE:g}%)")
+            f"patients ({where}; for a similar {what}, under {VERDICT_PERCENTILE:g}%)")
 
 
 def patient_verdict_text(best: dict | None) -> dict:

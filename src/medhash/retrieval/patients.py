@@ -69,7 +69,8 @@ def rank_patients(q_z: np.ndarray, hits: list[list], table: dict, per_slice: int
         if percentile is not None:
             pct = percentile([h.hamming for _, h in best.values()])
             mp = float((np.nansum(pct) + 100.0 * (m - len(best))) / m) if m else 100.0
-            d.update(match_percentile=round(mp, 2), absolute_score=round(1.0 - mp / 100.0, 4))
+            mp = round(mp, 2)
+            d.update(match_percentile=mp, absolute_score=round(1.0 - mp / 100.0, 4))
         out.append(d)
     out.sort(key=lambda d: (-d["patient_score"], -d["matched_slices"], d["patient_id"]))
     return out
@@ -120,7 +121,7 @@ def patient_search(archive, *, patient: str | None = None, series: str | Path | 
     table = archive.table()
     calib = calibration_of(idx)
     results = _results(table, q, pos, rank_patients(q.z_mm[pos], hits, table, per, tolerance_mm,
-                                                    calib.percentile)[:k], calib.percentile)
+                                                    calib.percentile)[:k], calib.rounded_percentile)
     return {"query": q.info, "index": idx.name, "channel": idx.channel, "n_bits": idx.n_bits, "k": k,
             "per_slice": per, "rerank": rerank, "tolerance_mm": tolerance_mm, "query_slices_searched": int(len(pos)),
             "results": results, "calibration": patient_verdict(calib, results),
@@ -157,4 +158,4 @@ def _results(table: dict, q: PatientQuery, pos: np.ndarray, ranked: list[dict], 
 
 def _pct(percentile, hamming: int) -> float | None:
     p = float(percentile(hamming))
-    return round(p, 2) if np.isfinite(p) else None
+    return p if np.isfinite(p) else None

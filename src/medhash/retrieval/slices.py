@@ -47,7 +47,7 @@ def _check_request(idx: Index, q: Query, k: int, rerank: int, same_patient: bool
 def _result(archive, idx: Index, q: Query, hits, k: int, rerank: int, same_patient: bool, timing: dict) -> dict:
     table = archive.table()
     calib = calibration_of(idx)
-    pct = calib.percentile([h.hamming for h in hits])
+    pct = calib.rounded_percentile([h.hamming for h in hits])
     expected = expected_hamming(idx, [np.nan if h.euclidean is None else h.euclidean for h in hits])
     results = []
     for rank, h in enumerate(hits, 1):
