@@ -13,7 +13,7 @@ from medhash.hashing import expected_hamming_fraction
 from medhash.io.writers import write_ct_series
 from medhash.retrieval import Index, Query, build_index, patient_search
 from medhash.retrieval.calibration import (CALIBRATION_FILE, VERDICT_PERCENTILE, Calibration, calibration_of,
-                                           compute_calibration, patient_verdict_text)
+                                           compute_calibration, expected_fraction, patient_verdict_text)
 
 
 # ---------------------------------------------------------------------- the numbers, by hand
@@ -34,6 +34,13 @@ def test_percentiles_and_quantiles_by_hand():
     assert far["verdict_text"].startswith("no similar slice in this archive")
     assert (far["reference_pairs"], far["random_median"], far["random_p05"], far["nn_p99"]) == (5, 20.0, 10.0, 8.0)
     assert VERDICT_PERCENTILE == 10.0
+
+
+def test_expected_fraction_is_the_hashing_closed_form():
+    r = np.concatenate([np.linspace(0, 3, 301), [0.7071, 0.70711, 5.0, 40.0]])
+    for gamma in (0.5, 2.0, 4.13):
+        assert np.abs(expected_fraction(r, gamma) - expected_hamming_fraction(r, gamma)).max() < 1e-12
+    assert expected_fraction([0.0], 2.0).tolist() == [0.0]
 
 
 def test_reference_pairs_are_of_different_patients_and_seeded():

@@ -124,7 +124,6 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
     codes = _append_codes(path, fitted, X_all[new_rows], new_rows, items, code_bytes)
     engine_info, backend_info = _update_engines(archive, path, request, backend_req, existing, codes, new_rows,
                                                 items, code_bytes)
-    _calibrate(archive, path, items + len(new_rows), code_bytes, int(n_bits), bool(len(new_rows)) or existing is None)
     manifest = {**request, "engine": engine_info, "backend": backend_info, "name": name, "scales": scales,
                 "gamma_": float(fitted.gamma_) if hasattr(fitted, "gamma_") else None, "code_bytes": code_bytes,
                 "hasher": {"name": hasher, "class": type(fitted).__name__, "params": fitted.get_params()},
@@ -199,8 +198,8 @@ def _append_codes(path: Path, fitted, X: np.ndarray, new_rows: np.ndarray, items
 
 def _update_engines(archive, path: Path, request: dict, backend_req: dict, existing: dict | None, codes: np.ndarray,
                     new_rows: np.ndarray, items: int, code_bytes: int) -> tuple[dict, dict]:
-    """Bring the approximate engine file and the Milvus collection up to date; returns what the
-    manifest records under ``engine`` and ``backend``."""
+    """Bring the approximate engine file, the Milvus collection and the calibration up to date; returns
+    what the manifest records under ``engine`` and ``backend``."""
     index_type = request["index_type"]
     changed = bool(len(new_rows)) or existing is None
     engine_info = existing.get("engine", {}) if existing else {}
@@ -213,6 +212,7 @@ def _update_engines(archive, path: Path, request: dict, backend_req: dict, exist
     if backend_req["type"] == "milvus" and changed:
         backend_info = push(backend_req["uri"], backend_req["collection"], codes, new_rows, archive.table(),
                             create=existing is None, nprobe=int(request["index_params"].get("nprobe", 32)))
+    _calibrate(archive, path, items + len(new_rows), code_bytes, request["n_bits"], changed)
     return engine_info, backend_info
 
 

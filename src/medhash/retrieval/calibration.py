@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hashing import expected_hamming_fraction
 from ..store.durable import write_json_atomic
 from .engines import FlatEngine
 
@@ -251,7 +250,37 @@ def _read(path: Path) -> dict | None:
 
 def expected_hamming(idx, euclidean) -> np.ndarray | None:
     """``n_bits * expected_hamming_fraction(euclidean, gamma_)`` for a kernel-LSH index (float64,
-    the shape of ``euclidean``), else None."""
+    the shape of ``euclidean``), else None (see :func:`expected_fraction`)."""
     if not idx.kernel_lsh:
         return None
-    return idx.n_bits * expected_hamming_fraction(np.asarray(euclidean, dtype=np.float64), float(idx.hasher.gamma_))
+    return idx.n_bits * expected_fraction(euclidean, float(idx.hasher.gamma_))
+
+
+def expected_fraction(r, gamma: float) -> np.ndarray:
+    """:func:`medhash.hashing.expected_hamming_fraction` (Raginsky & Lazebnik, Lemma 2.3) in numpy alone.
+
+    The same closed form, but Dawson's integral ``F(x)`` (``x = sqrt(gamma) r / (2 sqrt 2) < 0.354``
+    below ``sqrt(gamma) r = 1``) is summed from its Taylor series ``sum_n (-2)^n x^(2n+1) / (2n+1)!!``
+    (30 terms: each term is at most 1/8 of the one before) instead of being imported from
+    scipy.special, which an archive-slice search must not load (start-up). Agrees with the hashing
+    function to 1e-12 (tests/retrieval/test_calibration.py).
+
+    Parameters
+    ----------
+    r : array-like of Euclidean distances >= 0 of combined features; gamma : the hasher's ``gamma_``.
+    """
+    s = np.sqrt(gamma) * np.asarray(r, dtype=np.float64)
+    out = np.empty_like(s)
+    small = s < 1.0
+    x = s[small] / (2.0 * np.sqrt(2.0))
+    term, dawson = x.copy(), np.zeros_like(x)
+    for n in range(30):
+        dawson += term
+        term = term * (-2.0 * x * x) / (2 * n + 3)
+    out[small] = 4.0 / np.pi ** 1.5 * dawson
+    sb = s[~small]
+    m = np.arange(1, 201, dtype=np.float64)
+    with np.errstate(under="ignore"):
+        series = np.exp(-0.5 * np.multiply.outer(sb * sb, m * m)) @ (1.0 / (4.0 * m * m - 1.0))
+    out[~small] = 4.0 / np.pi ** 2 - 8.0 / np.pi ** 2 * series
+    return out
