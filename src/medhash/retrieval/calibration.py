@@ -61,6 +61,9 @@ class Calibration:
         self._random = _cumulative(data["random"], self.n_bits)
         self._nn = _cumulative(data["nn"], self.n_bits)
         self.reference_pairs = int(self._random[-1])
+        self._quantiles = {"reference_pairs": self.reference_pairs, "random_median": self.random_quantile(50),
+                           "random_p05": self.random_quantile(5), "random_p01": self.random_quantile(1),
+                           "nn_p99": self.nn_quantile(99)}
 
     def percentile(self, hamming) -> np.ndarray:
         """Percentage (float64, the shape of ``hamming``) of reference distances <= each distance;
@@ -95,9 +98,7 @@ class Calibration:
         verdict = "similar"
         if best is not None and np.isfinite(best) and best >= VERDICT_PERCENTILE:
             verdict = f"no similar {what}"
-        return {"reference_pairs": self.reference_pairs, "random_median": self.random_quantile(50),
-                "random_p05": self.random_quantile(5), "random_p01": self.random_quantile(1),
-                "nn_p99": self.nn_quantile(99), "verdict": verdict,
+        return {**self._quantiles, "verdict": verdict,
                 "verdict_text": verdict_text(verdict, best, best_hamming, self.n_bits, what)}
 
 
@@ -227,17 +228,21 @@ def write_calibration(path: Path, codes: np.ndarray, patients: np.ndarray, n_bit
 def calibration_of(idx) -> Calibration:
     """The :class:`Calibration` of an open :class:`~medhash.retrieval.index.Index`: its
     ``calibration.json`` when it matches the index's items, else computed (deterministic, never
-    written: a search does not write into the archive) and kept for the process."""
-    key = (str(Path(idx.path).resolve()), len(idx), idx.n_bits, idx.manifest.get("updated"))
+    written: a search does not write into the archive) and kept for the process (and on the Index)."""
+    mine = getattr(idx, "_calibration", None)
+    if mine is not None:
+        return mine
+    key = (str(idx.path), len(idx), idx.n_bits, idx.manifest.get("updated"))
     with _lock:
         if key in _cache:
+            idx._calibration = _cache[key]
             return _cache[key]
         data = _read(Path(idx.path) / CALIBRATION_FILE)
         if data is None or data.get("items") != len(idx) or data.get("n_bits") != idx.n_bits \
                 or data.get("format") != FORMAT:
             pids = idx.archive.table()["patient_id"][idx.rows].astype(str)
             data = compute_calibration(np.asarray(idx.codes), pids, idx.n_bits)
-        _cache[key] = Calibration(data)
+        _cache[key] = idx._calibration = Calibration(data)
         return _cache[key]
 
 
@@ -261,7 +266,7 @@ def expected_fraction(r, gamma: float) -> np.ndarray:
 
     The same closed form, but Dawson's integral ``F(x)`` (``x = sqrt(gamma) r / (2 sqrt 2) < 0.354``
     below ``sqrt(gamma) r = 1``) is summed from its Taylor series ``sum_n (-2)^n x^(2n+1) / (2n+1)!!``
-    (30 terms: each term is at most 1/8 of the one before) instead of being imported from
+    (16 terms: each term is at most 1/12 of the one before) instead of being imported from
     scipy.special, which an archive-slice search must not load (start-up). Agrees with the hashing
     function to 1e-12 (tests/retrieval/test_calibration.py).
 
@@ -274,12 +279,12 @@ def expected_fraction(r, gamma: float) -> np.ndarray:
     small = s < 1.0
     x = s[small] / (2.0 * np.sqrt(2.0))
     term, dawson = x.copy(), np.zeros_like(x)
-    for n in range(30):
+    for n in range(16):
         dawson += term
         term = term * (-2.0 * x * x) / (2 * n + 3)
     out[small] = 4.0 / np.pi ** 1.5 * dawson
     sb = s[~small]
-    m = np.arange(1, 201, dtype=np.float64)
+    m = np.arange(1, 41, dtype=np.float64)          # s >= 1: term 40 is below exp(-800)
     with np.errstate(under="ignore"):
         series = np.exp(-0.5 * np.multiply.outer(sb * sb, m * m)) @ (1.0 / (4.0 * m * m - 1.0))
     out[~small] = 4.0 / np.pi ** 2 - 8.0 / np.pi ** 2 * series

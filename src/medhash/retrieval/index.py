@@ -99,6 +99,8 @@ class Index:
         self.index_type = self.manifest.get("index_type", "flat")
         self.engine = open_engine(self.path, self.manifest, self.codes, self.rows)
         self._features = None
+        self._item_caches: dict[str, np.ndarray] | None = None
+        self._calibration = None   # set by medhash.retrieval.calibration.calibration_of on first use
         self._models: dict[str, tuple] = {}
         self._patient_codes: tuple[np.ndarray, dict[str, int]] | None = None
 
@@ -194,7 +196,15 @@ class Index:
     def euclidean(self, feature: np.ndarray, items: np.ndarray) -> np.ndarray:
         """(len(items),) float64 Euclidean distances between one (D,) combined feature vector and
         the combined features of index items (positions), read from the feature caches."""
-        f = self.features_of_rows(self.rows[np.asarray(items, dtype=np.int64)])
+        rows = self.rows[np.asarray(items, dtype=np.int64)]
+        if self._item_caches is None:     # the feature caches opened once per Index (1 ms a time)
+            self._item_caches = {ch: np.asarray(features.cached_features(self.archive, m["name"]))
+                                 for ch, m in self.manifest["models"].items()}   # plain views of the memmaps
+        if len(rows) and all(len(c) > rows.max() for c in self._item_caches.values()):
+            f = combine({ch: c[rows] for ch, c in self._item_caches.items()}, self.manifest["scales"],
+                        self.manifest["weights"])
+        else:
+            f = self.features_of_rows(rows)
         return np.sqrt(np.sum((f.astype(np.float64) - feature) ** 2, axis=1))
 
     @property

@@ -73,8 +73,7 @@ def _order(d: np.ndarray, i: np.ndarray, keys: np.ndarray, k: int, tiebreak: Tie
         keep = d <= np.partition(d, k - 1)[k - 1]
         d, i = d[keep], i[keep]
     if tiebreak is not None and len(d) > 1:
-        _, inv, counts = np.unique(d, return_inverse=True, return_counts=True)
-        tied = counts[inv] > 1
+        tied = np.bincount(d)[d] > 1           # d: small non-negative ints (at most the code length)
         if tied.any():
             e = np.zeros(len(d), dtype=np.float64)
             e[tied] = tiebreak(q, i[tied])
