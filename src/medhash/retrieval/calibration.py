@@ -261,6 +261,13 @@ def expected_hamming(idx, euclidean) -> np.ndarray | None:
     return idx.n_bits * expected_fraction(euclidean, float(idx.hasher.gamma_))
 
 
+_N = np.arange(16, dtype=np.float64)
+_DAWSON_COEF = np.cumprod(np.concatenate([[1.0], -2.0 / (2.0 * _N[1:] + 1.0)]))
+"""Taylor coefficients of Dawson's integral: F(x) = x sum_n c_n x^(2n), c_n = (-2)^n / (2n+1)!!."""
+_M = np.arange(1, 41, dtype=np.float64)
+_SERIES_COEF = 1.0 / (4.0 * _M * _M - 1.0)
+
+
 def expected_fraction(r, gamma: float) -> np.ndarray:
     """:func:`medhash.hashing.expected_hamming_fraction` (Raginsky & Lazebnik, Lemma 2.3) in numpy alone.
 
@@ -278,14 +285,9 @@ def expected_fraction(r, gamma: float) -> np.ndarray:
     out = np.empty_like(s)
     small = s < 1.0
     x = s[small] / (2.0 * np.sqrt(2.0))
-    term, dawson = x.copy(), np.zeros_like(x)
-    for n in range(16):
-        dawson += term
-        term = term * (-2.0 * x * x) / (2 * n + 3)
-    out[small] = 4.0 / np.pi ** 1.5 * dawson
+    out[small] = 4.0 / np.pi ** 1.5 * x * (np.power.outer(x * x, _N) @ _DAWSON_COEF)
     sb = s[~small]
-    m = np.arange(1, 41, dtype=np.float64)          # s >= 1: term 40 is below exp(-800)
-    with np.errstate(under="ignore"):
-        series = np.exp(-0.5 * np.multiply.outer(sb * sb, m * m)) @ (1.0 / (4.0 * m * m - 1.0))
+    with np.errstate(under="ignore"):                # s >= 1: term 40 is below exp(-800)
+        series = np.exp(-0.5 * np.multiply.outer(sb * sb, _M * _M)) @ _SERIES_COEF
     out[~small] = 4.0 / np.pi ** 2 - 8.0 / np.pi ** 2 * series
     return out
