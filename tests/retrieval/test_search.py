@@ -86,7 +86,9 @@ def test_joint_and_dose_indexes_and_json_schema(archive_copy, capsys):
     assert res["query"]["patient_id"] == "DEMO002" and len(res["results"]) == 4
     assert [r["rank"] for r in res["results"]] == [1, 2, 3, 4]
     for r in res["results"]:
-        assert set(r) == {"rank", "patient_id", "slice_index", "z_mm", "hamming"}
+        # percentile among random pairs and the kernel-LSH expectation (calibration, issue 16 point 2)
+        assert set(r) == {"rank", "patient_id", "slice_index", "z_mm", "hamming", "percentile", "expected_hamming"}
+    assert res["calibration"]["verdict"] in ("similar", "no similar slice")
     hams = [r["hamming"] for r in res["results"]]
     assert hams == sorted(hams)
 

@@ -76,11 +76,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"query {label}  index {res['index']} ({res['channel']}, {res['n_bits']} bits)  k {res['k']}"
           + (f"  re-ranked from {res['rerank']}" if res["rerank"] else "")
           + _note(q["type"], res))
-    rer = res["rerank"] > 0
-    print(f"{'rank':>4}  {'patient':<14} {'slice':>5} {'z_mm':>8} {'hamming':>7}" + ("  euclidean" if rer else ""))
-    for r in res["results"]:
-        print(f"{r['rank']:>4}  {r['patient_id']:<14} {r['slice_index']:>5} {r['z_mm']:>8.1f} {r['hamming']:>7}"
-              + (f"  {r['euclidean']:>9.4f}" if rer else ""))
+    print_slice_results(res)
     t = res["timing_ms"]
     print(f"time: encode {t['encode']:.1f} ms, search {t['search']:.1f} ms")
     if args.png:
@@ -119,15 +115,41 @@ def run_patient(archive: Archive, args: argparse.Namespace) -> int:
     print(f"patient query {label} ({res['query_slices_searched']} slices searched)  index {res['index']} "
           f"({res['channel']}, {res['n_bits']} bits)  {res['per_slice']} neighbours a slice, z tolerance "
           f"{res['tolerance_mm']:g} mm" + _note(q["type"], res))
-    print(f"{'rank':>4}  {'patient':<14} {'score':>6} {'matched':>7} {'z offset mm':>11}")
+    print(f"{'rank':>4}  {'patient':<14} {'score':>6} {'absolute':>8} {'matched':>7} {'z offset mm':>11}")
     for r in res["results"]:
-        print(f"{r['rank']:>4}  {r['patient_id']:<14} {r['patient_score']:>6.3f} {r['matched_slices']:>7} "
-              f"{r['z_offset_mm']:>11.1f}")
+        print(f"{r['rank']:>4}  {r['patient_id']:<14} {r['patient_score']:>6.3f} {_num(r.get('absolute_score'), 8, 3)} "
+              f"{r['matched_slices']:>7} {r['z_offset_mm']:>11.1f}")
     for r in res["results"][:3]:
         pairs = r["pairs"][::max(1, len(r["pairs"]) // 6)][:6]
         txt = ", ".join(f"{p['query_slice_index']}->{p['slice_index']} (H {p['hamming']})" for p in pairs)
         print(f"  {r['patient_id']}: query slice -> matched slice, e.g. {txt}")
+    if res.get("calibration"):
+        print(f"verdict: {res['calibration']['verdict_text']}")
     return EXIT_OK
+
+
+def _num(x, width: int, digits: int) -> str:
+    """A number right-aligned in ``width`` characters, or "-" when there is none."""
+    return f"{x:>{width}.{digits}f}" if x is not None else f"{'-':>{width}}"
+
+
+def print_slice_results(res: dict) -> None:
+    """The result table of a slice search (Hamming distance, its percentile among random pairs of
+    different patients, the expected Hamming distance of kernel-LSH indexes) and the verdict line."""
+    rer = res["rerank"] > 0
+    exp = any("expected_hamming" in r for r in res["results"])
+    print(f"{'rank':>4}  {'patient':<14} {'slice':>5} {'z_mm':>8} {'hamming':>7} {'pct':>6}"
+          + (f" {'expected':>8}" if exp else "") + ("  euclidean" if rer else ""))
+    for r in res["results"]:
+        print(f"{r['rank']:>4}  {r['patient_id']:<14} {r['slice_index']:>5} {r['z_mm']:>8.1f} {r['hamming']:>7} "
+              f"{_num(r.get('percentile'), 6, 2)}" + (f" {_num(r.get('expected_hamming'), 8, 1)}" if exp else "")
+              + (f"  {r['euclidean']:>9.4f}" if rer else ""))
+    cal = res.get("calibration")
+    if cal:
+        print(f"pct: % of {cal['reference_pairs']} random pairs of slices of different patients at this Hamming "
+              f"distance or nearer (their median {_num(cal['random_median'], 0, 0).strip()})"
+              + ("; expected: the kernel-LSH expectation at the features' Euclidean distance" if exp else ""))
+        print(f"verdict: {cal['verdict_text']}")
 
 
 def run_patient_geometry(archive: Archive, args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from ..hashing import HASHERS, load_hasher, make_hasher
 from ..store import layout
 from ..store.durable import append_rows, write_json_atomic
 from .blocks import block_scale, channel_blocks, combine
+from .calibration import CALIBRATION_FILE, write_calibration
 from .engines import ENGINE_FILE, resolve_params, update_engine
 from .engines.milvus import default_collection, normalise_uri, push
 from ..version import __version__
@@ -180,7 +181,7 @@ def _fit_hasher(hasher: str, n_bits: int, seed: int, gamma, hasher_params: dict 
 def _start_folder(path: Path, rebuild: bool) -> None:
     """Create the index folder; on a rebuild, remove the files of the old index first."""
     if rebuild and path.exists():
-        for f in (CODES_FILE, ROWS_FILE, HASHER_FILE, layout.MANIFEST, ENGINE_FILE):
+        for f in (CODES_FILE, ROWS_FILE, HASHER_FILE, layout.MANIFEST, ENGINE_FILE, CALIBRATION_FILE):
             (path / f).unlink(missing_ok=True)
     path.mkdir(parents=True, exist_ok=True)
 
@@ -197,8 +198,8 @@ def _append_codes(path: Path, fitted, X: np.ndarray, new_rows: np.ndarray, items
 
 def _update_engines(archive, path: Path, request: dict, backend_req: dict, existing: dict | None, codes: np.ndarray,
                     new_rows: np.ndarray, items: int, code_bytes: int) -> tuple[dict, dict]:
-    """Bring the approximate engine file and the Milvus collection up to date; returns what the
-    manifest records under ``engine`` and ``backend``."""
+    """Bring the approximate engine file, the Milvus collection and the calibration up to date; returns
+    what the manifest records under ``engine`` and ``backend``."""
     index_type = request["index_type"]
     changed = bool(len(new_rows)) or existing is None
     engine_info = existing.get("engine", {}) if existing else {}
@@ -211,7 +212,19 @@ def _update_engines(archive, path: Path, request: dict, backend_req: dict, exist
     if backend_req["type"] == "milvus" and changed:
         backend_info = push(backend_req["uri"], backend_req["collection"], codes, new_rows, archive.table(),
                             create=existing is None, nprobe=int(request["index_params"].get("nprobe", 32)))
+    _calibrate(archive, path, items + len(new_rows), code_bytes, request["n_bits"], changed)
     return engine_info, backend_info
+
+
+def _calibrate(archive, path: Path, total: int, code_bytes: int, n_bits: int, changed: bool) -> None:
+    """Write the index's random-pair reference (:mod:`.calibration`) for its ``total`` items, before
+    the manifest that commits them; kept when nothing was added and it matches."""
+    have = path / CALIBRATION_FILE
+    if not changed and have.is_file():
+        return
+    codes = np.fromfile(path / CODES_FILE, dtype=np.uint8, count=total * code_bytes).reshape(total, code_bytes)
+    rows = np.fromfile(path / ROWS_FILE, dtype=np.int64, count=total)
+    write_calibration(path, codes, archive.table()["patient_id"][rows].astype(str), n_bits)
 
 
 def _backend_request(name: str, backend: dict | None, index_type: str) -> dict:

@@ -15,9 +15,12 @@ extended by :func:`medhash.retrieval.build.build_index`.
 
 Searching ranks by Hamming distance through the index's engine (:mod:`.engines`): exact with the
 ``flat`` engine (codes padded with zero bits to whole bytes, which never changes a distance),
-approximate with ``ivf`` / ``hnsw``. Ties are broken by archive row, the smaller first
-(:func:`medhash.retrieval.topk.hamming_topk`). ``rerank=N`` re-orders the Hamming top-N by the
-exact Euclidean distance of the (combined) features.
+approximate with ``ivf`` / ``hnsw``. Equal Hamming distances are ordered by the Euclidean
+distance of the (combined) features, then by archive row, the smaller first
+(:func:`medhash.retrieval.topk.hamming_topk`; only the tied candidates' features are read), so an
+exact copy of the query comes first. ``rerank=N`` re-orders the Hamming top-N by the exact
+Euclidean distance of the (combined) features. For kernel-LSH indexes every hit carries its
+Euclidean distance (for the closed-form expected Hamming distance, :mod:`.calibration`).
 """
 from __future__ import annotations
 
@@ -41,7 +44,8 @@ ROWS_FILE = "rows.i64"
 
 @dataclass
 class Hit:
-    """One search result: an index item with its distances."""
+    """One search result: an index item with its distances (``euclidean``: of the combined features,
+    set when re-ranked and for kernel-LSH indexes, else None)."""
 
     item: int
     row: int
@@ -95,6 +99,8 @@ class Index:
         self.index_type = self.manifest.get("index_type", "flat")
         self.engine = open_engine(self.path, self.manifest, self.codes, self.rows)
         self._features = None
+        self._item_caches: dict[str, np.ndarray] | None = None
+        self._calibration = None   # set by medhash.retrieval.calibration.calibration_of on first use
         self._models: dict[str, tuple] = {}
         self._patient_codes: tuple[np.ndarray, dict[str, int]] | None = None
 
@@ -183,15 +189,38 @@ class Index:
                                    param="rerank")
         features = np.atleast_2d(np.asarray(features, dtype=np.float32))
         codes = self.hash(features)
-        D, I = hamming_topk(self.engine, codes, max(k, rerank), self.rows, exclude)
+        D, I = hamming_topk(self.engine, codes, max(k, rerank), self.rows, exclude,
+                            tiebreak=lambda q, items: self.euclidean(features[q], items))
         return [self._hits(features[q], I[q], D[q], k, rerank) for q in range(len(features))]
+
+    def euclidean(self, feature: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """(len(items),) float64 Euclidean distances between one (D,) combined feature vector and
+        the combined features of index items (positions), read from the feature caches."""
+        rows = self.rows[np.asarray(items, dtype=np.int64)]
+        if self._item_caches is None:     # the feature caches opened once per Index (1 ms a time)
+            self._item_caches = {ch: np.asarray(features.cached_features(self.archive, m["name"]))
+                                 for ch, m in self.manifest["models"].items()}   # plain views of the memmaps
+        if len(rows) and all(len(c) > rows.max() for c in self._item_caches.values()):
+            f = combine({ch: c[rows] for ch, c in self._item_caches.items()}, self.manifest["scales"],
+                        self.manifest["weights"])
+        else:
+            f = self.features_of_rows(rows)
+        return np.sqrt(np.sum((f.astype(np.float64) - feature) ** 2, axis=1))
+
+    @property
+    def kernel_lsh(self) -> bool:
+        """Whether the hasher is :class:`~medhash.hashing.KernelLSH` (closed-form expected distances)."""
+        return type(self.hasher).__name__ == "KernelLSH"
 
     def _hits(self, feature: np.ndarray, items: np.ndarray, ham: np.ndarray, k: int, rerank: int) -> list[Hit]:
         """The k hits of one query from its Hamming top list (re-ranked by Euclidean distance if asked)."""
         ok = items >= 0
         items, ham = items[ok], ham[ok]
         if not rerank:
-            return [Hit(int(i), int(self.rows[i]), int(h)) for i, h in zip(items[:k], ham[:k])]
+            items, ham = items[:k], ham[:k]
+            euc = self.euclidean(feature, items) if self.kernel_lsh and len(items) else [None] * len(items)
+            return [Hit(int(i), int(self.rows[i]), int(h), None if e is None else float(e))
+                    for i, h, e in zip(items, ham, euc)]
         diff = self.features()[items] - feature
         euc = np.sqrt(np.sum(diff.astype(np.float64) ** 2, axis=1))
         order = np.lexsort((self.rows[items], euc))[:k]

@@ -17,6 +17,12 @@ The rule (also in the README):
 4. Patients are ranked by ``patient_score`` (ties: more matched slices first, then patient id).
 
 Each result lists its matched slice pairs: per query slice, P's best aligned match.
+
+``patient_score`` is relative (the best patient of any archive scores high). Beside it,
+``match_percentile`` is the mean percentile (:mod:`.calibration`) of P's matched pairs, an unmatched
+query slice counting 100, and ``absolute_score = 1 - match_percentile / 100``; the top-level
+``calibration`` says "no similar patient" when most matched slices of the result of best absolute
+score are no closer than random pairs (:func:`~medhash.retrieval.calibration.patient_verdict_text`).
 """
 from __future__ import annotations
 
@@ -28,17 +34,22 @@ import numpy as np
 
 from ..errors import InputError
 from .cache import IndexCache, open_index
+from .calibration import calibration_of, patient_verdict_text
 from .query import PatientQuery, patient_query, patients_mask, query_slice_features
 
 
 def rank_patients(q_z: np.ndarray, hits: list[list], table: dict, per_slice: int,
-                  tolerance_mm: float) -> list[dict]:
+                  tolerance_mm: float, percentile=None) -> list[dict]:
     """Patients ranked by the rule of the module docstring.
 
     Parameters
     ----------
     q_z : (m,) z of the searched query slices; hits : per query slice, its results (``Hit`` with
         ``.row`` and ``.hamming``) in rank order; table : the archive's table.
+    percentile : the index's :meth:`~medhash.retrieval.calibration.Calibration.percentile`, or None;
+        given, each patient also gets ``match_percentile`` (the mean percentile of its matched
+        pairs' Hamming distances, 100 for each unmatched query slice) and ``absolute_score``
+        (``1 - match_percentile / 100``).
     """
     pids, zs = table["patient_id"], table["z_mm"]
     by_patient: dict[str, list[tuple[int, int, object]]] = defaultdict(list)   # (query slice, rank, hit)
@@ -54,8 +65,14 @@ def rank_patients(q_z: np.ndarray, hits: list[list], table: dict, per_slice: int
             if abs(zs[h.row] - q_z[i] - offset) <= tolerance_mm and (i not in best or r < best[i][0]):
                 best[i] = (r, h)
         score = sum(1.0 - (r - 1) / per_slice for r, _ in best.values()) / m
-        out.append({"patient_id": pid, "patient_score": round(score, 6), "z_offset_mm": round(offset, 3),
-                    "matched_slices": len(best), "_best": best})
+        d = {"patient_id": pid, "patient_score": round(score, 6), "z_offset_mm": round(offset, 3),
+             "matched_slices": len(best), "_best": best}
+        if percentile is not None:
+            pct = percentile([h.hamming for _, h in best.values()])
+            mp = float((np.nansum(pct) + 100.0 * (m - len(best))) / m) if m else 100.0
+            mp = round(mp, 2)
+            d.update(match_percentile=mp, absolute_score=round(1.0 - mp / 100.0, 4))
+        out.append(d)
     out.sort(key=lambda d: (-d["patient_score"], -d["matched_slices"], d["patient_id"]))
     return out
 
@@ -107,15 +124,28 @@ def patient_search(archive, *, patient: str | None = None, series: str | Path | 
     hits = idx.search(feats, per, rerank=min(max(rerank, per), available) if rerank else 0, exclude=excluded)
     t3 = time.perf_counter()
     table = archive.table()
-    results = _results(table, q, pos, rank_patients(q.z_mm[pos], hits, table, per, tolerance_mm)[:k])
+    calib = calibration_of(idx)
+    results = _results(table, q, pos, rank_patients(q.z_mm[pos], hits, table, per, tolerance_mm,
+                                                    calib.percentile)[:k], calib.rounded_percentile)
     return {"query": q.info, "index": idx.name, "channel": idx.channel, "n_bits": idx.n_bits, "k": k,
             "per_slice": per, "rerank": rerank, "tolerance_mm": tolerance_mm, "query_slices_searched": int(len(pos)),
             "recognised": q.recognised, "excluded_patient": left_out[0] if left_out else None, "results": results,
+            "calibration": patient_verdict(calib, results),
             "timing_ms": {"prepare": round((t1 - t0) * 1e3, 3), "encode": round((t2 - t1) * 1e3, 3),
                           "search": round((t3 - t2) * 1e3, 3)}}
 
 
-def _results(table: dict, q: PatientQuery, pos: np.ndarray, ranked: list[dict]) -> list[dict]:
+def patient_verdict(calib, results: list[dict]) -> dict:
+    """The top-level ``calibration`` of a patient search: the reference's quantiles and the verdict
+    (:func:`~medhash.retrieval.calibration.patient_verdict_text`, on the result of best absolute score)."""
+    scored = [r for r in results if r.get("absolute_score") is not None]
+    best = max(scored, key=lambda r: r["absolute_score"], default=None)
+    summary = calib.summary(None, "patient")
+    return {**{key: v for key, v in summary.items() if key not in ("verdict", "verdict_text")},
+            **patient_verdict_text(best if calib.reference_pairs else None)}
+
+
+def _results(table: dict, q: PatientQuery, pos: np.ndarray, ranked: list[dict], percentile) -> list[dict]:
     """JSON-ready results of :func:`patient_search`: each ranked patient with its matched slice pairs."""
     q_z = q.z_mm[pos]
     results = []
@@ -126,6 +156,12 @@ def _results(table: dict, q: PatientQuery, pos: np.ndarray, ranked: list[dict]) 
             r, h = best[i]
             pairs.append({"query_slice_index": int(q.slice_index[pos[i]]), "query_z_mm": round(float(q_z[i]), 3),
                           "slice_index": int(table["slice_index"][h.row]), "z_mm": round(float(table["z_mm"][h.row]), 3),
-                          "hamming": int(h.hamming), "rank_in_slice": int(r)})
+                          "hamming": int(h.hamming), "percentile": _pct(percentile, h.hamming),
+                          "rank_in_slice": int(r)})
         results.append({"rank": rank, **d, "pairs": pairs})
     return results
+
+
+def _pct(percentile, hamming: int) -> float | None:
+    p = float(percentile(hamming))
+    return p if np.isfinite(p) else None

@@ -13,6 +13,9 @@ API's ``POST /api/search``; it returns the JSON-ready dict that ``medhash search
 ``recognised`` is the archive patient a DICOM query was recognised as (``{"patient_id", "matched_on"}``,
 :func:`~medhash.retrieval.query.recognise`; null for archive and image queries); ``excluded_patient``
 the patient whose slices were left out (the query's own, or the recognised one), null when none was.
+Each result also carries ``percentile`` (where its Hamming distance lies among the index's random
+pairs of different patients) and, for kernel-LSH indexes, ``expected_hamming``; the top-level
+``calibration`` holds the reference's quantiles and the verdict (:mod:`.calibration`).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import numpy as np
 
 from ..errors import IndexConfigError
 from .cache import IndexCache, open_index
+from .calibration import calibration_of, expected_hamming
 from .index import Index
 from .query import Query, needs_geometry, own_patients, parse_query, patients_mask, query_features, recognise
 
@@ -51,16 +55,28 @@ def _check_request(idx: Index, q: Query, k: int, rerank: int, same_patient: bool
 def _result(archive, idx: Index, q: Query, hits, k: int, rerank: int, same_patient: bool, timing: dict,
             identity: dict) -> dict:
     table = archive.table()
+    calib = calibration_of(idx)
+    pct = calib.rounded_percentile([h.hamming for h in hits])
+    expected = expected_hamming(idx, [np.nan if h.euclidean is None else h.euclidean for h in hits])
     results = []
     for rank, h in enumerate(hits, 1):
         r = {"rank": rank, "patient_id": str(table["patient_id"][h.row]), "slice_index": int(table["slice_index"][h.row]),
-             "z_mm": round(float(table["z_mm"][h.row]), 3), "hamming": h.hamming}
-        if h.euclidean is not None:
+             "z_mm": round(float(table["z_mm"][h.row]), 3), "hamming": h.hamming,
+             "percentile": _round(pct[rank - 1], 2)}
+        if expected is not None:
+            r["expected_hamming"] = _round(expected[rank - 1], 1)
+        if rerank and h.euclidean is not None:
             r["euclidean"] = round(h.euclidean, 6)
         results.append(r)
     return {"query": q.info, "index": idx.name, "channel": idx.channel, "n_bits": idx.n_bits, "k": k,
             "rerank": rerank, "same_patient": same_patient, **identity, "results": results,
+            "calibration": calib.summary(min((h.hamming for h in hits), default=None)),
             "timing_ms": {key: round(v * 1e3, 3) for key, v in timing.items()}}
+
+
+def _round(x: float, digits: int) -> float | None:
+    """``round(x, digits)`` as a float, None for NaN (no reference)."""
+    return round(float(x), digits) if np.isfinite(x) else None
 
 
 def search(archive, query: str | Path | Query, *, index: str | None = None, k: int = 10, rerank: int = 0,

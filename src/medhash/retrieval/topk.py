@@ -1,20 +1,31 @@
 """Deterministic Hamming top-k over an :class:`~medhash.retrieval.engines.base.Engine`.
 
-Ties are broken by a key per item (the archive row, the smaller first), also across the k-th
-distance: every item tied there is considered, so the result does not depend on the engine's
-internal order. With an exact engine the result is the exact Hamming top-k; with an approximate one
-(``ivf``, ``hnsw``) the best k of the candidates it returns, with their exact distances.
+Ties at equal Hamming distance are broken by an optional exact distance (``tiebreak``: the
+Euclidean distance of the features, given by :meth:`medhash.retrieval.index.Index.search`), then
+by a key per item (the archive row, the smaller first), also across the k-th distance: every item
+tied there is considered, so the result does not depend on the engine's internal order, and an
+exact copy of the query (Euclidean distance 0) comes before the other items at its Hamming
+distance. The exact distance is asked only for the candidates within the k-th distance that share
+their Hamming distance with another candidate (none when all distances differ). With an exact
+engine the result is the exact Hamming top-k; with an approximate one (``ivf``, ``hnsw``) the best
+k of the candidates it returns, with their exact distances, by the same rule.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
+
+TieBreak = Callable[[int, np.ndarray], np.ndarray]
+"""``tiebreak(q, items)``: (len(items),) float exact distances of query ``q`` to the items (positions)."""
 
 from .engines.base import Engine
 
 
 def hamming_topk(engine: Engine, codes_q: np.ndarray, k: int, keys: np.ndarray,
-                 excluded: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Hamming top-k with ties broken by ``keys`` (smaller first), per query.
+                 excluded: list[np.ndarray] | None = None,
+                 tiebreak: TieBreak | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Hamming top-k with ties broken by ``tiebreak`` (smaller first), then ``keys``, per query.
 
     Parameters
     ----------
@@ -23,6 +34,8 @@ def hamming_topk(engine: Engine, codes_q: np.ndarray, k: int, keys: np.ndarray,
     k : neighbours wanted per query (fewer when fewer items are allowed).
     keys : (ntotal,) int64 tie-breaking key of each item (the archive row).
     excluded : per query, a bool mask (ntotal,) of items not to return, or None.
+    tiebreak : ``tiebreak(q, items)`` -> (len(items),) float exact distances of query q to the
+        items; asked only for candidates tied at equal Hamming distance. None: ``keys`` alone.
 
     Returns
     -------
@@ -31,7 +44,7 @@ def hamming_topk(engine: Engine, codes_q: np.ndarray, k: int, keys: np.ndarray,
     """
     nq, n = len(codes_q), engine.ntotal
     if nq == 1 and excluded is None and 0 < k and k + 5 <= n:
-        return _topk_one(engine, codes_q, k, keys)
+        return _topk_one(engine, codes_q, k, keys, tiebreak)
     D_out = np.full((nq, k), -1, dtype=np.int32)
     I_out = np.full((nq, k), -1, dtype=np.int64)
     if n == 0 or k <= 0:
@@ -46,9 +59,28 @@ def hamming_topk(engine: Engine, codes_q: np.ndarray, k: int, keys: np.ndarray,
         kk = min(kk, len(i))
         if kk <= 0:
             continue
-        order = np.lexsort((keys[i], d))[:kk]
-        D_out[q, :kk], I_out[q, :kk] = d[order], i[order]
+        d, i = _order(d, i, keys, kk, tiebreak, q)
+        D_out[q, :kk], I_out[q, :kk] = d, i
     return D_out, I_out
+
+
+def _order(d: np.ndarray, i: np.ndarray, keys: np.ndarray, k: int, tiebreak: TieBreak | None,
+           q: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of candidates (distances d, positions i): by Hamming distance, then the exact
+    distance of the tied ones (``tiebreak``), then ``keys``; candidates beyond the k-th distance are
+    dropped first, so that only ties that can change the result are resolved."""
+    if len(d) > k:
+        keep = d <= np.partition(d, k - 1)[k - 1]
+        d, i = d[keep], i[keep]
+    if tiebreak is not None and len(d) > 1:
+        tied = np.bincount(d)[d] > 1           # d: small non-negative ints (at most the code length)
+        if tied.any():
+            e = np.zeros(len(d), dtype=np.float64)
+            e[tied] = tiebreak(q, i[tied])
+            o = np.lexsort((keys[i], e, d))[:k]
+            return d[o], i[o]
+    o = np.lexsort((keys[i], d))[:k]
+    return d[o], i[o]
 
 
 def _drop(d: np.ndarray, i: np.ndarray, ex: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +118,8 @@ def _fast_extra(k: int, n: int) -> int:
     return 4 if n < 50_000 else 4 * k
 
 
-def _topk_one(engine: Engine, codes_q: np.ndarray, k: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _topk_one(engine: Engine, codes_q: np.ndarray, k: int, keys: np.ndarray,
+              tiebreak: TieBreak | None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`hamming_topk` for one query and no exclusion: the interactive case, kept lean."""
     m = min(engine.ntotal, k + 1 + _fast_extra(k, engine.ntotal))
     q = np.ascontiguousarray(codes_q, dtype=np.uint8)
@@ -94,9 +127,8 @@ def _topk_one(engine: Engine, codes_q: np.ndarray, k: int, keys: np.ndarray) -> 
     d, i = D[0], I[0]
     if not engine.exact:
         ok = i >= 0
-        d, i = d[ok], i[ok]
-        o = np.lexsort((keys[i], d))[:k]
-        return d[o][None], i[o][None]
+        d, i = _order(d[ok], i[ok], keys, k, tiebreak)
+        return d[None], i[None]
     dk = d[k - 1]
     if d[-1] > dk or m == engine.ntotal:  # every item tied with the k-th was returned
         keep = d <= dk
@@ -104,5 +136,5 @@ def _topk_one(engine: Engine, codes_q: np.ndarray, k: int, keys: np.ndarray) -> 
     else:  # ties at the k-th distance may have been cut: take every item within it
         d, i = engine.range_search(q, int(dk) + 1)
         d, i = d.astype(np.int32), i.astype(np.int64)
-    o = np.lexsort((keys[i], d))[:k]
-    return d[o][None], i[o][None]
+    d, i = _order(d, i, keys, k, tiebreak)
+    return d[None], i[None]
