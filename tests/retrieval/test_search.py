@@ -135,6 +135,21 @@ def test_png_grid_is_written(archive_copy, tmp_path, capsys):
     assert "rank" in text and "picture:" in text
 
 
+def test_png_isodose_levels(archive_copy, tmp_path, capsys):
+    """--isodose: the picture's levels in percent or Gy; bad text and a missing --png name the option."""
+    _, arch = archive_copy
+    build_index(arch, "joint", "ct+dose", 128)
+    base = ["search", "--archive", str(arch.path), "DEMO001:20", "--index", "joint", "--k", "3"]
+    out = tmp_path / "grid.png"
+    assert main(base + ["--png", str(out), "--isodose", "30,20,10"]) == 0 and out.stat().st_size > 10_000
+    capsys.readouterr()
+    assert main(base + ["--png", str(out), "--isodose", "95%,80"]) == 1
+    assert "error: isodose levels '95%,80' mix percent and Gy" in capsys.readouterr().err
+    assert main(base + ["--isodose", "50%"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: isodose levels are drawn only in a picture") and "(option --isodose)" in err
+
+
 def test_export(archive_copy, tmp_path):
     _, arch = archive_copy
     build_index(arch, "ct100", "ct", 100)

@@ -15,7 +15,7 @@ MAX_LISTED = 20
 """Problems listed per level before '... and N more' (the rest are in the ``--json`` report)."""
 
 EPILOG = """exit codes: 0 success · 1 some inputs could not be used (each reported) · 2 bad command line ·
-3 archive missing, locked or damaged · 4 no usable input"""
+3 archive missing, locked or damaged · 4 no usable input · 5 address in use (serve, listen)"""
 
 IRREGULAR_OPTIONS = {
     "query": "QUERY",

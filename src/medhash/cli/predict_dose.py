@@ -14,9 +14,9 @@ Writes OUT.npy ((slices, 128, 128) float32 Gy on the model grid), OUT.json and, 
 OUT.dcm: an RTDOSE in the CT's frame of reference on its slices.
 
 examples:
-  medhash predict-dose --archive ./archive --patient pt_7 --out pred/pt_7
+  medhash predict-dose --archive demo-archive --patient DEMO001 --out pred/DEMO001
   medhash predict-dose --archive ./archive --patient /data/new/CT --method neighbours --out pred/new
-  medhash predict-dose --archive ./archive --patient pt_7 --method pixels --k 5 --out pred/pt_7-pixels
+  medhash predict-dose --archive demo-archive --patient DEMO001 --method pixels --index ct256 --k 5 --out pred/DEMO001-pixels
 """
 from __future__ import annotations
 

@@ -8,12 +8,12 @@ archive give its key with --pseudonymise); the header says which. A geometry or 
 needs the query's contours: an archive slice, or a DICOM series folder with its RTSTRUCT and --slice.
 
 examples:
-  medhash search --archive ./archive pt_1:60 --k 10 --png results.png
+  medhash search --archive demo-archive DEMO001:25 --index ct256 --k 10 --png results.png
   medhash search --archive ./archive CT_0042.dcm --dose RD.dcm --index joint --json
-  medhash search --archive ./archive --patient pt_7 --k 5          # similar patients
+  medhash search --archive demo-archive --patient DEMO001 --index ct256 --k 5   # similar patients
   medhash search --archive ./archive /data/new/CT --slice 40 --index geo  # a geometry index: folder with RTSTRUCT
   medhash search --archive ./archive --patient /data/new/CT --index ct256
-  medhash search --archive ./archive --patient pt_7 --rank geometry  # similar plans by target-organ geometry
+  medhash search --archive demo-archive --patient DEMO001 --rank geometry  # similar plans by target-organ geometry
 """
 from __future__ import annotations
 
@@ -49,6 +49,9 @@ def register(sub) -> None:
     p.add_argument("--slice", type=int, help="slice of a series folder query (0-based, position order)")
     add_json(p)
     p.add_argument("--png", type=Path, help="write a picture: the query and the results with isodose lines")
+    p.add_argument("--isodose", metavar="LEVELS",
+                   help="isodose lines of the --png picture: percent of the reference dose (default '95,80,50,20%%'; "
+                        "the prescription when known, else the query slice's maximum) or Gy ('10,20,30')")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +63,12 @@ def run(args: argparse.Namespace) -> int:
         raise MedhashError("give a QUERY (one slice) or --patient PID|FOLDER (patient-level search), not both")
     if args.patient is not None:
         return run_patient(archive, args)
+    isodose = None
+    if args.isodose is not None:
+        if not args.png:
+            raise MedhashError("isodose levels are drawn only in a picture: give --png FILE too", param="isodose")
+        from ..render import parse_isodose  # start-up: the picture's module only for a picture (no matplotlib)
+        isodose = parse_isodose(args.isodose)
     cache = IndexCache()   # opened once: its channel says whether a file query needs its contours (geometry)
     idx = open_index(archive, args.index, cache)
     query = parse_query(archive, args.query, dose=args.dose, slice_index=args.slice, geometry=needs_geometry(idx))
@@ -67,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                  cache=cache, pseudonymise=args.pseudonymise)
     if args.png:
         from ..render import render_search  # start-up: matplotlib only for a picture
-        render_search(archive, res, query, args.png)
+        render_search(archive, res, query, args.png, isodose=isodose)
     if args.json:
         print(json.dumps(res, indent=2))
         return EXIT_OK

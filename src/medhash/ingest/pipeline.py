@@ -150,6 +150,8 @@ def _ingest(archive: Archive, sources, format: str, progress: bool, pseudonymise
         for item in reader:
             if staged and isinstance(item, Problem):
                 item = _unstage(item, staged)
+            if pseudonymiser is not None and isinstance(item, Volume):
+                item.info["pseudonymised"] = True   # `medhash patients` shows it (Archive.patient_summaries)
             if pseudonymiser is not None and isinstance(item, Volume) and item.source == "openkbp":
                 pid = pseudonymiser.patient_id(item.patient_id)
                 item = dataclasses.replace(item, patient_id=pid, series_uid=f"openkbp:{pid}")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import features  # torch-free to import: its torch names load on first use
+from ..features.catalog import sha256_file
 from ..errors import IndexConfigError, ModelMismatchError, NotFoundError
 from ..hashing import HASHERS, load_hasher, make_hasher
 from ..store import layout
@@ -129,10 +130,17 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
                 "hasher": {"name": hasher, "class": type(fitted).__name__, "params": fitted.get_params()},
                 "feature_dim": int(X_all.shape[1]), "items": items + len(new_rows), "rows_seen": len(archive),
                 "versions": _versions(), "created": existing["created"] if existing else time.time(),
-                "updated": time.time()}
+                "updated": time.time(), "files": _file_records(path)}
     write_json_atomic(mpath, manifest)
     manifest["added"] = int(len(new_rows))
     return manifest
+
+
+def _file_records(path: Path) -> dict:
+    """``{file: {"bytes": size, "sha256": hex}}`` of the index's files as the manifest commits them
+    (``medhash check`` verifies the first ``bytes`` of each against its sha256)."""
+    return {f: {"bytes": (path / f).stat().st_size, "sha256": sha256_file(path / f)}
+            for f in (CODES_FILE, ROWS_FILE, HASHER_FILE, ENGINE_FILE) if (path / f).is_file()}
 
 
 def _weights(blocks: list[str], weights: dict[str, float] | None) -> dict[str, float]:

@@ -101,8 +101,9 @@ def patient_search(archive, *, patient: str | None = None, series: str | Path | 
     ``recognised`` (the archive patient a DICOM series was recognised as, or null), ``excluded_patient``
     (the patient left out: the query's own or the recognised one; null when none was),
     ``results`` (``rank``, ``patient_id``, ``patient_score``, ``z_offset_mm``, ``matched_slices``,
-    ``pairs``: per matched query slice ``query_slice_index``, ``query_z_mm``, ``slice_index``,
-    ``z_mm``, ``hamming``, ``rank_in_slice``) and ``timing_ms``.
+    ``absolute_score``, ``match_percentile``, ``pairs``: per matched query slice ``query_slice_index``,
+    ``query_z_mm``, ``slice_index``, ``z_mm``, ``hamming``, ``percentile``, ``rank_in_slice``), ``calibration``
+    (random-pair quantiles and the verdict) and ``timing_ms``.
     """
     t0 = time.perf_counter()
     if k < 1 or per_slice < 1:
