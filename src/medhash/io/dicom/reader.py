@@ -13,9 +13,11 @@ Steps (each file's header is read first, without pixel data, to group):
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
-from collections import defaultdict
+import warnings
+from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +31,7 @@ from ...core.grid import GRID_SIZE, GRID_SPACING_MM, place_grid, stack_to_grid
 from ...core.records import Problem, Volume
 from ...errors import InputError
 from .codec import (CT_IMAGE_STORAGE, ENHANCED_CT_STORAGE, MEDIA_STORAGE_DIRECTORY, RT_DOSE_STORAGE,
-                    RT_PLAN_STORAGE, RT_STRUCT_STORAGE, attach_pixel_data, describe)
+                    RT_PLAN_STORAGE, RT_STRUCT_STORAGE, attach_pixel_data, describe, truncation, value_of)
 from .ct import CTSeries, read_ct_series
 from .rtdose import DoseGrid, choose_dose, read_dose
 from .rtstruct import rasterise_structure_set
@@ -52,17 +54,75 @@ class DicomScan:
     """Byte offset of the Pixel Data element of each file read (where the header stopped)."""
 
 
-def iter_files(sources: Iterable[str | Path]) -> Iterator[Path]:
-    """Every regular file under the sources (files given directly are yielded as they are), sorted."""
-    for src in sources:
-        src = Path(src)
-        if src.is_file():
-            yield src
-            continue
-        for root, dirs, files in os.walk(src):
-            dirs.sort()
-            for name in sorted(files):
-                yield Path(root) / name
+def iter_files(sources: Iterable[str | Path], problems: list[Problem] | None = None) -> Iterator[Path]:
+    """Every file under the sources (files given directly are yielded as they are), in name order.
+
+    Symbolic links to folders and files are followed; each folder and each file is read once. A link
+    that leads back into a folder being walked (a loop) or to a folder or file already read is not
+    followed again, and a broken link is skipped: each is reported in ``problems`` (when given) with
+    the link's path.
+    """
+    seen: dict[tuple[int, int], Path] = {}
+
+    def report(path: Path, message: str, level: str = "warning") -> None:
+        if problems is not None:
+            problems.append(Problem(str(path), message, level=level))
+
+    for src in map(Path, sources):
+        if src.is_dir():
+            yield from _walk(src, (), seen, report)
+        elif src.is_file():
+            if _first_visit(src, seen, report, "file"):
+                yield src
+        elif src.is_symlink():
+            report(src, f"broken symbolic link (to {os.readlink(src)}); skipped", level="error")
+
+
+def _first_visit(path: Path, seen: dict[tuple[int, int], Path], report, what: str) -> bool:
+    """True when the file or folder ``path`` (links followed) has not been read yet; else reported."""
+    try:
+        st = path.stat()
+    except OSError:
+        return True  # reading it reports the problem
+    key = (st.st_dev, st.st_ino)
+    if key in seen:
+        report(path, f"the same {what} as {seen[key]} (a link); not read twice")
+        return False
+    seen[key] = path
+    return True
+
+
+def _walk(folder: Path, ancestors: tuple[tuple[int, int], ...], seen: dict[tuple[int, int], Path], report
+          ) -> Iterator[Path]:
+    """The files of ``folder``, then those of its sub-folders (name order, links followed once)."""
+    try:
+        st = folder.stat()
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        report(folder, f"cannot read this folder ({exc.strerror or exc}); skipped", level="error")
+        return
+    key = (st.st_dev, st.st_ino)
+    if key in ancestors:
+        report(folder, f"symbolic link loop: it leads back to {seen.get(key, 'a folder above it')}; not followed")
+        return
+    if not _first_visit(folder, seen, report, "folder"):
+        return
+    dirs = []
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            is_dir, is_file = entry.is_dir(), entry.is_file()
+        except OSError:
+            is_dir = is_file = False
+        if is_dir:
+            dirs.append(path)
+        elif is_file:
+            if _first_visit(path, seen, report, "file"):
+                yield path
+        elif entry.is_symlink():
+            report(path, f"broken symbolic link (to {os.readlink(path)}); skipped", level="error")
+    for sub in dirs:
+        yield from _walk(sub, ancestors + (key,), seen, report)
 
 
 def _looks_like_dataset(path: Path) -> bool:
@@ -112,45 +172,75 @@ def scan(sources: Iterable[str | Path], progress: bool = False) -> DicomScan:
     from tqdm import tqdm  # start-up: tqdm only when reading folders
 
     out = DicomScan()
-    files = list(iter_files(sources))
-    for path in tqdm(files, desc="reading headers", unit="file", disable=not progress, leave=False):
-        out.files += 1
-        try:
-            ds = read_header(path, out.pixel_offsets)
-        except InputError as exc:
-            out.not_dicom += 1
-            out.problems.append(Problem(str(path), str(exc).removeprefix(f"{path}: ")))
-            continue
-        meta = getattr(ds, "file_meta", None)
-        sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
-        modality = str(ds.get("Modality", "")).upper()
-        if not sop_class and not modality:
-            out.problems.append(Problem(str(path), f"neither {describe('SOPClassUID')} nor {describe('Modality')} "
-                                        "is present; the file may be truncated or corrupt; skipped"))
-            continue
-        if sop_class == MEDIA_STORAGE_DIRECTORY:
-            continue
-        if sop_class == ENHANCED_CT_STORAGE:
-            out.problems.append(Problem(str(path), "Enhanced CT (multi-frame) is not supported yet; "
-                                        "export the series as CT Image Storage (one file per slice); skipped"))
-            continue
-        if sop_class == CT_IMAGE_STORAGE or (modality == "CT" and not sop_class):
-            uid = str(ds.get("SeriesInstanceUID", ""))
-            if not uid:
-                out.problems.append(Problem(str(path), f"{describe('SeriesInstanceUID')} is missing; "
-                                            "the slice cannot be grouped; skipped"))
+    with _quiet():
+        files = list(iter_files(sources, out.problems))
+        for path in tqdm(files, desc="reading headers", unit="file", disable=not progress, leave=False):
+            out.files += 1
+            try:
+                ds = read_header(path, out.pixel_offsets)
+            except InputError as exc:
+                out.not_dicom += 1
+                out.problems.append(Problem(str(path), str(exc).removeprefix(f"{path}: ")))
                 continue
-            out.ct[uid].append((path, ds))
-        elif sop_class == RT_DOSE_STORAGE or modality == "RTDOSE":
-            out.dose.append((path, ds))
-        elif sop_class == RT_STRUCT_STORAGE or modality == "RTSTRUCT":
-            out.struct.append((path, ds))
-        elif sop_class == RT_PLAN_STORAGE or modality == "RTPLAN":
-            out.plans += 1
-            out.plan.append((path, ds))
-        else:
-            out.other[modality or sop_class or "unknown"] += 1
+            try:
+                _sort_file(out, path, ds)
+            except Exception as exc:  # a header element pydicom cannot convert
+                message = str(exc).removeprefix(f"{path}: ") if isinstance(exc, InputError) else \
+                    f"the header cannot be read ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+                out.problems.append(Problem(str(path), f"{message}; the file may be corrupt; skipped"))
     return out
+
+
+@contextlib.contextmanager
+def _quiet():
+    """pydicom's warnings about invalid values silenced: medhash reports what it cannot use itself."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
+def _sort_file(out: DicomScan, path: Path, ds: pydicom.Dataset) -> None:
+    """Put one header into ``out`` by its kind (a problem for what cannot be used)."""
+    meta = getattr(ds, "file_meta", None)
+    sop_class = str(value_of(ds, "SOPClassUID", path, "") or
+                    (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
+    modality = str(value_of(ds, "Modality", path, "")).upper()
+    if not sop_class and not modality:
+        out.problems.append(Problem(str(path), f"neither {describe('SOPClassUID')} nor {describe('Modality')} "
+                                    "is present; the file may be truncated or corrupt; skipped"))
+        return
+    if sop_class == MEDIA_STORAGE_DIRECTORY:
+        return
+    if sop_class == ENHANCED_CT_STORAGE:
+        out.problems.append(Problem(str(path), "Enhanced CT (multi-frame) is not supported yet; "
+                                    "export the series as CT Image Storage (one file per slice); skipped"))
+        return
+    if sop_class == CT_IMAGE_STORAGE or (modality == "CT" and not sop_class):
+        uid = str(value_of(ds, "SeriesInstanceUID", path, ""))
+        if not uid:
+            out.problems.append(Problem(str(path), f"{describe('SeriesInstanceUID')} is missing; "
+                                        "the slice cannot be grouped; skipped"))
+            return
+        value_of(ds, "FrameOfReferenceUID", path, "")  # unreadable: the file is reported, not its series
+        out.ct[uid].append((path, ds))
+    elif sop_class == RT_DOSE_STORAGE or modality == "RTDOSE":
+        value_of(ds, "FrameOfReferenceUID", path, "")
+        out.dose.append((path, ds))
+    elif sop_class == RT_STRUCT_STORAGE or modality == "RTSTRUCT":
+        _struct_frames(ds)
+        out.struct.append((path, ds))
+    elif sop_class == RT_PLAN_STORAGE or modality == "RTPLAN":
+        out.plans += 1
+        out.plan.append((path, ds))
+    else:
+        out.other[modality or sop_class or "unknown"] += 1
+
+
+def _struct_frames(ds: pydicom.Dataset) -> set[str]:
+    """The FrameOfReferenceUIDs an RTSTRUCT references (raises when its sequences cannot be read)."""
+    fuids = {str(r.get("FrameOfReferenceUID", "")) for r in ds.get("ReferencedFrameOfReferenceSequence", []) or []}
+    fuids |= {str(r.get("ReferencedFrameOfReferenceUID", "")) for r in ds.get("StructureSetROISequence", []) or []}
+    return fuids
 
 
 def series_to_volume(ct: CTSeries, dose: tuple[Path, DoseGrid, pydicom.Dataset] | None,
@@ -209,7 +299,7 @@ def read_dicom(sources: Iterable[str | Path], progress: bool = False,
 def _by_frame_of_reference(found: DicomScan, problems: list[Problem]) -> tuple[dict, dict, dict]:
     """(CT series UID -> its FrameOfReferenceUID, FrameOfReferenceUID -> its RTDOSE, -> its RTSTRUCT);
     dose and structure sets that match no CT series of the scan go to ``problems``."""
-    for_of_ct = {uid: str(items[0][1].get("FrameOfReferenceUID", "")) for uid, items in found.ct.items()}
+    for_of_ct = {uid: _common_frame(items) for uid, items in found.ct.items()}
     ct_fors = set(for_of_ct.values())
     doses: dict[str, list] = defaultdict(list)
     for path, ds in found.dose:
@@ -222,8 +312,7 @@ def _by_frame_of_reference(found: DicomScan, problems: list[Problem]) -> tuple[d
         doses[fuid].append((path, ds))
     structs: dict[str, list] = defaultdict(list)
     for path, ds in found.struct:
-        fuids = {str(r.get("FrameOfReferenceUID", "")) for r in ds.get("ReferencedFrameOfReferenceSequence", [])}
-        fuids |= {str(r.get("ReferencedFrameOfReferenceUID", "")) for r in ds.get("StructureSetROISequence", [])}
+        fuids = _struct_frames(ds)
         match = sorted(fuids & ct_fors)
         if not match:
             problems.append(Problem(str(path), "RTSTRUCT references no CT series of this run (by "
@@ -231,6 +320,14 @@ def _by_frame_of_reference(found: DicomScan, problems: list[Problem]) -> tuple[d
             continue
         structs[match[0]].append((path, ds))
     return for_of_ct, doses, structs
+
+
+def _common_frame(items: list[tuple[Path, pydicom.Dataset]]) -> str:
+    """The FrameOfReferenceUID most slices of a CT series give ('' when none does): one slice that lost
+    it does not cost the series its dose and structures."""
+    counts = Counter(str(ds.get("FrameOfReferenceUID", "") or "") for _, ds in items)
+    counts.pop("", None)
+    return min(counts, key=lambda f: (-counts[f], f)) if counts else ""
 
 
 def _series_jobs(found: DicomScan, known_series: set[str] | None, problems: list[Problem]) -> list[tuple]:
@@ -314,6 +411,10 @@ def read_series_job(job: tuple[str, list[Path], Path | None, Path | None],
                     scanned: DicomScan | None = None) -> list[Volume | Problem]:
     """Read one CT series with its RTDOSE and RTSTRUCT onto the model grid (runs in a worker).
 
+    Never raises for a damaged input: anything that goes wrong becomes a :class:`Problem` naming the
+    file (a damaged slice: that slice skipped; a damaged RTDOSE or RTSTRUCT: the series without it;
+    anything else: the series skipped), so that one series never costs another.
+
     Parameters
     ----------
     job : (SeriesInstanceUID, CT files, RTDOSE file or None, RTSTRUCT file or None)
@@ -325,8 +426,21 @@ def read_series_job(job: tuple[str, list[Path], Path | None, Path | None],
     -------
     The problems met, then the Volume (if the series could be read).
     """
-    uid, paths, dose_path, struct_path = job
+    uid, paths, _, _ = job
     out: list[Volume | Problem] = []
+    with _quiet():
+        try:
+            _read_series(job, scanned, out)
+        except Exception as exc:  # the last guard: a failure nobody foresaw costs this series only
+            where = str(paths[0].parent) if paths else uid
+            out.append(Problem(where, f"CT series {uid} could not be read ({type(exc).__name__}: "
+                                      f"{' '.join(str(exc).split())[:300]}); series skipped"))
+    return out
+
+
+def _read_series(job: tuple, scanned: DicomScan | None, out: list[Volume | Problem]) -> None:
+    """:func:`read_series_job`'s work: the problems met and then the volume appended to ``out``."""
+    uid, paths, dose_path, struct_path = job
     items = []
     headers = dict(scanned.ct.get(uid, [])) if scanned is not None else {}
     for path in paths:
@@ -343,27 +457,35 @@ def read_series_job(job: tuple[str, list[Path], Path | None, Path | None],
         ct = read_ct_series(uid, items)
     except InputError as exc:
         out.append(Problem(str(paths[0].parent), str(exc)))
-        return out
+        return
     dose = struct = None
     if dose_path is not None:
         try:
             header = next((d for p, d in scanned.dose if p == dose_path), None) if scanned is not None else None
             dose = (dose_path, read_dose(dose_path),
                     header if header is not None else pydicom.dcmread(dose_path, stop_before_pixels=True))
-        except InputError as exc:
-            out.append(Problem(str(dose_path), str(exc).removeprefix(f"{dose_path}: ")))
+        except Exception as exc:
+            message = str(exc).removeprefix(f"{dose_path}: ") if isinstance(exc, InputError) else \
+                f"cannot read RTDOSE ({type(exc).__name__}: {exc}); dose not used"
+            out.append(Problem(str(dose_path), message))
     if struct_path is not None:
         try:
             known = next((d for p, d in scanned.struct if p == struct_path), None) if scanned is not None else None
-            struct = (struct_path, known if known is not None else pydicom.dcmread(struct_path, force=True))
+            sds = known if known is not None else pydicom.dcmread(struct_path, force=True)
+            damage = truncation(struct_path, sds)
+            if damage:
+                raise InputError(damage)
+            struct = (struct_path, sds)
         except Exception as exc:
-            out.append(Problem(str(struct_path), f"cannot read RTSTRUCT ({type(exc).__name__}: {exc}); "
-                               "structures not ingested"))
+            out.append(Problem(str(struct_path), f"cannot read RTSTRUCT ({type(exc).__name__ if not isinstance(exc, InputError) else ''}"
+                               f"{': ' if not isinstance(exc, InputError) else ''}{exc}); structures not ingested"))
     try:
         out.append(series_to_volume(ct, dose, struct))
-    except InputError as exc:
-        out.append(Problem(str(ct.files[0].parent), str(exc)))
-    return out
+    except Exception as exc:
+        out += ct.warnings
+        why = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+        out.append(Problem(str(ct.files[0].parent), f"CT series {uid} could not be placed on the model grid "
+                                                   f"({why}); series skipped"))
 
 
 def read_query(path: str | Path, *, slice_index: int | None = None, dose_path: str | Path | None = None,
@@ -474,5 +596,9 @@ def _structures_of(found: DicomScan) -> list[Path]:
 
 def _newest_first(structs: list[tuple[Path, pydicom.Dataset]]) -> list[tuple[Path, pydicom.Dataset]]:
     """RTSTRUCT (path, dataset) pairs, newest first by StructureSetDate, StructureSetTime, SOPInstanceUID."""
-    return sorted(structs, key=lambda t: (str(t[1].get("StructureSetDate", "")), str(t[1].get("StructureSetTime", "")),
-                                          str(t[1].get("SOPInstanceUID", ""))), reverse=True)
+    def key(item: tuple[Path, pydicom.Dataset]) -> tuple[str, str, str]:
+        try:
+            return tuple(str(item[1].get(k, "") or "") for k in ("StructureSetDate", "StructureSetTime", "SOPInstanceUID"))
+        except Exception:  # damaged values: the oldest
+            return ("", "", "")
+    return sorted(structs, key=key, reverse=True)
