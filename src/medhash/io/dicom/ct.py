@@ -284,7 +284,8 @@ def _read_pixels(slices: list[tuple], geometry: PlaneGeometry, warnings: list[Pr
                                  f"(stored value x {describe('RescaleSlope')} + {describe('RescaleIntercept')}): "
                                  "not a CT image as it stands; slice skipped")
         except InputError as exc:
-            warnings.append(Problem(str(path), str(exc).removeprefix(f"{path}: ")))
+            message = str(exc).removeprefix(f"{path}: ")
+            warnings.append(Problem(str(path), message if message.endswith("skipped") else f"{message}; slice skipped"))
             continue
         except Exception as exc:
             warnings.append(Problem(str(path), f"cannot read ({type(exc).__name__}: {exc}); the file may be "

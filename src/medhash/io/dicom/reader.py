@@ -193,10 +193,16 @@ def scan(sources: Iterable[str | Path], progress: bool = False) -> DicomScan:
 
 @contextlib.contextmanager
 def _quiet():
-    """pydicom's warnings about invalid values silenced: medhash reports what it cannot use itself."""
+    """pydicom's warnings about invalid values silenced (its validation while reading turned off, put back
+    after): medhash reports what it cannot use itself."""
+    mode = pydicom.config.settings.reading_validation_mode
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        yield
+        pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+        try:
+            yield
+        finally:
+            pydicom.config.settings.reading_validation_mode = mode
 
 
 def _sort_file(out: DicomScan, path: Path, ds: pydicom.Dataset) -> None:
