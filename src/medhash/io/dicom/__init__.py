@@ -1,7 +1,7 @@
 """DICOM RT reader: CT series, RTDOSE and RTSTRUCT from folders → :class:`~medhash.core.records.Volume`.
 
-Modules: :mod:`.codec` (SOP classes, transfer syntaxes, the element walker, pixel decoders),
-:mod:`.ct` (a CT series → HU), :mod:`.rtdose` (the dose grid and its resampling), :mod:`.rtstruct`
+Modules: :mod:`.files` (walking the sources, links followed once), :mod:`.codec` (SOP classes,
+transfer syntaxes, the element walker, pixel decoders, values read and checked), :mod:`.ct` (a CT series → HU), :mod:`.rtdose` (the dose grid and its resampling), :mod:`.rtstruct`
 (contours → masks on the model grid), :mod:`.reader` (folders → volumes: scan, grouping by series and
 frame of reference, the worker pool, query slices). Other packages import the names below from here.
 """
