@@ -334,3 +334,18 @@ def test_add_volume_refuses_values_out_of_range(what, tmp_path):
         with pytest.raises(InputError, match=r"^series 1\.2\.3\.4 of patient P1: .*; not stored$"):
             arch.add_volume(vol)
         assert len(arch) == 0 and arch.series_uids() == set()
+
+
+@pytest.mark.parametrize("name", ["RD_DEMO002.dcm", "RS_DEMO002.dcm"])
+def test_truncated_copy_of_dose_or_structure_set_loses_to_its_twin(name, src, tmp_path, cohort):
+    intact = src / "DEMO002" / name
+    dup = src / "DEMO002" / ("A" + name)   # sorts first
+    dup.write_bytes(intact.read_bytes()[:len(intact.read_bytes()) * 2 // 3])
+    report, archive = run(src, tmp_path)
+    msgs = problems_of(report, dup, "warning")
+    kind = "RTDOSE" if name.startswith("RD") else "RTSTRUCT"
+    assert len(msgs) == 1 and msgs[0].endswith(f"not used: the other copy of this {kind}, {intact}, was used"), \
+        report.problems
+    assert report.exit_code == 0
+    assert_intact(archive, cohort, "DEMO002")
+    assert_intact(archive, cohort)

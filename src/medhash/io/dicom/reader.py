@@ -1,5 +1,5 @@
 """Reading DICOM RT folders: headers grouped by kind, CT series matched with their RTDOSE and RTSTRUCT,
-each series read onto the model grid (in forked worker processes), and single query slices.
+each series read onto the model grid (in forked worker processes); query slices are in :mod:`.query`.
 
 Steps (each file's header is read first, without pixel data, to group):
 
@@ -10,6 +10,9 @@ Steps (each file's header is read first, without pixel data, to group):
 3. RTDOSE matched by FrameOfReferenceUID (:mod:`.rtdose`): several for one frame of reference,
    the choice is recorded.
 4. RTSTRUCT matched by FrameOfReferenceUID: contours rasterised on the model grid (:mod:`.rtstruct`).
+5. Every file and every series is read in isolation: whatever goes wrong becomes a :class:`Problem`
+   naming the file (and the element), never an exception that would cost another file. A damaged
+   RTDOSE or RTSTRUCT is replaced by an intact copy of it (same SOPInstanceUID) when there is one.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import os
 import warnings
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -267,8 +271,9 @@ def _common_frame(items: list[tuple[Path, pydicom.Dataset]]) -> str:
 
 
 def _series_jobs(found: DicomScan, known_series: set[str] | None, problems: list[Problem]) -> list[tuple]:
-    """One job ``(series UID, CT files, RTDOSE file or None, RTSTRUCT file or None)`` per CT series to
-    read, in UID order; the choices made (and series already known) go to ``problems``."""
+    """One job ``(series UID, CT files, RTDOSE files or None, RTSTRUCT files or None)`` per CT series to
+    read, in UID order (the RTDOSE and RTSTRUCT chosen first, then the other files holding its
+    SOPInstanceUID); the choices made (and series already known) go to ``problems``."""
     for_of_ct, doses, structs = _by_frame_of_reference(found, problems)
     jobs = []
     warned_dose: set[str] = set()  # one warning per frame of reference, not per CT series
@@ -281,21 +286,36 @@ def _series_jobs(found: DicomScan, known_series: set[str] | None, problems: list
         dose_path = struct_path = None
         if fuid in doses:
             dose_path, dds = choose_dose(doses[fuid])
-            others = [p for p, _ in doses[fuid] if p != dose_path]
+            others = [p for p, _ in doses[fuid] if p != dose_path and p not in _copies(doses[fuid], dose_path)]
             if others and fuid not in warned_dose:
                 warned_dose.add(fuid)
-                problems.append(Problem(str(dose_path), f"{len(doses[fuid])} RTDOSE for frame of reference "
+                problems.append(Problem(str(dose_path), f"{len(others) + 1} RTDOSE for frame of reference "
                                         f"{fuid}: used this one (DoseSummationType "
                                         f"{dds.get('DoseSummationType', '?')}); ignored " + ", ".join(map(str, others)),
                                         level="warning"))
         if fuid in structs:
             cands = _newest_first(structs[fuid])
             struct_path = cands[0][0]
-            if len(cands) > 1:
-                problems.append(Problem(str(struct_path), f"{len(cands)} RTSTRUCT for frame of reference {fuid}: "
+            n_other = len(cands) - 1 - len(_copies(cands, struct_path))
+            if n_other:
+                problems.append(Problem(str(struct_path), f"{n_other + 1} RTSTRUCT for frame of reference {fuid}: "
                                         "used the newest (this one)", level="warning"))
-        jobs.append((uid, [p for p, _ in found.ct[uid]], dose_path, struct_path))
+        # copies of the chosen objects (one SOPInstanceUID in several files) are tried next if it is damaged
+        dose_files = [dose_path] + _copies(doses.get(fuid, []), dose_path) if dose_path else None
+        struct_files = [struct_path] + _copies(structs.get(fuid, []), struct_path) if struct_path else None
+        jobs.append((uid, [p for p, _ in found.ct[uid]], dose_files, struct_files))
     return jobs
+
+
+def _copies(candidates: list[tuple[Path, pydicom.Dataset]], chosen: Path) -> list[Path]:
+    """The other files of ``candidates`` that hold the SOPInstanceUID of ``chosen``."""
+    def sop(ds: pydicom.Dataset) -> str:
+        try:
+            return str(ds.get("SOPInstanceUID", "") or "")
+        except Exception:  # damaged: no copy of anything
+            return ""
+    want = next((sop(d) for p, d in candidates if p == chosen), "")
+    return [p for p, d in candidates if p != chosen and want and sop(d) == want]
 
 
 def _run_jobs(jobs: list[tuple], found: DicomScan, progress: bool, workers: int | None
@@ -318,15 +338,21 @@ def _run_jobs(jobs: list[tuple], found: DicomScan, progress: bool, workers: int 
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
         results = pool.map(_read_series_job_forked, jobs)
     seen: set[Problem] = set()
+    done = 0
     try:
         for items in results:
             bar.update(1)
+            done += 1
             for item in items:
                 if isinstance(item, Problem):
                     if item in seen:
                         continue
                     seen.add(item)
                 yield item
+    except BrokenProcessPool as exc:  # a worker killed (out of memory, a crashing decoder): the rest reported
+        for uid, paths, _, _ in jobs[done:]:
+            yield Problem(str(paths[0].parent) if paths else uid, f"CT series {uid} was not read: a worker process "
+                          f"died while series were being read ({exc}); ingest this folder again")
     finally:
         bar.close()
         if pool is not None:
@@ -343,7 +369,7 @@ def _read_series_job_forked(job) -> list[Volume | Problem]:
     return read_series_job(job, _FORKED_SCAN)
 
 
-def read_series_job(job: tuple[str, list[Path], Path | None, Path | None],
+def read_series_job(job: tuple[str, list[Path], Path | list[Path] | None, Path | list[Path] | None],
                     scanned: DicomScan | None = None) -> list[Volume | Problem]:
     """Read one CT series with its RTDOSE and RTSTRUCT onto the model grid (runs in a worker).
 
@@ -353,7 +379,8 @@ def read_series_job(job: tuple[str, list[Path], Path | None, Path | None],
 
     Parameters
     ----------
-    job : (SeriesInstanceUID, CT files, RTDOSE file or None, RTSTRUCT file or None)
+    job : (SeriesInstanceUID, CT files, RTDOSE, RTSTRUCT): each of the last two None, a file, or a list
+        of files holding one object (the chosen file, then its copies: tried in turn if it is damaged).
     scanned : the scan that found the files, when the job runs in the process that scanned or in a
         worker forked from it: its headers are used again (the CT slices' pixel data read at the offsets it recorded, the
         RTSTRUCT and the RTDOSE header as read) instead of parsing every file a second time.
@@ -395,26 +422,12 @@ def _read_series(job: tuple, scanned: DicomScan | None, out: list[Volume | Probl
         out.append(Problem(str(paths[0].parent), str(exc)))
         return
     dose = struct = None
-    if dose_path is not None:
-        try:
-            header = next((d for p, d in scanned.dose if p == dose_path), None) if scanned is not None else None
-            dose = (dose_path, read_dose(dose_path),
-                    header if header is not None else pydicom.dcmread(dose_path, stop_before_pixels=True))
-        except Exception as exc:
-            message = str(exc).removeprefix(f"{dose_path}: ") if isinstance(exc, InputError) else \
-                f"cannot read RTDOSE ({type(exc).__name__}: {exc}); dose not used"
-            out.append(Problem(str(dose_path), message))
-    if struct_path is not None:
-        try:
-            known = next((d for p, d in scanned.struct if p == struct_path), None) if scanned is not None else None
-            sds = known if known is not None else pydicom.dcmread(struct_path, force=True)
-            damage = truncation(struct_path, sds)
-            if damage:
-                raise InputError(damage)
-            struct = (struct_path, sds)
-        except Exception as exc:
-            out.append(Problem(str(struct_path), f"cannot read RTSTRUCT ({type(exc).__name__ if not isinstance(exc, InputError) else ''}"
-                               f"{': ' if not isinstance(exc, InputError) else ''}{exc}); structures not ingested"))
+    if dose_path:
+        dose = _first_readable(_as_list(dose_path), lambda p: (p, read_dose(p), _header(scanned, "dose", p)),
+                               "RTDOSE", "dose not used", out)
+    if struct_path:
+        struct = _first_readable(_as_list(struct_path), lambda p: (p, _structure_set(scanned, p)),
+                                 "RTSTRUCT", "structures not ingested", out)
     try:
         out.append(series_to_volume(ct, dose, struct))
     except Exception as exc:
@@ -424,110 +437,49 @@ def _read_series(job: tuple, scanned: DicomScan | None, out: list[Volume | Probl
                                                    f"({why}); series skipped"))
 
 
-def read_query(path: str | Path, *, slice_index: int | None = None, dose_path: str | Path | None = None,
-               structures: bool = False) -> tuple[Volume, int]:
-    """A query slice from DICOM, on the model grid exactly as ``ingest`` would put it.
+def _as_list(paths: Path | list[Path]) -> list[Path]:
+    return list(paths) if isinstance(paths, (list, tuple)) else [paths]
 
-    Parameters
-    ----------
-    path : a CT slice file, or a folder holding one CT series (then ``slice_index`` picks the slice:
-        0-based, in position order).
-    dose_path : optional RTDOSE of the same frame of reference, resampled onto the slice.
-    structures : for a folder, also rasterise the RTSTRUCT of the folder that references the CT's frame
-        of reference (the newest by StructureSetDate / Time when there are several), as ingest does.
 
-    Returns
-    -------
-    (volume, k) : the series on the model grid and the position of the query slice in it.
-    """
-    path = Path(path)
-    if path.is_dir():
-        found = scan([path])
-        if not found.ct:
-            raise InputError(f"{path}: no CT series in this folder" +
-                             (f" ({found.problems[0].message})" if found.problems else ""))
-        if len(found.ct) > 1:
-            raise InputError(f"{path}: {len(found.ct)} CT series in this folder; give a folder with one series")
-        uid, items = next(iter(found.ct.items()))
-        struct_files = _structures_of(found) if structures else []
-        plans = found.plan
-        if slice_index is None:
-            raise InputError(f"{path} is a series folder: say which slice (0 to {len(items) - 1})",
-                             param="slice_index")
-    else:
-        if not path.is_file():
-            raise InputError(f"{path}: no such file")
-        ds = read_header(path)
-        sop_class = str(ds.get("SOPClassUID", ""))
-        modality = str(ds.get("Modality", "")).upper()
-        if sop_class != CT_IMAGE_STORAGE and modality != "CT":
-            raise InputError(f"{path}: a query must be a CT image; this file is {modality or sop_class or 'of no known type'}"
-                             + ("" if modality or sop_class else " (no Modality, no SOP Class UID: truncated or corrupt?)"))
-        uid, items = str(ds.get("SeriesInstanceUID", "") or "query"), [(path, ds)]
-        struct_files, plans = [], []
-        if slice_index not in (None, 0):
-            raise InputError(f"{path} is a single slice: its slice index is 0 (or leave it out)", param="slice_index")
-    full = []
-    for p, _ in items:
+def _known(scanned: DicomScan | None, kind: str, path: Path) -> pydicom.Dataset | None:
+    """The data set of ``path`` as the scan read it (``kind``: "dose" or "struct"), or None."""
+    return next((d for p, d in getattr(scanned, kind) if p == path), None) if scanned is not None else None
+
+
+def _header(scanned: DicomScan | None, kind: str, path: Path) -> pydicom.Dataset:
+    """The header of ``path`` as the scan read it, else read now (without pixel data)."""
+    known = _known(scanned, kind, path)
+    return known if known is not None else pydicom.dcmread(path, stop_before_pixels=True)
+
+
+def _structure_set(scanned: DicomScan | None, path: Path) -> pydicom.Dataset:
+    """The RTSTRUCT data set of ``path``; InputError when the file is truncated."""
+    known = _known(scanned, "struct", path)
+    ds = known if known is not None else pydicom.dcmread(path, force=True)
+    damage = truncation(path, ds)
+    if damage:
+        raise InputError(f"{path}: {damage}")
+    return ds
+
+
+def _first_readable(paths: list[Path], read, what: str, consequence: str, out: list) -> object | None:
+    """``read(path)`` of the first of ``paths`` (copies of one object) that can be read, or None. Problems
+    go to ``out``: errors when none could be read, warnings naming the copy used otherwise."""
+    failed = []
+    for path in paths:
         try:
-            full.append((p, pydicom.dcmread(p)))
+            result = read(path)
         except Exception as exc:
-            raise InputError(f"{p}: cannot read ({type(exc).__name__}: {exc})") from None
-    ct = read_ct_series(uid, full)
-    k = 0 if slice_index is None else int(slice_index)
-    if not 0 <= k < len(ct.z_mm):
-        raise InputError(f"{path}: slice {k} is outside the series (0 to {len(ct.z_mm) - 1})", param="slice_index")
-    dose = None
-    if dose_path is not None:
-        dose_path = Path(dose_path)
-        hdr = read_header(dose_path)
-        if str(hdr.get("Modality", "")).upper() != "RTDOSE":
-            raise InputError(f"{dose_path}: the dose must be an RTDOSE file; this file is {hdr.get('Modality', '?')}",
-                             param="dose")
-        if ct.frame_of_reference_uid and str(hdr.get("FrameOfReferenceUID", "")) != ct.frame_of_reference_uid:
-            raise InputError(f"{dose_path}: {describe('FrameOfReferenceUID')} differs from the CT's "
-                             f"({ct.frame_of_reference_uid}); the dose belongs to another scan")
-        dose = (dose_path, read_dose(dose_path), hdr)
-    struct = None
-    if struct_files:
-        spath = struct_files[0]
-        try:
-            struct = (spath, pydicom.dcmread(spath, force=True))
-        except Exception as exc:
-            raise InputError(f"{spath}: cannot read the RTSTRUCT ({type(exc).__name__}: {exc})") from None
-    vol = series_to_volume(ct, dose, struct)
-    if struct is not None:
-        vol.info["prescriptions"] = prescriptions(struct[1], plans)
-    return vol, k
-
-
-def prescriptions(struct: pydicom.Dataset, plans: list[tuple[Path, pydicom.Dataset]]) -> dict[str, float]:
-    """ROI name -> prescribed dose (Gy) of the targets of a structure set, read from the RT plans that
-    reference it: each Dose Reference with a ReferencedROINumber and a TargetPrescriptionDose in (0, 120]
-    Gy (other values are ignored). Names are the structure set's ROI names; {} without such a plan."""
-    uid = str(struct.get("SOPInstanceUID", ""))
-    names = {int(r.ROINumber): str(r.get("ROIName", "")) for r in struct.get("StructureSetROISequence", [])
-             if r.get("ROINumber") is not None}
-    out: dict[str, float] = {}
-    for _, plan in plans:
-        refs = {str(r.get("ReferencedSOPInstanceUID", "")) for r in plan.get("ReferencedStructureSetSequence", [])}
-        if uid not in refs:
+            message = str(exc).removeprefix(f"{path}: ") if isinstance(exc, InputError) else \
+                f"cannot read {what} ({type(exc).__name__}: {exc})"
+            failed.append((path, message.removesuffix(f"; {consequence}")))
             continue
-        for ref in plan.get("DoseReferenceSequence", []):
-            try:
-                roi, gy = int(ref.get("ReferencedROINumber")), float(ref.get("TargetPrescriptionDose"))
-            except (TypeError, ValueError):
-                continue
-            if roi in names and names[roi] and 0 < gy <= 120:
-                out[names[roi]] = gy
-    return out
-
-
-def _structures_of(found: DicomScan) -> list[Path]:
-    """The RTSTRUCT files of a scanned folder that reference its CT series' frame of reference, newest
-    first (StructureSetDate, StructureSetTime, SOPInstanceUID), as ingest chooses."""
-    for_of_ct, _, structs = _by_frame_of_reference(found, [])
-    return [p for p, _ in _newest_first([c for fuid in set(for_of_ct.values()) for c in structs.get(fuid, [])])]
+        for bad, message in failed:
+            out.append(Problem(str(bad), f"{message}; not used: the other copy of this {what}, {path}, was used",
+                               level="warning"))
+        return result
+    out += [Problem(str(bad), f"{message}; {consequence}") for bad, message in failed]
+    return None
 
 
 def _newest_first(structs: list[tuple[Path, pydicom.Dataset]]) -> list[tuple[Path, pydicom.Dataset]]:
