@@ -349,3 +349,31 @@ def test_truncated_copy_of_dose_or_structure_set_loses_to_its_twin(name, src, tm
     assert report.exit_code == 0
     assert_intact(archive, cohort, "DEMO002")
     assert_intact(archive, cohort)
+
+
+@pytest.mark.parametrize("damage", ["dose nan", "ct nan"])
+def test_damaged_openkbp_patient_costs_itself_only(damage, openkbp_root, tmp_path):
+    root, _ = openkbp_root
+    folder = root / "pt_12"
+    if damage.startswith("dose"):
+        target = folder / "dose.csv"
+        with open(target, "a") as f:
+            f.write("5,nan\n" if damage == "dose nan" else "5,-3\n")
+    elif damage == "ct nan":
+        target = folder / "ct.csv"
+        with open(target, "a") as f:
+            f.write("5,nan\n")
+    else:
+        target = folder / "voxel_dimensions.csv"
+        target.write_text("3.906\nnan\n2.5\n")
+    with Archive(tmp_path / "arch", create=True) as arch:
+        report = ingest(arch, [root])
+        assert "pt_7" in report.patients
+        assert [s.slice_index for s in arch.slices("pt_7")] == list(range(40, 80))  # its slices with body
+    msgs = [p.message for p in report.errors if str(target) in p.path + p.message]
+    assert len(msgs) == 1, report.problems
+    if damage.startswith("dose"):
+        assert msgs[0].endswith("dose not used") and "pt_12" in report.patients
+    else:
+        assert "pt_12" not in report.patients
+    assert_values_in_range(tmp_path / "arch")
