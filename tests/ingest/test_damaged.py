@@ -127,6 +127,7 @@ CT_DAMAGE = {
     "slope 1e30": (lambda p: edit(p, lambda ds: setattr(ds, "RescaleSlope", "1e30")), "(0028,1053)"),
     "slope as AT": (lambda p: set_raw(p, "RescaleSlope", "AT", 0x00100020), "(0028,1053)"),
     "intercept inf": (lambda p: edit(p, lambda ds: setattr(ds, "RescaleIntercept", "inf")), "(0028,1052)"),
+    "intercept missing": (lambda p: edit(p, lambda ds: delattr(ds, "RescaleIntercept")), "(0028,1052)"),
 }
 
 
@@ -173,6 +174,29 @@ def test_missing_roi_number_is_named(src, tmp_path, cohort):
     assert any("(3006,0022) 'ROI Number'" in m for m in msgs), report.problems
     assert_intact(archive, cohort)
     assert damaged_slices(archive, cohort)[0] == damaged_slices(archive, cohort)[1]
+
+
+STRUCT_DAMAGE = {
+    "no ROI contour sequence": (lambda ds: delattr(ds, "ROIContourSequence"),
+                                "(3006,0039) 'ROI Contour Sequence' is missing or empty"),
+    "no structure set ROI sequence": (lambda ds: delattr(ds, "StructureSetROISequence"),
+                                      "(3006,0084) 'Referenced ROI Number' (1) names no usable ROI"),
+    "no referenced ROI number": (lambda ds: delattr(ds.ROIContourSequence[0], "ReferencedROINumber"),
+                                 "(3006,0084) 'Referenced ROI Number' (missing) names no usable ROI"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(STRUCT_DAMAGE))
+def test_structure_set_without_names_or_contours_is_never_guessed(kind, src, tmp_path, cohort):
+    change, text = STRUCT_DAMAGE[kind]
+    path = edit(src / "DEMO002" / "RS_DEMO002.dcm", change)
+    report, archive = run(src, tmp_path)
+    msgs = problems_of(report, path, "error")
+    assert msgs and text in msgs[0], report.problems
+    assert_intact(archive, cohort)
+    with Archive(archive) as got:
+        names = {s for sl in got.slices("DEMO002") for s in sl.structures}
+        assert not any(n.startswith("ROI") for n in names)
 
 
 def test_truncated_structure_set_is_named_not_read_silently(src, tmp_path, cohort):
@@ -226,9 +250,10 @@ def test_hu_outside_the_range_are_clipped_and_counted(src, tmp_path, cohort):
     ds.PixelData = arr.astype(np.uint16).tobytes()
     ds.save_as(path)
     report, archive = run(src, tmp_path)
-    clipped = [p.message for p in report.warnings if "clipped" in p.message]
-    assert len(clipped) == 1 and "10 pixel(s) outside [-1024, 3071] HU clipped to that range (3 below, 7 above)" \
-        in clipped[0]
+    clipped = [p for p in report.warnings if "clipped" in p.message]
+    assert len(clipped) == 1 and clipped[0].path == str(path)
+    assert clipped[0].message.endswith("10 pixel(s) outside [-1024, 3071] HU clipped to that range (3 below, "
+                                       "7 above) in 1 slice(s), 10 in this one")
     assert report.exit_code == 0
     assert_intact(archive, cohort)
     assert_values_in_range(archive)

@@ -72,12 +72,13 @@ def _plane_key(ds: pydicom.Dataset, path: Path) -> tuple:
 def pixel_hu(ds: pydicom.Dataset, path: Path) -> np.ndarray:
     """HU of a CT slice: stored value x RescaleSlope + RescaleIntercept, (rows, cols) float32 (not clipped).
 
-    InputError naming the element when the slope or intercept is not finite or outside
+    InputError naming the element when the slope or intercept is missing, not finite or outside
     :data:`RESCALE_SLOPE_RANGE` / :data:`RESCALE_INTERCEPT_RANGE`.
     """
-    slope = number(ds, "RescaleSlope", path, default=1.0, lo=RESCALE_SLOPE_RANGE[0], hi=RESCALE_SLOPE_RANGE[1])
-    intercept = number(ds, "RescaleIntercept", path, default=0.0, lo=RESCALE_INTERCEPT_RANGE[0],
-                       hi=RESCALE_INTERCEPT_RANGE[1], unit="HU")
+    why = "stored values cannot be converted to HU"  # both are Type 1 in the CT Image module (PS3.3 C.8.2.1)
+    slope = number(ds, "RescaleSlope", path, lo=RESCALE_SLOPE_RANGE[0], hi=RESCALE_SLOPE_RANGE[1], why=why)
+    intercept = number(ds, "RescaleIntercept", path, lo=RESCALE_INTERCEPT_RANGE[0], hi=RESCALE_INTERCEPT_RANGE[1],
+                       unit="HU", why=why)
     arr = decoded_pixels(ds, path, "slice skipped")
     if arr.ndim != 2:
         raise InputError(f"{path}: expected one 2D frame, pixel data has shape {arr.shape}; skipped")
@@ -108,17 +109,14 @@ def read_ct_series(series_uid: str, items: list[tuple[Path, pydicom.Dataset]]) -
                              shape=(int(ds0.Rows), int(ds0.Columns)))
     normal = geometry.normal
     main.sort(key=lambda t: (float(t[5] @ normal), str(t[1].get("SOPInstanceUID", "")), str(t[0])))
-    clipped = [0, 0]
+    clipped: dict[Path, tuple[int, int]] = {}
     kept, hu = _read_pixels(main, geometry, warnings, clipped)
     kept, hu = _resolve_duplicates(kept, hu, items, normal, warnings)
     kept, hu = _unique_positions(kept, hu, normal, warnings)
     if not kept:
         _raise_single(items, warnings)
         raise InputError(f"CT series {series_uid}: none of its {len(items)} slice(s) could be read")
-    if clipped[0] or clipped[1]:
-        warnings.append(Problem(str(kept[0][0]), f"series {series_uid}: {clipped[0] + clipped[1]} pixel(s) "
-                                f"outside [{HU_MIN:g}, {HU_MAX:g}] HU clipped to that range ({clipped[0]} below, "
-                                f"{clipped[1]} above)", level="warning"))
+    warnings += _clipping_warning(clipped, {t[0] for t in kept}, series_uid)
     lossy = [t[0] for t in kept if is_lossy(t[1])]
     if lossy:
         warnings.append(Problem(str(lossy[0]), f"{len(lossy)} of the {len(kept)} slices of series {series_uid} "
@@ -141,6 +139,19 @@ def read_ct_series(series_uid: str, items: list[tuple[Path, pydicom.Dataset]]) -
         frame_of_reference_uid=str(value_of(first, "FrameOfReferenceUID", kept[0][0], "")), geometry=geometry,
         ipps=ipps, z_mm=z, hu=np.stack(hu), sop_uids=[_sop(t) for t in kept],
         files=[t[0] for t in kept], slice_thickness=thickness, warnings=warnings)
+
+
+def _clipping_warning(clipped: dict[Path, tuple[int, int]], kept: set[Path], series_uid: str) -> list[Problem]:
+    """One warning for the HU clipped in the slices kept (``clipped``: file -> pixels below, above),
+    naming the file with the most clipped pixels."""
+    counts = {p: c for p, c in clipped.items() if p in kept}
+    if not counts:
+        return []
+    below, above = sum(c[0] for c in counts.values()), sum(c[1] for c in counts.values())
+    worst = max(counts, key=lambda p: (sum(counts[p]), str(p)))
+    return [Problem(str(worst), f"series {series_uid}: {below + above} pixel(s) outside [{HU_MIN:g}, {HU_MAX:g}] HU "
+                    f"clipped to that range ({below} below, {above} above) in {len(counts)} slice(s), "
+                    f"{sum(counts[worst])} in this one", level="warning")]
 
 
 def _sop(item: tuple) -> str:
@@ -262,10 +273,10 @@ def _unique_positions(kept: list[tuple], hu: list[np.ndarray], normal: np.ndarra
     return out, out_hu
 
 
-def _read_pixels(slices: list[tuple], geometry: PlaneGeometry, warnings: list[Problem], clipped: list[int]
-                 ) -> tuple[list[tuple], list[np.ndarray]]:
+def _read_pixels(slices: list[tuple], geometry: PlaneGeometry, warnings: list[Problem],
+                 clipped: dict[Path, tuple[int, int]]) -> tuple[list[tuple], list[np.ndarray]]:
     """The slices whose pixel data could be read and their HU (rows, cols) float32, clipped to
-    [HU_MIN, HU_MAX] (``clipped`` counts the pixels below and above); the others go to ``warnings``.
+    [HU_MIN, HU_MAX] (``clipped``: file -> pixels below and above); the others go to ``warnings``.
     Pixel data already attached to a header is freed once decoded."""
     hu, kept = [], []
     for item in slices:
@@ -293,8 +304,7 @@ def _read_pixels(slices: list[tuple], geometry: PlaneGeometry, warnings: list[Pr
             continue
         if above or below:
             np.clip(img, HU_MIN, HU_MAX, out=img)
-            clipped[0] += below
-            clipped[1] += above
+            clipped[path] = (below, above)
         hu.append(img)
         kept.append(item)
     return kept, hu

@@ -70,12 +70,26 @@ def _roi_names(ds: pydicom.Dataset, source: str, problems: list[Problem]) -> dic
     for k, r in enumerate(items):
         try:
             number = int(r.ROINumber)
-            names[number] = str(r.get("ROIName", "") or f"ROI{number}").strip()
         except Exception as exc:
             problems.append(Problem(source, f"item {k + 1} of (3006,0020) 'Structure Set ROI Sequence' has no usable "
                                     f"(3006,0022) 'ROI Number' ({type(exc).__name__}: {exc}); its contours cannot "
                                     "be named: not ingested"))
+            continue
+        try:
+            name = r.get("ROIName", "")
+        except Exception as exc:  # a wrong VR
+            name = exc
+        if not isinstance(name, str):
+            problems.append(Problem(source, f"ROI number {number}: (3006,0026) 'ROI Name' is not text "
+                                    f"({_short(name)}); this ROI is not ingested"))
+            continue
+        names[number] = name.strip() or f"ROI{number}"
     return names
+
+
+def _short(value: object) -> str:
+    text = f"{type(value).__name__}: {value}" if isinstance(value, Exception) else repr(value)
+    return " ".join(text.split())[:80]
 
 
 def _contour_polygon(contour: pydicom.Dataset) -> np.ndarray | None:
@@ -124,7 +138,6 @@ def rasterise_structure_set(ds: pydicom.Dataset, z_mm: np.ndarray, origins_mm: n
     tol = 0.5 * float(np.median(np.diff(z_mm))) if n > 1 else 1.0
     problems: list[Problem] = []
     names = _roi_names(ds, source, problems)
-    unnamed_items = bool(problems)  # then a contour whose number names no ROI may be theirs: not guessed
     masks: dict[str, np.ndarray] = {}
     off_ct, skipped_types = 0, 0
     try:
@@ -133,13 +146,17 @@ def rasterise_structure_set(ds: pydicom.Dataset, z_mm: np.ndarray, origins_mm: n
         problems.append(Problem(source, f"(3006,0039) 'ROI Contour Sequence' cannot be read ({type(exc).__name__}: "
                                 f"{exc}); structures not ingested"))
         rois = []
-    for roi in rois:
-        name = "?"
+    if names and not rois:
+        problems.append(Problem(source, f"(3006,0039) 'ROI Contour Sequence' is missing or empty: the {len(names)} "
+                                "ROI(s) have no contours; structures not ingested"))
+    for k, roi in enumerate(rois):
+        name = f"item {k + 1} of (3006,0039) 'ROI Contour Sequence'"
         try:
             number = int(roi.get("ReferencedROINumber", -1))
-            if unnamed_items and number not in names:
-                raise InputError(f"its (3006,0084) 'Referenced ROI Number' {number} names no usable ROI")
-            name = names.get(number, f"ROI{number}")
+            if number not in names:  # never guessed: the contours of an ROI whose name is unknown
+                raise InputError(f"its (3006,0084) 'Referenced ROI Number' ({number if number >= 0 else 'missing'}) "
+                                 "names no usable ROI of (3006,0020) 'Structure Set ROI Sequence'")
+            name = names[number]
             mask = np.zeros((n, GRID_SIZE, GRID_SIZE), dtype=bool)
             for contour in roi.get("ContourSequence", []) or []:
                 pts = _contour_polygon(contour)
@@ -155,7 +172,8 @@ def rasterise_structure_set(ds: pydicom.Dataset, z_mm: np.ndarray, origins_mm: n
                 mask[k] ^= polygon_mask(rel @ row_dir / GRID_SPACING_MM, rel @ col_dir / GRID_SPACING_MM)
         except Exception as exc:
             why = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
-            problems.append(Problem(source, f"ROI {name!r}: {why}; this ROI is not ingested"))
+            problems.append(Problem(source, f"ROI {name!r}: {why}; this ROI is not ingested" if name in names.values()
+                                    else f"{name}: {why}; not ingested"))
             continue
         masks[name] = masks[name] ^ mask if name in masks else mask  # one name twice: as one ROI
     if off_ct:
