@@ -57,7 +57,8 @@ def value_of(ds: pydicom.Dataset, keyword: str, path: str | Path, default: objec
     except Exception as exc:  # pydicom raises many types on damaged values
         raise InputError(f"{path}: {describe(keyword)} cannot be read ({type(exc).__name__}: "
                          f"{' '.join(str(exc).split())[:200]})") from None
-    return default if value is None or value == "" else value
+    empty = value is None or (isinstance(value, (str, bytes, list, MultiValue)) and len(value) == 0)
+    return default if empty else value
 
 
 def numbers(ds: pydicom.Dataset, keyword: str, path: str | Path, *, count: int | None = None,

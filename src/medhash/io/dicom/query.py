@@ -10,7 +10,7 @@ from ...core.records import Volume
 from ...errors import InputError
 from .codec import CT_IMAGE_STORAGE, describe
 from .ct import read_ct_series
-from .reader import DicomScan, _by_frame_of_reference, _newest_first, _quiet, read_header, scan, series_to_volume
+from .reader import DicomScan, _by_frame_of_reference, _newest_first, read_header, scan, series_to_volume
 from .rtdose import read_dose
 
 
@@ -34,14 +34,13 @@ def read_query(path: str | Path, *, slice_index: int | None = None, dose_path: s
     ------
     InputError : naming the file, for anything in it that cannot be used (never another exception).
     """
-    with _quiet():
-        try:
-            return _read_query(Path(path), slice_index, dose_path, structures)
-        except InputError:
-            raise
-        except Exception as exc:  # a damage nobody foresaw: still a message naming the file
-            raise InputError(f"{path}: cannot be read as a query ({type(exc).__name__}: "
-                             f"{' '.join(str(exc).split())[:300]})") from None
+    try:  # (not quietened as ingest is: the web server reads queries in threads, and warnings' filters are global)
+        return _read_query(Path(path), slice_index, dose_path, structures)
+    except InputError:
+        raise
+    except Exception as exc:  # a damage nobody foresaw: still a message naming the file
+        raise InputError(f"{path}: cannot be read as a query ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:300]})") from None
 
 
 def _read_query(path: Path, slice_index: int | None, dose_path: str | Path | None, structures: bool

@@ -84,6 +84,9 @@ def _roi_names(ds: pydicom.Dataset, source: str, problems: list[Problem]) -> dic
                                     f"({_short(name)}); this ROI is not ingested"))
             continue
         names[number] = name.strip() or f"ROI{number}"
+        if not name.strip():
+            problems.append(Problem(source, f"ROI number {number} has no (3006,0026) 'ROI Name'; stored as "
+                                    f"{names[number]!r}", level="warning"))
     return names
 
 
