@@ -402,3 +402,13 @@ def test_damaged_openkbp_patient_costs_itself_only(damage, openkbp_root, tmp_pat
     else:
         assert "pt_12" not in report.patients
     assert_values_in_range(tmp_path / "arch")
+
+
+def test_damaged_query_file_is_an_input_error_naming_it(src):
+    from medhash.io.dicom import read_query
+    path = edit(ct_file(src), lambda ds: setattr(ds, "ImagePositionPatient", ["nan", "0", "0"]))
+    with pytest.raises(InputError, match=rf"^{path}: \(0020,0032\) 'Image Position \(Patient\)' value .* is out of range"):
+        read_query(path)
+    path = set_raw(ct_file(src, 6), "RescaleSlope", "AT", 0x00100020)
+    with pytest.raises(InputError, match=rf"^{path}: \(0028,1053\) 'Rescale Slope'"):
+        read_query(path)
