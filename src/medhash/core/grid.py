@@ -35,6 +35,15 @@ BODY_HU = -500.0
 MIN_BODY_FRACTION = 0.01
 """A slice with less than this fraction of body pixels on the model grid is skipped."""
 AIR_HU = -1024.0
+HU_MIN, HU_MAX = -1024.0, 3071.0
+"""Range of the HU stored in the archive (the 12-bit CT range, OpenKBP's too): readers clip to it and
+count the clipped pixels; the archive refuses anything outside."""
+DOSE_MAX_GY = 200.0
+"""Largest dose accepted in Gy: a dose grid above it (or negative, or not finite) is not used."""
+POSITION_LIMIT_MM = 10_000.0
+"""Largest absolute patient coordinate accepted (positions, contour points, frame offsets), mm."""
+SPACING_RANGE_MM = (0.01, 50.0)
+"""Accepted pixel spacing of CT and dose grids, mm."""
 
 _EXACT_TOL = 1e-4
 

@@ -5,8 +5,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import GeometryError
-from .grid import GRID_SIZE, GRID_SPACING_MM, MIN_BODY_FRACTION, body_fraction
+from ..errors import GeometryError, InputError
+from .grid import (DOSE_MAX_GY, GRID_SIZE, GRID_SPACING_MM, HU_MAX, HU_MIN, MIN_BODY_FRACTION, POSITION_LIMIT_MM,
+                   body_fraction)
 
 POSSIBLE_DOSE_MASK = "possible_dose_mask"
 """Mask name of OpenKBP's possible-dose mask: stored like a structure but not an organ."""
@@ -69,6 +70,32 @@ class Volume:
 
     def __len__(self) -> int:
         return len(self.slice_index)
+
+    def check_values(self) -> None:
+        """Raise :class:`~medhash.errors.InputError` naming the series unless every value is one the
+        archive may hold: CT finite and within [HU_MIN, HU_MAX] HU (half a HU of rounding allowed), dose
+        finite and within [0, DOSE_MAX_GY] Gy, positions and directions finite (positions within
+        POSITION_LIMIT_MM), native spacing finite and positive (:mod:`medhash.core.grid`)."""
+        def bad(name: str, arr: np.ndarray, lo: float, hi: float) -> str | None:
+            arr = np.asarray(arr, dtype=np.float64) if not isinstance(arr, np.ndarray) else arr
+            if arr.size == 0:
+                return None
+            finite = np.isfinite(arr)
+            if not finite.all():
+                return f"{name} holds {int((~finite).sum())} value(s) that are not finite (NaN or inf)"
+            a, b = float(arr.min()), float(arr.max())
+            return None if lo <= a and b <= hi else f"{name} spans {a:.6g} to {b:.6g}, outside [{lo:g}, {hi:g}]"
+
+        checks = [bad("CT (HU)", self.ct, HU_MIN - 0.5, HU_MAX + 0.5),
+                  None if self.dose is None else bad("dose (Gy)", self.dose, 0.0, DOSE_MAX_GY),
+                  bad("z_mm", self.z_mm, -POSITION_LIMIT_MM, POSITION_LIMIT_MM),
+                  bad("origins_mm", self.origins_mm, -2 * POSITION_LIMIT_MM, 2 * POSITION_LIMIT_MM),
+                  bad("row_dir", self.row_dir, -1.001, 1.001), bad("col_dir", self.col_dir, -1.001, 1.001),
+                  bad("native_spacing", np.asarray(self.native_spacing, dtype=np.float64), 1e-6, 1000.0)]
+        found = [c for c in checks if c]
+        if found:
+            raise InputError(f"series {self.series_uid} of patient {self.patient_id}: " + "; ".join(found)
+                             + "; not stored")
 
     def body_only(self) -> "Volume":
         """The same volume without the slices that have no body (rule in :mod:`medhash.core.grid`)."""

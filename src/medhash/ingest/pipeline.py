@@ -12,8 +12,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
+from ..errors import InputError
 from ..errors import EXIT_ARCHIVE, EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE  # noqa: F401  (re-exported)
 from ..store import Archive
 from ..io.openkbp import find_patients, read_openkbp
@@ -121,6 +122,9 @@ def _ingest(archive: Archive, sources, format: str, progress: bool, pseudonymise
             report.problems.append(Problem(str(src), "no such file or folder"))
             continue
         if src.is_dir() and next(iter_files([src]), None) is None:
+            links: list[Problem] = []
+            list(iter_files([src], links))  # an empty folder, or one whose links lead nowhere new
+            report.problems += links
             report.problems.append(Problem(str(src), "folder is empty: nothing to ingest"))
             continue
         fmt = detect_format(src) if format == "auto" else format
@@ -147,7 +151,7 @@ def _ingest(archive: Archive, sources, format: str, progress: bool, pseudonymise
     if dicom_inputs:
         readers.append(read_dicom(dicom_inputs, progress=progress, known_series=known))
     for reader in readers:
-        for item in reader:
+        for item in _guarded(reader, report):
             if staged and isinstance(item, Problem):
                 item = _unstage(item, staged)
             if pseudonymiser is not None and isinstance(item, Volume):
@@ -170,6 +174,17 @@ def _ingest(archive: Archive, sources, format: str, progress: bool, pseudonymise
     return report
 
 
+def _guarded(reader: Iterator[Volume | Problem], report: IngestReport) -> Iterator[Volume | Problem]:
+    """The items of ``reader``; should it fail (which the readers do not do for any input file), the
+    failure is reported and the run goes on with the next reader, keeping what was already added."""
+    try:
+        yield from reader
+    except Exception as exc:
+        log.debug("reader failed", exc_info=True)
+        report.problems.append(Problem("(sources)", f"reading stopped early ({type(exc).__name__}: {exc}); "
+                                       "the series read before were ingested; the others were not"))
+
+
 def _unstage(problem: Problem, staged: dict[str, str]) -> Problem:
     """The problem with staging paths (pseudonymised copies) replaced by the original folders."""
     path, message = problem.path, problem.message
@@ -180,7 +195,11 @@ def _unstage(problem: Problem, staged: dict[str, str]) -> Problem:
 
 def _add(archive: Archive, vol: Volume, report: IngestReport) -> None:
     report.problems += vol.warnings
-    result = archive.add_volume(vol)
+    try:
+        result = archive.add_volume(vol)
+    except InputError as exc:  # values the archive refuses (the readers validate first: a last guard)
+        report.problems.append(Problem(vol.series_uid, str(exc)))
+        return
     if not result.added:
         report.series_existing += 1
         return

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import InputError
-from ..core.grid import PlaneGeometry, place_grid, stack_to_grid
+from ..core.grid import DOSE_MAX_GY, SPACING_RANGE_MM, PlaneGeometry, place_grid, stack_to_grid
 from ..core.records import POSSIBLE_DOSE_MASK, Problem, Volume
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,10 @@ def read_voxel_dimensions(path: Path) -> tuple[float, float, float]:
         dims = np.loadtxt(path, dtype=np.float64).ravel()
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot read voxel dimensions ({exc})") from None
-    if dims.shape != (3,) or (dims <= 0).any():
-        raise InputError(f"{path}: expected three positive numbers (row, column, slice mm), found {dims.tolist()}")
+    lo, hi = SPACING_RANGE_MM
+    if dims.shape != (3,) or not np.isfinite(dims).all() or (dims < lo).any() or (dims > hi).any():
+        raise InputError(f"{path}: expected three finite numbers within [{lo:g}, {hi:g}] (row, column, slice mm), "
+                         f"found {dims.tolist()}")
     return float(dims[0]), float(dims[1]), float(dims[2])
 
 
@@ -103,6 +105,8 @@ def read_patient(folder: str | Path) -> Volume:
     pid = folder.name
     spacing = read_voxel_dimensions(folder / "voxel_dimensions.csv")
     raw = read_sparse(folder / "ct.csv")
+    if not np.isfinite(raw).all():
+        raise InputError(f"{folder / 'ct.csv'}: {int((~np.isfinite(raw)).sum())} value(s) are not finite numbers")
     hu = np.clip(raw, 0, 4095) - 1024.0
     # axial slice k = vol[:, :, k]  ->  stack (k, rows, cols)
     stack = np.ascontiguousarray(np.moveaxis(hu, 2, 0), dtype=np.float32)
@@ -117,8 +121,15 @@ def read_patient(folder: str | Path) -> Volume:
     warnings: list[Problem] = []
     dose = None
     if (folder / "dose.csv").is_file():
-        d = np.moveaxis(read_sparse(folder / "dose.csv"), 2, 0)
-        dose = stack_to_grid(d, geometry.spacing, placement.start, kind="dose")
+        try:
+            d = np.moveaxis(read_sparse(folder / "dose.csv"), 2, 0)
+            if not np.isfinite(d).all() or d.min() < 0 or d.max() > DOSE_MAX_GY:
+                raise InputError(f"{folder / 'dose.csv'}: values must be finite and within [0, {DOSE_MAX_GY:g}] Gy "
+                                 f"(found {np.nanmin(d):.4g} to {np.nanmax(d):.4g}, "
+                                 f"{int((~np.isfinite(d)).sum())} not finite); dose not used")
+            dose = stack_to_grid(d, geometry.spacing, placement.start, kind="dose")
+        except InputError as exc:
+            warnings.append(Problem(str(folder / "dose.csv"), str(exc).removeprefix(f"{folder / 'dose.csv'}: ")))
     else:
         warnings.append(Problem(str(folder), "no dose.csv: CT and structures ingested without dose",
                                 level="warning"))
@@ -157,3 +168,5 @@ def read_openkbp(sources: Iterable[str | Path], progress: bool = False,
             yield read_patient(folder)
         except InputError as exc:
             yield Problem(str(folder), str(exc))
+        except Exception as exc:  # one damaged patient never costs another
+            yield Problem(str(folder), f"cannot read this patient ({type(exc).__name__}: {exc}); skipped")

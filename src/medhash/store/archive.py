@@ -247,7 +247,15 @@ class Archive:
         """Add one series (its slices with body) atomically; a series already present adds nothing.
 
         The arrays are written first, the catalog last, in one transaction.
+
+        Raises
+        ------
+        InputError
+            Naming the series, when it holds a value the archive may not (NaN, inf, HU or Gy out of
+            range: :meth:`Volume.check_values`); nothing is written. The last line of defence: the
+            readers validate and clip first.
         """
+        vol.check_values()
         vol = vol.body_only()
         with self._writer():
             if self._con.execute("SELECT 1 FROM series WHERE series_uid = ?", (vol.series_uid,)).fetchone():

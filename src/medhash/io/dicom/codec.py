@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.datadict import dictionary_description, tag_for_keyword
+from pydicom.multival import MultiValue
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
@@ -39,12 +40,68 @@ def describe(keyword: str) -> str:
 
 
 def require(ds: pydicom.Dataset, keyword: str, path: str | Path, *, why: str = "") -> object:
-    """The value of ``keyword`` in ``ds``, or an :class:`InputError` naming file and element."""
-    value = ds.get(keyword, None)
-    if value is None or value == "":
+    """The value of ``keyword`` in ``ds``, or an :class:`InputError` naming file and element (missing,
+    or not convertible by pydicom)."""
+    value = value_of(ds, keyword, path)
+    if value is None:
         extra = f": {why}" if why else ""
         raise InputError(f"{path}: {describe(keyword)} is missing{extra}")
     return value
+
+
+def value_of(ds: pydicom.Dataset, keyword: str, path: str | Path, default: object = None) -> object:
+    """The value of ``keyword`` in ``ds`` (``default`` when absent or empty), or an :class:`InputError`
+    naming file and element when pydicom cannot convert it (a wrong VR, an unknown VR, bad bytes)."""
+    try:
+        value = ds.get(keyword, None)
+    except Exception as exc:  # pydicom raises many types on damaged values
+        raise InputError(f"{path}: {describe(keyword)} cannot be read ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:200]})") from None
+    empty = value is None or (isinstance(value, (str, bytes, list, MultiValue)) and len(value) == 0)
+    return default if empty else value
+
+
+def numbers(ds: pydicom.Dataset, keyword: str, path: str | Path, *, count: int | None = None,
+            lo: float = -np.inf, hi: float = np.inf, unit: str = "", default: object = None,
+            why: str = "") -> np.ndarray:
+    """The values of ``keyword`` as a float64 array, each finite and in [``lo``, ``hi``], or an
+    :class:`InputError` naming file, element and value.
+
+    Parameters
+    ----------
+    count : the number of values the element must hold (None: any number, at least one).
+    default : used when the element is absent or empty; None: it is required (``why`` says why).
+    """
+    value = value_of(ds, keyword, path)
+    if value is None:
+        if default is None:
+            raise InputError(f"{path}: {describe(keyword)} is missing" + (f": {why}" if why else ""))
+        value = default
+    items = list(value) if isinstance(value, (list, tuple, MultiValue, np.ndarray)) else [value]
+    try:
+        arr = np.array([float(v) for v in items], dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"{path}: {describe(keyword)} value {_short(value)} is not a list of numbers "
+                         f"({' '.join(str(exc).split())[:120]})") from None
+    if (count is not None and arr.size != count) or arr.size == 0:
+        raise InputError(f"{path}: {describe(keyword)} value {_short(value)} must have "
+                         f"{count if count is not None else 'at least one'} number(s)")
+    bad = ~np.isfinite(arr) | (arr < lo) | (arr > hi)
+    if bad.any():
+        unit_s = f" {unit}" if unit else ""
+        raise InputError(f"{path}: {describe(keyword)} value {_short(value)} is out of range: each must be "
+                         f"finite and within [{lo:g}, {hi:g}]{unit_s}")
+    return arr
+
+
+def number(ds: pydicom.Dataset, keyword: str, path: str | Path, **kw) -> float:
+    """One value of ``keyword``, finite and in range: :func:`numbers` with ``count=1``."""
+    return float(numbers(ds, keyword, path, count=1, **kw)[0])
+
+
+def _short(value: object) -> str:
+    text = repr(list(value) if isinstance(value, MultiValue) else value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 _NATIVE_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}  # implicit / explicit VR
@@ -241,6 +298,23 @@ def attach_pixel_data(ds: pydicom.Dataset, path: Path, offset: int | None) -> bo
         return False
     ds.add_new(0x7FE00010, vr if vr in ("OB", "OW") else "OW", value)
     return True
+
+
+def truncation(path: str | Path, ds: pydicom.Dataset) -> str | None:
+    """Why the data set of ``path`` is incomplete (it ends inside a data element: a truncated file,
+    which pydicom reads silently as a shorter data set), or None when it ends on an element boundary.
+
+    Checked for little-endian files with a ``DICM`` preamble only (the others: None).
+    """
+    syntax = transfer_syntax(ds)
+    raw = Path(path).read_bytes()
+    if syntax not in _NATIVE_LITTLE_ENDIAN or raw[128:132] != b"DICM":
+        return None
+    meta_end = walk_elements(raw, 132, False, stop=0x0002FFFF)
+    end = walk_elements(raw, meta_end, syntax == "1.2.840.10008.1.2", stop=None) if meta_end >= 0 else -1
+    if end != len(raw):
+        return f"the data set ends inside a data element (the file has {len(raw)} bytes): the file is truncated or corrupt"
+    return None
 
 
 def syntax_name(uid: str) -> str:

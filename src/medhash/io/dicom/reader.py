@@ -1,5 +1,5 @@
 """Reading DICOM RT folders: headers grouped by kind, CT series matched with their RTDOSE and RTSTRUCT,
-each series read onto the model grid (in forked worker processes), and single query slices.
+each series read onto the model grid (in forked worker processes); query slices are in :mod:`.query`.
 
 Steps (each file's header is read first, without pixel data, to group):
 
@@ -10,13 +10,19 @@ Steps (each file's header is read first, without pixel data, to group):
 3. RTDOSE matched by FrameOfReferenceUID (:mod:`.rtdose`): several for one frame of reference,
    the choice is recorded.
 4. RTSTRUCT matched by FrameOfReferenceUID: contours rasterised on the model grid (:mod:`.rtstruct`).
+5. Every file and every series is read in isolation: whatever goes wrong becomes a :class:`Problem`
+   naming the file (and the element), never an exception that would cost another file. A damaged
+   RTDOSE or RTSTRUCT is replaced by an intact copy of it (same SOPInstanceUID) when there is one.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
-from collections import defaultdict
+import warnings
+from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -30,8 +36,9 @@ from ...core.records import Problem, Volume
 from ...errors import InputError
 from ...lifeline import die_with_parent
 from .codec import (CT_IMAGE_STORAGE, ENHANCED_CT_STORAGE, MEDIA_STORAGE_DIRECTORY, RT_DOSE_STORAGE,
-                    RT_PLAN_STORAGE, RT_STRUCT_STORAGE, attach_pixel_data, describe)
+                    RT_PLAN_STORAGE, RT_STRUCT_STORAGE, attach_pixel_data, describe, truncation, value_of)
 from .ct import CTSeries, read_ct_series
+from .files import iter_files
 from .rtdose import DoseGrid, choose_dose, read_dose
 from .rtstruct import rasterise_structure_set
 
@@ -51,19 +58,6 @@ class DicomScan:
     problems: list[Problem] = field(default_factory=list)
     pixel_offsets: dict[Path, int] = field(default_factory=dict)
     """Byte offset of the Pixel Data element of each file read (where the header stopped)."""
-
-
-def iter_files(sources: Iterable[str | Path]) -> Iterator[Path]:
-    """Every regular file under the sources (files given directly are yielded as they are), sorted."""
-    for src in sources:
-        src = Path(src)
-        if src.is_file():
-            yield src
-            continue
-        for root, dirs, files in os.walk(src):
-            dirs.sort()
-            for name in sorted(files):
-                yield Path(root) / name
 
 
 def _looks_like_dataset(path: Path) -> bool:
@@ -113,45 +107,81 @@ def scan(sources: Iterable[str | Path], progress: bool = False) -> DicomScan:
     from tqdm import tqdm  # start-up: tqdm only when reading folders
 
     out = DicomScan()
-    files = list(iter_files(sources))
-    for path in tqdm(files, desc="reading headers", unit="file", disable=not progress, leave=False):
-        out.files += 1
-        try:
-            ds = read_header(path, out.pixel_offsets)
-        except InputError as exc:
-            out.not_dicom += 1
-            out.problems.append(Problem(str(path), str(exc).removeprefix(f"{path}: ")))
-            continue
-        meta = getattr(ds, "file_meta", None)
-        sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
-        modality = str(ds.get("Modality", "")).upper()
-        if not sop_class and not modality:
-            out.problems.append(Problem(str(path), f"neither {describe('SOPClassUID')} nor {describe('Modality')} "
-                                        "is present; the file may be truncated or corrupt; skipped"))
-            continue
-        if sop_class == MEDIA_STORAGE_DIRECTORY:
-            continue
-        if sop_class == ENHANCED_CT_STORAGE:
-            out.problems.append(Problem(str(path), "Enhanced CT (multi-frame) is not supported yet; "
-                                        "export the series as CT Image Storage (one file per slice); skipped"))
-            continue
-        if sop_class == CT_IMAGE_STORAGE or (modality == "CT" and not sop_class):
-            uid = str(ds.get("SeriesInstanceUID", ""))
-            if not uid:
-                out.problems.append(Problem(str(path), f"{describe('SeriesInstanceUID')} is missing; "
-                                            "the slice cannot be grouped; skipped"))
+    with _quiet():
+        files = list(iter_files(sources, out.problems))
+        for path in tqdm(files, desc="reading headers", unit="file", disable=not progress, leave=False):
+            out.files += 1
+            try:
+                ds = read_header(path, out.pixel_offsets)
+            except InputError as exc:
+                out.not_dicom += 1
+                out.problems.append(Problem(str(path), str(exc).removeprefix(f"{path}: ")))
                 continue
-            out.ct[uid].append((path, ds))
-        elif sop_class == RT_DOSE_STORAGE or modality == "RTDOSE":
-            out.dose.append((path, ds))
-        elif sop_class == RT_STRUCT_STORAGE or modality == "RTSTRUCT":
-            out.struct.append((path, ds))
-        elif sop_class == RT_PLAN_STORAGE or modality == "RTPLAN":
-            out.plans += 1
-            out.plan.append((path, ds))
-        else:
-            out.other[modality or sop_class or "unknown"] += 1
+            try:
+                _sort_file(out, path, ds)
+            except Exception as exc:  # a header element pydicom cannot convert
+                message = str(exc).removeprefix(f"{path}: ") if isinstance(exc, InputError) else \
+                    f"the header cannot be read ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+                out.problems.append(Problem(str(path), f"{message}; the file may be corrupt; skipped"))
     return out
+
+
+@contextlib.contextmanager
+def _quiet():
+    """pydicom's warnings about invalid values silenced (its validation while reading turned off, put back
+    after): medhash reports what it cannot use itself."""
+    mode = pydicom.config.settings.reading_validation_mode
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+        try:
+            yield
+        finally:
+            pydicom.config.settings.reading_validation_mode = mode
+
+
+def _sort_file(out: DicomScan, path: Path, ds: pydicom.Dataset) -> None:
+    """Put one header into ``out`` by its kind (a problem for what cannot be used)."""
+    meta = getattr(ds, "file_meta", None)
+    sop_class = str(value_of(ds, "SOPClassUID", path, "") or
+                    (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
+    modality = str(value_of(ds, "Modality", path, "")).upper()
+    if not sop_class and not modality:
+        out.problems.append(Problem(str(path), f"neither {describe('SOPClassUID')} nor {describe('Modality')} "
+                                    "is present; the file may be truncated or corrupt; skipped"))
+        return
+    if sop_class == MEDIA_STORAGE_DIRECTORY:
+        return
+    if sop_class == ENHANCED_CT_STORAGE:
+        out.problems.append(Problem(str(path), "Enhanced CT (multi-frame) is not supported yet; "
+                                    "export the series as CT Image Storage (one file per slice); skipped"))
+        return
+    if sop_class == CT_IMAGE_STORAGE or (modality == "CT" and not sop_class):
+        uid = str(value_of(ds, "SeriesInstanceUID", path, ""))
+        if not uid:
+            out.problems.append(Problem(str(path), f"{describe('SeriesInstanceUID')} is missing; "
+                                        "the slice cannot be grouped; skipped"))
+            return
+        value_of(ds, "FrameOfReferenceUID", path, "")  # unreadable: the file is reported, not its series
+        out.ct[uid].append((path, ds))
+    elif sop_class == RT_DOSE_STORAGE or modality == "RTDOSE":
+        value_of(ds, "FrameOfReferenceUID", path, "")
+        out.dose.append((path, ds))
+    elif sop_class == RT_STRUCT_STORAGE or modality == "RTSTRUCT":
+        _struct_frames(ds)
+        out.struct.append((path, ds))
+    elif sop_class == RT_PLAN_STORAGE or modality == "RTPLAN":
+        out.plans += 1
+        out.plan.append((path, ds))
+    else:
+        out.other[modality or sop_class or "unknown"] += 1
+
+
+def _struct_frames(ds: pydicom.Dataset) -> set[str]:
+    """The FrameOfReferenceUIDs an RTSTRUCT references (raises when its sequences cannot be read)."""
+    fuids = {str(r.get("FrameOfReferenceUID", "")) for r in ds.get("ReferencedFrameOfReferenceSequence", []) or []}
+    fuids |= {str(r.get("ReferencedFrameOfReferenceUID", "")) for r in ds.get("StructureSetROISequence", []) or []}
+    return fuids
 
 
 def series_to_volume(ct: CTSeries, dose: tuple[Path, DoseGrid, pydicom.Dataset] | None,
@@ -210,7 +240,7 @@ def read_dicom(sources: Iterable[str | Path], progress: bool = False,
 def _by_frame_of_reference(found: DicomScan, problems: list[Problem]) -> tuple[dict, dict, dict]:
     """(CT series UID -> its FrameOfReferenceUID, FrameOfReferenceUID -> its RTDOSE, -> its RTSTRUCT);
     dose and structure sets that match no CT series of the scan go to ``problems``."""
-    for_of_ct = {uid: str(items[0][1].get("FrameOfReferenceUID", "")) for uid, items in found.ct.items()}
+    for_of_ct = {uid: _common_frame(items) for uid, items in found.ct.items()}
     ct_fors = set(for_of_ct.values())
     doses: dict[str, list] = defaultdict(list)
     for path, ds in found.dose:
@@ -223,8 +253,7 @@ def _by_frame_of_reference(found: DicomScan, problems: list[Problem]) -> tuple[d
         doses[fuid].append((path, ds))
     structs: dict[str, list] = defaultdict(list)
     for path, ds in found.struct:
-        fuids = {str(r.get("FrameOfReferenceUID", "")) for r in ds.get("ReferencedFrameOfReferenceSequence", [])}
-        fuids |= {str(r.get("ReferencedFrameOfReferenceUID", "")) for r in ds.get("StructureSetROISequence", [])}
+        fuids = _struct_frames(ds)
         match = sorted(fuids & ct_fors)
         if not match:
             problems.append(Problem(str(path), "RTSTRUCT references no CT series of this run (by "
@@ -234,9 +263,18 @@ def _by_frame_of_reference(found: DicomScan, problems: list[Problem]) -> tuple[d
     return for_of_ct, doses, structs
 
 
+def _common_frame(items: list[tuple[Path, pydicom.Dataset]]) -> str:
+    """The FrameOfReferenceUID most slices of a CT series give ('' when none does): one slice that lost
+    it does not cost the series its dose and structures."""
+    counts = Counter(str(ds.get("FrameOfReferenceUID", "") or "") for _, ds in items)
+    counts.pop("", None)
+    return min(counts, key=lambda f: (-counts[f], f)) if counts else ""
+
+
 def _series_jobs(found: DicomScan, known_series: set[str] | None, problems: list[Problem]) -> list[tuple]:
-    """One job ``(series UID, CT files, RTDOSE file or None, RTSTRUCT file or None)`` per CT series to
-    read, in UID order; the choices made (and series already known) go to ``problems``."""
+    """One job ``(series UID, CT files, RTDOSE files or None, RTSTRUCT files or None)`` per CT series to
+    read, in UID order (the RTDOSE and RTSTRUCT chosen first, then the other files holding its
+    SOPInstanceUID); the choices made (and series already known) go to ``problems``."""
     for_of_ct, doses, structs = _by_frame_of_reference(found, problems)
     jobs = []
     warned_dose: set[str] = set()  # one warning per frame of reference, not per CT series
@@ -249,21 +287,36 @@ def _series_jobs(found: DicomScan, known_series: set[str] | None, problems: list
         dose_path = struct_path = None
         if fuid in doses:
             dose_path, dds = choose_dose(doses[fuid])
-            others = [p for p, _ in doses[fuid] if p != dose_path]
+            others = [p for p, _ in doses[fuid] if p != dose_path and p not in _copies(doses[fuid], dose_path)]
             if others and fuid not in warned_dose:
                 warned_dose.add(fuid)
-                problems.append(Problem(str(dose_path), f"{len(doses[fuid])} RTDOSE for frame of reference "
+                problems.append(Problem(str(dose_path), f"{len(others) + 1} RTDOSE for frame of reference "
                                         f"{fuid}: used this one (DoseSummationType "
                                         f"{dds.get('DoseSummationType', '?')}); ignored " + ", ".join(map(str, others)),
                                         level="warning"))
         if fuid in structs:
             cands = _newest_first(structs[fuid])
             struct_path = cands[0][0]
-            if len(cands) > 1:
-                problems.append(Problem(str(struct_path), f"{len(cands)} RTSTRUCT for frame of reference {fuid}: "
+            n_other = len(cands) - 1 - len(_copies(cands, struct_path))
+            if n_other:
+                problems.append(Problem(str(struct_path), f"{n_other + 1} RTSTRUCT for frame of reference {fuid}: "
                                         "used the newest (this one)", level="warning"))
-        jobs.append((uid, [p for p, _ in found.ct[uid]], dose_path, struct_path))
+        # copies of the chosen objects (one SOPInstanceUID in several files) are tried next if it is damaged
+        dose_files = [dose_path] + _copies(doses.get(fuid, []), dose_path) if dose_path else None
+        struct_files = [struct_path] + _copies(structs.get(fuid, []), struct_path) if struct_path else None
+        jobs.append((uid, [p for p, _ in found.ct[uid]], dose_files, struct_files))
     return jobs
+
+
+def _copies(candidates: list[tuple[Path, pydicom.Dataset]], chosen: Path) -> list[Path]:
+    """The other files of ``candidates`` that hold the SOPInstanceUID of ``chosen``."""
+    def sop(ds: pydicom.Dataset) -> str:
+        try:
+            return str(ds.get("SOPInstanceUID", "") or "")
+        except Exception:  # damaged: no copy of anything
+            return ""
+    want = next((sop(d) for p, d in candidates if p == chosen), "")
+    return [p for p, d in candidates if p != chosen and want and sop(d) == want]
 
 
 def _run_jobs(jobs: list[tuple], found: DicomScan, progress: bool, workers: int | None
@@ -286,15 +339,21 @@ def _run_jobs(jobs: list[tuple], found: DicomScan, progress: bool, workers: int 
         pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"), initializer=die_with_parent)
         results = pool.map(_read_series_job_forked, jobs)
     seen: set[Problem] = set()
+    done = 0
     try:
         for items in results:
             bar.update(1)
+            done += 1
             for item in items:
                 if isinstance(item, Problem):
                     if item in seen:
                         continue
                     seen.add(item)
                 yield item
+    except BrokenProcessPool as exc:  # a worker killed (out of memory, a crashing decoder): the rest reported
+        for uid, paths, _, _ in jobs[done:]:
+            yield Problem(str(paths[0].parent) if paths else uid, f"CT series {uid} was not read: a worker process "
+                          f"died while series were being read ({exc}); ingest this folder again")
     finally:
         bar.close()
         if pool is not None:
@@ -311,13 +370,18 @@ def _read_series_job_forked(job) -> list[Volume | Problem]:
     return read_series_job(job, _FORKED_SCAN)
 
 
-def read_series_job(job: tuple[str, list[Path], Path | None, Path | None],
+def read_series_job(job: tuple[str, list[Path], Path | list[Path] | None, Path | list[Path] | None],
                     scanned: DicomScan | None = None) -> list[Volume | Problem]:
     """Read one CT series with its RTDOSE and RTSTRUCT onto the model grid (runs in a worker).
 
+    Never raises for a damaged input: anything that goes wrong becomes a :class:`Problem` naming the
+    file (a damaged slice: that slice skipped; a damaged RTDOSE or RTSTRUCT: the series without it;
+    anything else: the series skipped), so that one series never costs another.
+
     Parameters
     ----------
-    job : (SeriesInstanceUID, CT files, RTDOSE file or None, RTSTRUCT file or None)
+    job : (SeriesInstanceUID, CT files, RTDOSE, RTSTRUCT): each of the last two None, a file, or a list
+        of files holding one object (the chosen file, then its copies: tried in turn if it is damaged).
     scanned : the scan that found the files, when the job runs in the process that scanned or in a
         worker forked from it: its headers are used again (the CT slices' pixel data read at the offsets it recorded, the
         RTSTRUCT and the RTDOSE header as read) instead of parsing every file a second time.
@@ -326,8 +390,21 @@ def read_series_job(job: tuple[str, list[Path], Path | None, Path | None],
     -------
     The problems met, then the Volume (if the series could be read).
     """
-    uid, paths, dose_path, struct_path = job
+    uid, paths, _, _ = job
     out: list[Volume | Problem] = []
+    with _quiet():
+        try:
+            _read_series(job, scanned, out)
+        except Exception as exc:  # the last guard: a failure nobody foresaw costs this series only
+            where = str(paths[0].parent) if paths else uid
+            out.append(Problem(where, f"CT series {uid} could not be read ({type(exc).__name__}: "
+                                      f"{' '.join(str(exc).split())[:300]}); series skipped"))
+    return out
+
+
+def _read_series(job: tuple, scanned: DicomScan | None, out: list[Volume | Problem]) -> None:
+    """:func:`read_series_job`'s work: the problems met and then the volume appended to ``out``."""
+    uid, paths, dose_path, struct_path = job
     items = []
     headers = dict(scanned.ct.get(uid, [])) if scanned is not None else {}
     for path in paths:
@@ -344,136 +421,73 @@ def read_series_job(job: tuple[str, list[Path], Path | None, Path | None],
         ct = read_ct_series(uid, items)
     except InputError as exc:
         out.append(Problem(str(paths[0].parent), str(exc)))
-        return out
+        return
     dose = struct = None
-    if dose_path is not None:
-        try:
-            header = next((d for p, d in scanned.dose if p == dose_path), None) if scanned is not None else None
-            dose = (dose_path, read_dose(dose_path),
-                    header if header is not None else pydicom.dcmread(dose_path, stop_before_pixels=True))
-        except InputError as exc:
-            out.append(Problem(str(dose_path), str(exc).removeprefix(f"{dose_path}: ")))
-    if struct_path is not None:
-        try:
-            known = next((d for p, d in scanned.struct if p == struct_path), None) if scanned is not None else None
-            struct = (struct_path, known if known is not None else pydicom.dcmread(struct_path, force=True))
-        except Exception as exc:
-            out.append(Problem(str(struct_path), f"cannot read RTSTRUCT ({type(exc).__name__}: {exc}); "
-                               "structures not ingested"))
+    if dose_path:
+        dose = _first_readable(_as_list(dose_path), lambda p: (p, read_dose(p), _header(scanned, "dose", p)),
+                               "RTDOSE", "dose not used", out)
+    if struct_path:
+        struct = _first_readable(_as_list(struct_path), lambda p: (p, _structure_set(scanned, p)),
+                                 "RTSTRUCT", "structures not ingested", out)
     try:
         out.append(series_to_volume(ct, dose, struct))
-    except InputError as exc:
-        out.append(Problem(str(ct.files[0].parent), str(exc)))
-    return out
+    except Exception as exc:
+        out += ct.warnings
+        why = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+        out.append(Problem(str(ct.files[0].parent), f"CT series {uid} could not be placed on the model grid "
+                                                   f"({why}); series skipped"))
 
 
-def read_query(path: str | Path, *, slice_index: int | None = None, dose_path: str | Path | None = None,
-               structures: bool = False) -> tuple[Volume, int]:
-    """A query slice from DICOM, on the model grid exactly as ``ingest`` would put it.
+def _as_list(paths: Path | list[Path]) -> list[Path]:
+    return list(paths) if isinstance(paths, (list, tuple)) else [paths]
 
-    Parameters
-    ----------
-    path : a CT slice file, or a folder holding one CT series (then ``slice_index`` picks the slice:
-        0-based, in position order).
-    dose_path : optional RTDOSE of the same frame of reference, resampled onto the slice.
-    structures : for a folder, also rasterise the RTSTRUCT of the folder that references the CT's frame
-        of reference (the newest by StructureSetDate / Time when there are several), as ingest does.
 
-    Returns
-    -------
-    (volume, k) : the series on the model grid and the position of the query slice in it.
-    """
-    path = Path(path)
-    if path.is_dir():
-        found = scan([path])
-        if not found.ct:
-            raise InputError(f"{path}: no CT series in this folder" +
-                             (f" ({found.problems[0].message})" if found.problems else ""))
-        if len(found.ct) > 1:
-            raise InputError(f"{path}: {len(found.ct)} CT series in this folder; give a folder with one series")
-        uid, items = next(iter(found.ct.items()))
-        struct_files = _structures_of(found) if structures else []
-        plans = found.plan
-        if slice_index is None:
-            raise InputError(f"{path} is a series folder: say which slice (0 to {len(items) - 1})",
-                             param="slice_index")
-    else:
-        if not path.is_file():
-            raise InputError(f"{path}: no such file")
-        ds = read_header(path)
-        sop_class = str(ds.get("SOPClassUID", ""))
-        modality = str(ds.get("Modality", "")).upper()
-        if sop_class != CT_IMAGE_STORAGE and modality != "CT":
-            raise InputError(f"{path}: a query must be a CT image; this file is {modality or sop_class or 'of no known type'}"
-                             + ("" if modality or sop_class else " (no Modality, no SOP Class UID: truncated or corrupt?)"))
-        uid, items = str(ds.get("SeriesInstanceUID", "") or "query"), [(path, ds)]
-        struct_files, plans = [], []
-        if slice_index not in (None, 0):
-            raise InputError(f"{path} is a single slice: its slice index is 0 (or leave it out)", param="slice_index")
-    full = []
-    for p, _ in items:
+def _known(scanned: DicomScan | None, kind: str, path: Path) -> pydicom.Dataset | None:
+    """The data set of ``path`` as the scan read it (``kind``: "dose" or "struct"), or None."""
+    return next((d for p, d in getattr(scanned, kind) if p == path), None) if scanned is not None else None
+
+
+def _header(scanned: DicomScan | None, kind: str, path: Path) -> pydicom.Dataset:
+    """The header of ``path`` as the scan read it, else read now (without pixel data)."""
+    known = _known(scanned, kind, path)
+    return known if known is not None else pydicom.dcmread(path, stop_before_pixels=True)
+
+
+def _structure_set(scanned: DicomScan | None, path: Path) -> pydicom.Dataset:
+    """The RTSTRUCT data set of ``path``; InputError when the file is truncated."""
+    known = _known(scanned, "struct", path)
+    ds = known if known is not None else pydicom.dcmread(path, force=True)
+    damage = truncation(path, ds)
+    if damage:
+        raise InputError(f"{path}: {damage}")
+    return ds
+
+
+def _first_readable(paths: list[Path], read, what: str, consequence: str, out: list) -> object | None:
+    """``read(path)`` of the first of ``paths`` (copies of one object) that can be read, or None. Problems
+    go to ``out``: errors when none could be read, warnings naming the copy used otherwise."""
+    failed = []
+    for path in paths:
         try:
-            full.append((p, pydicom.dcmread(p)))
+            result = read(path)
         except Exception as exc:
-            raise InputError(f"{p}: cannot read ({type(exc).__name__}: {exc})") from None
-    ct = read_ct_series(uid, full)
-    k = 0 if slice_index is None else int(slice_index)
-    if not 0 <= k < len(ct.z_mm):
-        raise InputError(f"{path}: slice {k} is outside the series (0 to {len(ct.z_mm) - 1})", param="slice_index")
-    dose = None
-    if dose_path is not None:
-        dose_path = Path(dose_path)
-        hdr = read_header(dose_path)
-        if str(hdr.get("Modality", "")).upper() != "RTDOSE":
-            raise InputError(f"{dose_path}: the dose must be an RTDOSE file; this file is {hdr.get('Modality', '?')}",
-                             param="dose")
-        if ct.frame_of_reference_uid and str(hdr.get("FrameOfReferenceUID", "")) != ct.frame_of_reference_uid:
-            raise InputError(f"{dose_path}: {describe('FrameOfReferenceUID')} differs from the CT's "
-                             f"({ct.frame_of_reference_uid}); the dose belongs to another scan")
-        dose = (dose_path, read_dose(dose_path), hdr)
-    struct = None
-    if struct_files:
-        spath = struct_files[0]
-        try:
-            struct = (spath, pydicom.dcmread(spath, force=True))
-        except Exception as exc:
-            raise InputError(f"{spath}: cannot read the RTSTRUCT ({type(exc).__name__}: {exc})") from None
-    vol = series_to_volume(ct, dose, struct)
-    if struct is not None:
-        vol.info["prescriptions"] = prescriptions(struct[1], plans)
-    return vol, k
-
-
-def prescriptions(struct: pydicom.Dataset, plans: list[tuple[Path, pydicom.Dataset]]) -> dict[str, float]:
-    """ROI name -> prescribed dose (Gy) of the targets of a structure set, read from the RT plans that
-    reference it: each Dose Reference with a ReferencedROINumber and a TargetPrescriptionDose in (0, 120]
-    Gy (other values are ignored). Names are the structure set's ROI names; {} without such a plan."""
-    uid = str(struct.get("SOPInstanceUID", ""))
-    names = {int(r.ROINumber): str(r.get("ROIName", "")) for r in struct.get("StructureSetROISequence", [])
-             if r.get("ROINumber") is not None}
-    out: dict[str, float] = {}
-    for _, plan in plans:
-        refs = {str(r.get("ReferencedSOPInstanceUID", "")) for r in plan.get("ReferencedStructureSetSequence", [])}
-        if uid not in refs:
+            message = str(exc).removeprefix(f"{path}: ") if isinstance(exc, InputError) else \
+                f"cannot read {what} ({type(exc).__name__}: {exc})"
+            failed.append((path, message.removesuffix(f"; {consequence}")))
             continue
-        for ref in plan.get("DoseReferenceSequence", []):
-            try:
-                roi, gy = int(ref.get("ReferencedROINumber")), float(ref.get("TargetPrescriptionDose"))
-            except (TypeError, ValueError):
-                continue
-            if roi in names and names[roi] and 0 < gy <= 120:
-                out[names[roi]] = gy
-    return out
-
-
-def _structures_of(found: DicomScan) -> list[Path]:
-    """The RTSTRUCT files of a scanned folder that reference its CT series' frame of reference, newest
-    first (StructureSetDate, StructureSetTime, SOPInstanceUID), as ingest chooses."""
-    for_of_ct, _, structs = _by_frame_of_reference(found, [])
-    return [p for p, _ in _newest_first([c for fuid in set(for_of_ct.values()) for c in structs.get(fuid, [])])]
+        for bad, message in failed:
+            out.append(Problem(str(bad), f"{message}; not used: the other copy of this {what}, {path}, was used",
+                               level="warning"))
+        return result
+    out += [Problem(str(bad), f"{message}; {consequence}") for bad, message in failed]
+    return None
 
 
 def _newest_first(structs: list[tuple[Path, pydicom.Dataset]]) -> list[tuple[Path, pydicom.Dataset]]:
     """RTSTRUCT (path, dataset) pairs, newest first by StructureSetDate, StructureSetTime, SOPInstanceUID."""
-    return sorted(structs, key=lambda t: (str(t[1].get("StructureSetDate", "")), str(t[1].get("StructureSetTime", "")),
-                                          str(t[1].get("SOPInstanceUID", ""))), reverse=True)
+    def key(item: tuple[Path, pydicom.Dataset]) -> tuple[str, str, str]:
+        try:
+            return tuple(str(item[1].get(k, "") or "") for k in ("StructureSetDate", "StructureSetTime", "SOPInstanceUID"))
+        except Exception:  # damaged values: the oldest
+            return ("", "", "")
+    return sorted(structs, key=key, reverse=True)

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from ...core.grid import PlaneGeometry
+from ...core.grid import DOSE_MAX_GY, POSITION_LIMIT_MM, SPACING_RANGE_MM, PlaneGeometry
 from ...errors import InputError
-from .codec import decoded_pixels, describe, require
+from .codec import decoded_pixels, describe, number, numbers, value_of
 from .ct import orientation
 
 
@@ -149,39 +149,65 @@ def read_dose(path: Path) -> DoseGrid:
         ds = pydicom.dcmread(path)
     except Exception as exc:
         raise InputError(f"{path}: cannot read RTDOSE ({type(exc).__name__}: {exc})") from None
-    units = str(ds.get("DoseUnits", "GY")).upper()
+    units = str(value_of(ds, "DoseUnits", path, "GY")).upper()
     if units != "GY":
         raise InputError(f"{path}: {describe('DoseUnits')} is {units!r}; only GY can be converted to Gy; "
                          "dose not used")
-    scaling = float(require(ds, "DoseGridScaling", path, why="stored values cannot be converted to Gy"))
+    scaling = number(ds, "DoseGridScaling", path, lo=1e-12, hi=DOSE_MAX_GY,
+                     why="stored values cannot be converted to Gy")
     row, col = orientation(ds, path)
-    spacing = tuple(float(v) for v in require(ds, "PixelSpacing", path))
-    origin = np.asarray(require(ds, "ImagePositionPatient", path), dtype=np.float64)
+    spacing = numbers(ds, "PixelSpacing", path, count=2, lo=SPACING_RANGE_MM[0], hi=SPACING_RANGE_MM[1], unit="mm")
+    origin = numbers(ds, "ImagePositionPatient", path, count=3, lo=-POSITION_LIMIT_MM, hi=POSITION_LIMIT_MM,
+                     unit="mm")
+    frames = int(number(ds, "NumberOfFrames", path, default=1, lo=1, hi=65535))
+    shape = (int(number(ds, "Rows", path, lo=1, hi=65535)), int(number(ds, "Columns", path, lo=1, hi=65535)))
     arr = decoded_pixels(ds, path, "dose not used")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    arr = arr.reshape(frames, int(ds.Rows), int(ds.Columns))
-    geometry = PlaneGeometry(row_dir=row, col_dir=col, spacing=(spacing[0], spacing[1]), shape=arr.shape[1:])
+    if arr.size != frames * shape[0] * shape[1]:
+        raise InputError(f"{path}: pixel data holds {arr.size} values, {describe('NumberOfFrames')} x "
+                         f"{describe('Rows')} x {describe('Columns')} = {frames} x {shape[0]} x {shape[1]}; "
+                         "dose not used")
+    arr = arr.reshape(frames, *shape)
+    geometry = PlaneGeometry(row_dir=row, col_dir=col, spacing=(float(spacing[0]), float(spacing[1])),
+                             shape=arr.shape[1:])
     if frames > 1 or "GridFrameOffsetVector" in ds:
-        gfov = np.asarray(require(ds, "GridFrameOffsetVector", path, why="frames cannot be placed"),
-                          dtype=np.float64).ravel()
+        gfov = numbers(ds, "GridFrameOffsetVector", path, lo=-POSITION_LIMIT_MM, hi=POSITION_LIMIT_MM, unit="mm",
+                       why="frames cannot be placed")
         if len(gfov) != frames:
             raise InputError(f"{path}: {describe('GridFrameOffsetVector')} has {len(gfov)} values for "
                              f"{frames} frames")
         if gfov[0] != 0.0:
             # absolute form: z coordinates of the frames (only defined for axial grids)
             gfov = gfov - float(origin @ geometry.normal)
+        if len(np.unique(gfov)) != len(gfov):
+            raise InputError(f"{path}: {describe('GridFrameOffsetVector')} holds one offset twice: frames cannot "
+                             "be placed; dose not used")
     else:
         gfov = np.zeros(1)
     gy = arr.astype(np.float32) * np.float32(scaling)
+    _check_gy(gy, path)
     order = np.argsort(gfov, kind="stable")
     return DoseGrid(gy=np.ascontiguousarray(gy[order]), origin=origin, geometry=geometry, offsets=gfov[order])
+
+
+def _check_gy(gy: np.ndarray, path: Path) -> None:
+    """InputError unless every dose value is finite and within [0, DOSE_MAX_GY] Gy."""
+    if not np.isfinite(gy).all():
+        raise InputError(f"{path}: stored value x {describe('DoseGridScaling')} is not finite for "
+                         f"{int((~np.isfinite(gy)).sum())} voxel(s); dose not used")
+    lo, hi = float(gy.min(initial=0.0)), float(gy.max(initial=0.0))
+    if lo < 0 or hi > DOSE_MAX_GY:
+        raise InputError(f"{path}: dose from {lo:.4g} to {hi:.4g} Gy (stored value x "
+                         f"{describe('DoseGridScaling')}): outside [0, {DOSE_MAX_GY:g}] Gy; dose not used")
 
 
 def choose_dose(candidates: list[tuple[Path, pydicom.Dataset]]) -> tuple[Path, pydicom.Dataset]:
     """Prefer DoseSummationType PLAN, then the largest grid, then the SOPInstanceUID (determinism)."""
     def key(item):
         _, ds = item
-        size = int(ds.get("NumberOfFrames", 1) or 1) * int(ds.get("Rows", 0)) * int(ds.get("Columns", 0))
-        return (str(ds.get("DoseSummationType", "")).upper() != "PLAN", -size, str(ds.get("SOPInstanceUID", "")))
+        try:
+            size = int(ds.get("NumberOfFrames", 1) or 1) * int(ds.get("Rows", 0)) * int(ds.get("Columns", 0))
+            return (str(ds.get("DoseSummationType", "")).upper() != "PLAN", -size, str(ds.get("SOPInstanceUID", "")))
+        except Exception:  # a damaged header: the last choice (reading it then reports the damage)
+            return (True, 1, "")
     return sorted(candidates, key=key)[0]
 
