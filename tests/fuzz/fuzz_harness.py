@@ -177,7 +177,12 @@ def ingest_subprocess(sources: list[Path], archive_path: Path, timeout_s: float)
     killed with its workers past ``timeout_s``)."""
     cmd = [sys.executable, "-c", _CHILD, "ingest", *map(str, sources), "--archive", str(archive_path),
            "--json", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    import medhash
+    src = str(Path(medhash.__file__).resolve().parents[1])   # the child imports the medhash this process uses
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])]),
+           "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=env)
     try:
         out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
