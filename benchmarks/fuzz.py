@@ -52,7 +52,7 @@ def record(o: H.Outcome) -> dict:
             "file": o.mutation.path.name, "detail": o.mutation.detail, "status": o.run.status,
             "exit_code": o.run.exit_code, "symptom": o.run.symptom, "intact_ok": o.intact_ok,
             "out_of_range": o.out_of_range, "named": o.named, "changed": o.changed, "silent": o.silent,
-            "failures": o.failures, "problems": [list(p) for p in o.run.problems]}
+            "failures": o.failures, "problems": [list(p) for p in o.own_problems()]}
 
 
 def run_in_process(cases: list[H.Case], templates: H.Templates, work: Path, keep: bool) -> list[H.Outcome]:

@@ -233,6 +233,7 @@ class Outcome:
     case: Case
     mutation: Mutation
     run: Run
+    folder: Path | None = None
     intact_ok: bool = False
     out_of_range: list[str] = field(default_factory=list)
     named: str = "no"
@@ -257,6 +258,12 @@ class Outcome:
         elif rule == "same" and self.changed:
             f.append("identical duplicate changed the archive")
         return f
+
+    def own_problems(self) -> list[tuple[str, str, str]]:
+        """The run's problems about this case's folder (a batch run reports every case's)."""
+        if self.folder is None:
+            return list(self.run.problems)
+        return [p for p in self.run.problems if str(self.folder) in p[1] or str(self.folder) in p[2]]
 
     def line(self) -> str:
         """One line for a log or the failure catalog."""
@@ -287,7 +294,7 @@ def _named(problems, folder: Path, path: Path) -> str:
 def judge(case: Case, folder: Path, mutation: Mutation, run: Run, archive_path: Path, templates: Templates,
           fp: dict | None) -> Outcome:
     """The outcome of ``case`` from its run and the archive's fingerprint (None: no archive)."""
-    o = Outcome(case, mutation, run, named=_named(run.problems, folder, mutation.path))
+    o = Outcome(case, mutation, run, folder, named=_named(run.problems, folder, mutation.path))
     fp = fp if fp is not None else {"_out_of_range": []}
     clean_intact = templates.clean[templates.intact.name]
     o.intact_ok = all(fp.get(uid) == ser for uid, ser in clean_intact.items() if uid != "_out_of_range")

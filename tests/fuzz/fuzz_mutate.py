@@ -18,7 +18,8 @@ delete_tag             ct, rtdose,     one attribute the reader needs deleted (t
                        rtstruct        item)
 nan_inf                ct, rtdose,     one value of a numeric attribute (position, orientation, spacing,
                        rtstruct        rescale, DoseGridScaling, frame offsets, ContourData) set to nan/inf
-absurd_value           ct, rtdose      1e30, -1e30, 0, a negative spacing, 1e-30, 65535 rows, ...
+absurd_value           ct, rtdose      values no real file holds: a slope of 0 or 1e30, a negative spacing,
+                                       a position of 1e30 mm, a non-unit orientation, 65535 rows, ...
 huge_length            ct, rtdose,     the length field of one element set to a huge value (0xFFF0 for a
                        rtstruct        2-byte length, 0x7FFFFFF0 or 0xFFFFFFF0 for a 4-byte one)
 wrong_vr               ct, rtdose,     an element re-declared with another VR, its bytes kept (PixelSpacing
@@ -203,15 +204,26 @@ _NUMERIC = {   # keyword -> VR, values per file type whose value can be made abs
     "rtdose": {"ImagePositionPatient": "DS", "ImageOrientationPatient": "DS", "PixelSpacing": "DS",
                "GridFrameOffsetVector": "DS", "DoseGridScaling": "DS"},
 }
-_ABSURD = ("1e30", "-1e30", "0", "-1", "1e-30", "-2.5", "123456789")
+# keyword -> values that no real file holds (a position of -1 mm or a flipped orientation is valid
+# DICOM, so those are not drawn: the harness could not expect them to be reported)
+_ABSURD = {"ImagePositionPatient": ("1e30", "-1e30", "123456789", "-98765432"),
+           "ImageOrientationPatient": ("5", "-2.5", "1e30", "0*"),   # 0*: every value 0 (no direction)
+           "PixelSpacing": ("0", "-1", "-2.5", "1e30", "1e-30", "123456789"),
+           "RescaleSlope": ("0", "-1", "-2.5", "1e30", "1e-30", "123456789"),
+           "RescaleIntercept": ("1e30", "-1e30", "123456789", "-98765432"),
+           "SliceThickness": ("0", "-1", "1e30", "1e-30"),
+           "GridFrameOffsetVector": ("1e30", "-1e30", "123456789", "-1*"),   # -1*: every offset -1
+           "DoseGridScaling": ("0", "-1", "-2.5", "1e30", "1e-30", "123456789")}
 _ABSURD_US = {"ct": ("Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation", "SamplesPerPixel"),
               "rtdose": ("Rows", "Columns", "BitsAllocated", "NumberOfFrames")}
 
 
 def _set_one_value(ds: pydicom.Dataset, kw: str, text: str, rng) -> str:
-    """Replace one (or all, at random) of the backslash-separated values of a DS/IS element."""
+    """Replace one (or all, at random or when ``text`` ends with ``*``) of the backslash-separated
+    values of a DS/IS element."""
     values = _raw_bytes(ds, kw).decode("latin-1").strip(" \0").split("\\")
-    if rng.random() < 0.3:
+    every, text = text.endswith("*"), text.rstrip("*")
+    if every or rng.random() < 0.3:
         values = [text] * len(values)
         which = "every value"
     else:
@@ -245,7 +257,7 @@ def _absurd_value(path: Path, target: str, rng) -> str:
         detail = f"{kw} = {value}"
     else:
         kw = _pick(rng, sorted(k for k in _NUMERIC[target] if k in ds))
-        detail = _set_one_value(ds, kw, _pick(rng, _ABSURD), rng)
+        detail = _set_one_value(ds, kw, _pick(rng, _ABSURD[kw]), rng)
     _save(ds, path)
     return detail
 
