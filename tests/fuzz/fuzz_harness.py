@@ -238,6 +238,8 @@ class Outcome:
     out_of_range: list[str] = field(default_factory=list)
     named: str = "no"
     changed: bool = False
+    change: str = ""
+    """For a failing case: what differs from the clean ingest (:func:`describe_change`)."""
 
     @property
     def silent(self) -> bool:
@@ -278,7 +280,8 @@ class Outcome:
             what.append("stored: " + "; ".join(self.out_of_range[:3]) + (" ..." if len(self.out_of_range) > 3 else ""))
         what.append(f"named: {self.named}")
         if self.changed:
-            what.append("damaged patient stored differently from its clean ingest" + (" (silently)" if self.silent else ""))
+            what.append("damaged patient stored differently from its clean ingest" + (" (silently)" if self.silent else "")
+                        + (f": {self.change}" if self.change else ""))
         return " | ".join(what)
 
 
@@ -301,7 +304,46 @@ def judge(case: Case, folder: Path, mutation: Mutation, run: Run, archive_path: 
     mine = templates.clean[folder.name]
     o.changed = any(fp.get(uid) != ser for uid, ser in mine.items() if uid != "_out_of_range")
     o.out_of_range = list(fp["_out_of_range"])
+    if o.changed and o.failures and fp.get("_out_of_range") is not None:
+        o.change = describe_change(templates.root / "clean" / folder.name, archive_path, folder.name)
     return o
+
+
+def describe_change(clean: Path, got: Path, patient_id: str) -> str:
+    """How a patient's slices in archive ``got`` differ from those in ``clean`` (one short line)."""
+    from medhash import Archive
+    try:
+        with Archive(clean, read_only=True) as a, Archive(got, read_only=True) as b:
+            before = {s.slice_index: s for s in a.slices(patient_id)}
+            after = {s.slice_index: s for s in b.slices(patient_id)} if patient_id in b.patients() else {}
+    except Exception as exc:  # noqa: BLE001  (a description only)
+        return f"(not compared: {type(exc).__name__})"
+    if not after:
+        return f"patient {patient_id} not stored"
+    out, ct, dose, lost, new = [], [], [], set(), set()
+    if sorted(before) != sorted(after):
+        out.append(f"slices {sorted(before)} -> {sorted(after)}")
+    for i in sorted(set(before) & set(after)):
+        x, y = before[i], after[i]
+        if not np.array_equal(x.ct, y.ct):
+            ct.append(float(np.abs(x.ct - y.ct).max()))
+        if (x.dose is None) != (y.dose is None):
+            out.append(f"slice {i} dose {'kept' if y.dose is not None else 'lost'}")
+        elif x.dose is not None and not np.array_equal(x.dose, y.dose):
+            dose.append(float(np.abs(x.dose - y.dose).max()))
+        lost |= set(x.masks) - set(y.masks)
+        new |= set(y.masks) - set(x.masks)
+    if ct:
+        out.append(f"CT differs on {len(ct)} slice(s), up to {max(ct):g} HU")
+    if dose:
+        out.append(f"dose differs on {len(dose)} slice(s), up to {max(dose):.3g} Gy")
+    if lost or new:
+        out.append(f"structures lost {sorted(lost)}, new {[ascii(n)[1:-1][:60] for n in sorted(new)]}")
+    moved = sorted({m for i in set(before) & set(after) for m in set(before[i].masks) & set(after[i].masks)
+                    if not np.array_equal(before[i].masks[m], after[i].masks[m])})
+    if moved:
+        out.append(f"masks differ: {moved}")
+    return "; ".join(out) or "catalog rows differ (z or series)"
 
 
 def _fingerprint_or_none(archive_path: Path) -> dict | None:
