@@ -176,3 +176,22 @@ def test_table_counts_per_kind(templates, tmp_path):
     assert rows["total"]["cases"] == 2 and rows["total"]["FAILED"] == 1
     assert list(rows) == ["truncate", "wrong_vr", "total"]
     assert H.table([ok, bad]).splitlines()[2].startswith("| truncate | 1 | 1 | 0 |")
+
+
+def test_a_failing_batch_is_run_again_case_by_case(templates, tmp_path, monkeypatch):
+    """An ingest that dies whenever one case's folder is among its sources: the batch of two is run
+    again alone, so the traceback is charged to that case only and the other case passes."""
+    ingest_mod = sys.modules["medhash.ingest"]
+    real = ingest_mod.ingest
+
+    def ingest(archive, sources, **kw):
+        if any("dup_identical-1" in str(s) for s in sources):
+            raise TypeError("'NoneType' object is not iterable")
+        return real(archive, sources, **kw)
+    monkeypatch.setattr(ingest_mod, "ingest", ingest)
+    a, b = H.run_batch([H.Case("dup_identical", 0), H.Case("dup_identical", 1)], templates, tmp_path)
+    assert (a.case.number, a.run.status, a.failures) == (0, "ok", [])
+    assert (b.case.number, b.run.status) == (1, "traceback")
+    assert b.failures == ["traceback", "intact patient lost", "identical duplicate changed the archive"]
+    assert b.run.symptom.startswith("TypeError: 'NoneType' object is not iterable at ")
+    assert (tmp_path / "dup_identical-0" / "archive").is_dir() and (tmp_path / "dup_identical-1").is_dir()
