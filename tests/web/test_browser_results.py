@@ -177,7 +177,12 @@ def test_recognised_patient_percentiles_and_no_similar_slice(server, browser):
         bodies.append(route.request.post_data_buffer or b"")
         res = json.loads(json.dumps(uploaded)) if b"CT_0012.dcm" in bodies[-1] else route.fetch().json()
         extra = answers[len(bodies) - 1]
-        if extra is not None:
+        if extra is None:   # an answer of an older server: none of the contract's keys
+            for key in ("recognised", "excluded_patient", "calibration"):
+                res.pop(key, None)
+            for r in res["results"]:
+                r.pop("percentile", None), r.pop("expected_hamming", None)
+        else:
             for i, r in enumerate(res["results"]):
                 r["percentile"] = round(0.35 + 7.5 * i, 2)
                 r["expected_hamming"] = 21.0 + i
@@ -226,7 +231,7 @@ def test_recognised_patient_percentiles_and_no_similar_slice(server, browser):
     assert "percentile (random pairs)\t0.35" in page.inner_text("#detail-meta")
     page.click("#back")
 
-    # an answer without the keys: nothing extra is drawn
+    # an answer without the keys (an older server): nothing extra is drawn
     answers.append(None)
     page.click("#slice-search")
     wait_js(page, "() => document.querySelector('#result-grid figcaption') && "
