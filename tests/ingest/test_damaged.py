@@ -176,6 +176,41 @@ def test_missing_roi_number_is_named(src, tmp_path, cohort):
     assert damaged_slices(archive, cohort)[0] == damaged_slices(archive, cohort)[1]
 
 
+
+def test_roi_without_contour_sequence_is_named(src, tmp_path, cohort):
+    """An ROI whose (3006,0040) Contour Sequence was deleted: a warning naming the file and the ROI;
+    the other ROIs are ingested as when the patient is ingested alone."""
+    path = src / "DEMO002" / "RS_DEMO002.dcm"
+    ds = pydicom.dcmread(path)
+    number = int(ds.ROIContourSequence[0].ReferencedROINumber)
+    roi = next(str(it.ROIName) for it in ds.StructureSetROISequence if int(it.ROINumber) == number)
+    del ds.ROIContourSequence[0].ContourSequence
+    ds.save_as(path)
+    report, archive = run(src, tmp_path)
+    msgs = problems_of(report, path, "warning")
+    assert any("have no contours" in m and repr(roi) in m for m in msgs), report.problems
+    assert_intact(archive, cohort)
+    with Archive(cohort[1]["DEMO002"]) as ref, Archive(archive) as got:
+        want = {s for sl in ref.slices("DEMO002") for s in sl.structures} - {roi}
+        assert {s for sl in got.slices("DEMO002") for s in sl.structures} == want and want
+
+
+def test_an_empty_frame_of_reference_matches_nothing(src, tmp_path, cohort):
+    """A stray CT slice without FrameOfReferenceUID (its own series) and an RTSTRUCT whose first ROI lost
+    its Referenced Frame of Reference UID: the structure set still goes with the series its referenced
+    frame names, never with the stray slice by an empty UID."""
+    rs = src / "DEMO002" / "RS_DEMO002.dcm"
+    edit(rs, lambda ds: delattr(ds.StructureSetROISequence[0], "ReferencedFrameOfReferenceUID"))
+    edit(ct_file(src, 0), lambda ds: (delattr(ds, "FrameOfReferenceUID"),
+                                      setattr(ds, "SeriesInstanceUID", "1.2.826.0.1.3680043.8.498.77")))
+    report, archive = run(src, tmp_path)
+    assert_intact(archive, cohort)
+    with Archive(cohort[1]["DEMO002"]) as ref, Archive(archive) as got:
+        want = {s for sl in ref.slices("DEMO002") for s in sl.structures}
+        got_names = {s for sl in got.slices("DEMO002") for s in sl.structures}
+        assert want and got_names == want, report.problems
+    assert_values_in_range(archive)
+
 STRUCT_DAMAGE = {
     "no ROI contour sequence": (lambda ds: delattr(ds, "ROIContourSequence"),
                                 "(3006,0039) 'ROI Contour Sequence' is missing or empty"),

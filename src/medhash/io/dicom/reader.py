@@ -181,7 +181,7 @@ def _struct_frames(ds: pydicom.Dataset) -> set[str]:
     """The FrameOfReferenceUIDs an RTSTRUCT references (raises when its sequences cannot be read)."""
     fuids = {str(r.get("FrameOfReferenceUID", "")) for r in ds.get("ReferencedFrameOfReferenceSequence", []) or []}
     fuids |= {str(r.get("ReferencedFrameOfReferenceUID", "")) for r in ds.get("StructureSetROISequence", []) or []}
-    return fuids
+    return fuids - {""}   # a lost UID references nothing
 
 
 def series_to_volume(ct: CTSeries, dose: tuple[Path, DoseGrid, pydicom.Dataset] | None,
@@ -241,7 +241,7 @@ def _by_frame_of_reference(found: DicomScan, problems: list[Problem]) -> tuple[d
     """(CT series UID -> its FrameOfReferenceUID, FrameOfReferenceUID -> its RTDOSE, -> its RTSTRUCT);
     dose and structure sets that match no CT series of the scan go to ``problems``."""
     for_of_ct = {uid: _common_frame(items) for uid, items in found.ct.items()}
-    ct_fors = set(for_of_ct.values())
+    ct_fors = set(for_of_ct.values()) - {""}   # a series without one matches nothing (never by '')
     doses: dict[str, list] = defaultdict(list)
     for path, ds in found.dose:
         fuid = str(ds.get("FrameOfReferenceUID", ""))

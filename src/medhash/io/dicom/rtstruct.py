@@ -143,6 +143,7 @@ def rasterise_structure_set(ds: pydicom.Dataset, z_mm: np.ndarray, origins_mm: n
     names = _roi_names(ds, source, problems)
     masks: dict[str, np.ndarray] = {}
     off_ct, skipped_types = 0, 0
+    contoured: set[int] = set()   # ROI numbers with at least one contour
     try:
         rois = list(ds.get("ROIContourSequence", []) or [])
     except Exception as exc:
@@ -161,7 +162,10 @@ def rasterise_structure_set(ds: pydicom.Dataset, z_mm: np.ndarray, origins_mm: n
                                  "names no usable ROI of (3006,0020) 'Structure Set ROI Sequence'")
             name = names[number]
             mask = np.zeros((n, GRID_SIZE, GRID_SIZE), dtype=bool)
-            for contour in roi.get("ContourSequence", []) or []:
+            contours = roi.get("ContourSequence", []) or []
+            if len(contours):
+                contoured.add(number)
+            for contour in contours:
                 pts = _contour_polygon(contour)
                 if pts is None:
                     skipped_types += 1
@@ -179,10 +183,21 @@ def rasterise_structure_set(ds: pydicom.Dataset, z_mm: np.ndarray, origins_mm: n
                                     else f"{name}: {why}; not ingested"))
             continue
         masks[name] = masks[name] ^ mask if name in masks else mask  # one name twice: as one ROI
+    _warn_ignored(problems, source, [nm for num, nm in names.items() if num not in contoured] if rois else [],
+                  off_ct, skipped_types)
+    return {k: v for k, v in masks.items() if v.any()}, problems
+
+
+def _warn_ignored(problems: list[Problem], source: str, empty: list[str], off_ct: int, skipped_types: int) -> None:
+    """Warnings for what a structure set held but was not rasterised: ROIs without any contour,
+    contours off the CT slices, contours that are not closed polygons."""
+    if empty:
+        problems.append(Problem(source, f"{len(empty)} ROI(s) have no contours ((3006,0040) 'Contour Sequence' "
+                                f"missing or empty): {', '.join(map(repr, sorted(empty)))}; not ingested",
+                                level="warning"))
     if off_ct:
         problems.append(Problem(source, f"{off_ct} contour(s) lie on no CT slice of the series; ignored",
                                 level="warning"))
     if skipped_types:
         problems.append(Problem(source, f"{skipped_types} contour(s) are not CLOSED_PLANAR polygons "
                                 "(points or open lines); ignored", level="warning"))
-    return {k: v for k, v in masks.items() if v.any()}, problems
