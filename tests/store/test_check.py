@@ -243,7 +243,7 @@ def test_a_dose_model_whose_file_changed_is_named(arch_dir):
     report = check_archive(arch_dir, repair=True)
     assert [(f.where, f.what) for f in report.remaining] == [
         ("dose-models/default/atlas.npz", "does not match the sha256 its manifest records; fit it again "
-                                          "(medhash fit-dose-model --name default)")]
+                                          "(medhash fit-dose-model, name 'default')")]
 
 
 def test_a_model_changed_after_indexing_is_damage_to_its_indexes(arch_dir):
@@ -278,8 +278,8 @@ def test_files_of_unexpected_content_are_findings_not_tracebacks(arch_dir):
     assert [(f.kind, f.where) for f in report.findings] == [
         ("leftover", "features/ct-shallow.f32"), ("damage", "indexes/ct64/manifest.json"),
         ("damage", "indexes/ivf16/manifest.json")]
-    assert report.findings[1].what == ("lacks items, code_bytes, channel, n_bits or models; build the index again "
-                                       "with medhash index --rebuild")
+    assert report.findings[1].what == ("lacks items, code_bytes, channel, n_bits or models; rebuild the index "
+                                       "(medhash index)")
     (arch_dir / "catalog.sqlite").write_bytes(b"not a database" * 100)
     for suffix in ("-wal", "-shm"):
         (arch_dir / f"catalog.sqlite{suffix}").unlink(missing_ok=True)

@@ -7,7 +7,6 @@ Per dose model (``dose-models/NAME/``, written whole by :func:`medhash.dose.mode
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from ..store import check as store_check
@@ -15,20 +14,13 @@ from ..store import layout
 from .model import ATLAS_FILE, FEATURES, FORMAT, MODEL_FILE
 
 
-def _sha256(path: Path) -> str:
-    """Hex SHA-256 of a file (as :func:`medhash.dose.model.save_dose_model` records it)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_dose_model(archive, name: str) -> list:
     """The checks of the module docstring on ``dose-models/NAME``: a list of
     :class:`~medhash.store.check.Finding` (kind ``damage``)."""
+    from ..features.catalog import sha256_file  # as medhash.dose.model: one sha256 helper for every stored model
+
     folder = layout.dose_model_dir(archive, name)
-    again = f"fit it again (medhash fit-dose-model --name {name})"
+    again = f"fit it again (medhash fit-dose-model, name {name!r})"
     manifest, why = store_check.read_json(folder / layout.MANIFEST)
     where = store_check.relative(archive, folder / layout.MANIFEST)
     if manifest is None:
@@ -45,7 +37,7 @@ def check_dose_model(archive, name: str) -> list:
             out.append(store_check.Finding(store_check.DAMAGE, rel, f"is missing; {again}"))
         elif fname not in recorded:
             out.append(store_check.Finding(store_check.DAMAGE, where, f"records no sha256 of {fname}; {again}"))
-        elif _sha256(path) != recorded[fname]:
+        elif sha256_file(path) != recorded[fname]:
             out.append(store_check.Finding(store_check.DAMAGE, rel, f"does not match the sha256 its manifest "
                                                                     f"records; {again}"))
     return out

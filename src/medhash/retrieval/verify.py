@@ -171,7 +171,7 @@ def check_index(archive, name: str) -> list[Finding]:
         manifest["channel"], manifest["n_bits"], manifest["models"]
     except (TypeError, KeyError, ValueError):
         why = why or "lacks items, code_bytes, channel, n_bits or models"
-        return [Finding(DAMAGE, relative(archive, mpath), f"{why}; build the index again with medhash index --rebuild")]
+        return [Finding(DAMAGE, relative(archive, mpath), f"{why}; rebuild the index (medhash index)")]
     fix, text = rebuild_fix(archive, name, manifest), _rebuild_text(name, manifest)
     damaged = _model_findings(archive, name, manifest)
     if damaged:
@@ -186,8 +186,8 @@ def check_index(archive, name: str) -> list[Finding]:
             f.repair, f.fix = text, fix
     seen, n_rows = int(manifest.get("rows_seen", 0)), store_check.catalog_rows(archive)
     if not any(f.kind == DAMAGE for f in out) and seen < n_rows:
-        out.append(Finding(NOTE, where, f"indexes the archive's first {seen} rows of {n_rows}: medhash index "
-                                        f"--name {name} adds the others"))
+        out.append(Finding(NOTE, where, f"indexes the archive's first {seen} rows of {n_rows}: updating the index "
+                                        f"{name!r} (medhash index) adds the others"))
     return out
 
 
@@ -200,8 +200,7 @@ def _model_findings(archive, name: str, manifest: dict) -> list[Finding]:
     for ch, m in manifest["models"].items():
         if m.get("name") not in current:
             out.append(Finding(DAMAGE, where, f"built with the {ch} model {m.get('name')!r}, which is not in the "
-                                              "archive; train a model and build the index again (medhash index "
-                                              "--rebuild)"))
+                                              "archive; train a model and rebuild the index (medhash index)"))
         elif current[m["name"]] != m.get("sha256"):
             model = m["name"]
             out.append(Finding(DAMAGE, where, f"built with {ch} model {model!r} sha256 {str(m.get('sha256'))[:12]}…, "
@@ -299,8 +298,8 @@ def check_indexes(archive) -> list[Finding]:
                 out += check_index(archive, d.name)
             except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a manifest of unexpected content
                 out.append(Finding(DAMAGE, relative(archive, d / layout.MANIFEST),
-                                   f"does not hold what medhash writes ({type(exc).__name__}: {exc}); build the "
-                                   "index again with medhash index --rebuild"))
+                                   f"does not hold what medhash writes ({type(exc).__name__}: {exc}); rebuild the "
+                                   "index (medhash index)"))
     return out
 
 
