@@ -158,7 +158,9 @@ def test_a_click_on_the_preview_opens_the_slice_large(server, browser):
 
 CALIBRATION_NONE = {"reference_pairs": 5000, "random_median": 31.0, "random_p05": 24.0, "random_p01": 21.0,
                     "nn_p99": None, "verdict": "no similar slice",
-                    "verdict_text": "The best match is no closer than random pairs of slices of different patients."}
+                    # as the server words it: the verdict first (the page's banner title says it once)
+                    "verdict_text": "no similar slice in this archive: the best match is no closer than random pairs "
+                                    "of slices of different patients"}
 
 
 def test_recognised_patient_percentiles_and_no_similar_slice(server, browser):
@@ -255,7 +257,8 @@ def test_absolute_score_and_no_similar_patient(server, browser):
                 p["percentile"] = 40.0
         res.update({"recognised": None, "excluded_patient": "DEMO001",
                     "calibration": {"verdict": "no similar patient",
-                                    "verdict_text": "The best patient's slices are no closer than random pairs."}})
+                                    "verdict_text": "no similar patient in this archive: the best patient's slices are no "
+                                                    "closer than random pairs"}})
         route.fulfill(json=res)
 
     page.route("**/api/patients/*/similar*", similar)

@@ -69,15 +69,19 @@ function showVerdict(box, target, cal) {
       (cal.random_p05 !== undefined ? `, 5th percentile ${cal.random_p05}` : "") +
       (cal.reference_pairs ? ` (${cal.reference_pairs} reference pairs).` : ".")
     : "";
+  // the server's sentence, without the verdict it may start with (the banner's title says it),
+  // as a sentence of its own before the reference
+  let text = (cal.verdict_text || "").replace(new RegExp("^" + cal.verdict + " in this archive: ", "i"), "");
+  if (text) text = text.charAt(0).toUpperCase() + text.slice(1) + (/[.!?]$/.test(text) ? "" : ".");
   if (cal.verdict === "similar") {
     box.classList.add("similar");
-    box.textContent = (cal.verdict_text || "") + reference;
+    box.textContent = text + reference;
     box.hidden = !box.textContent;
     return;
   }
   const title = cal.verdict.charAt(0).toUpperCase() + cal.verdict.slice(1) + " in this archive";
   box.classList.add("none");
-  box.append(el("strong", { text: title }), (cal.verdict_text || "") + reference);
+  box.append(el("strong", { text: title }), text + reference);
   box.hidden = false;
   target.classList.add("dissimilar");
 }
