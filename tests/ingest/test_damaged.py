@@ -188,7 +188,7 @@ def test_roi_without_contour_sequence_is_named(src, tmp_path, cohort):
     ds.save_as(path)
     report, archive = run(src, tmp_path)
     msgs = problems_of(report, path, "warning")
-    assert any("have no contours" in m and repr(roi) in m for m in msgs), report.problems
+    assert any("have no (3006,0040) 'Contour Sequence'" in m and repr(roi) in m for m in msgs), report.problems
     assert_intact(archive, cohort)
     with Archive(cohort[1]["DEMO002"]) as ref, Archive(archive) as got:
         want = {s for sl in ref.slices("DEMO002") for s in sl.structures} - {roi}

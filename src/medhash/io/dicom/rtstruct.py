@@ -143,7 +143,7 @@ def rasterise_structure_set(ds: pydicom.Dataset, z_mm: np.ndarray, origins_mm: n
     names = _roi_names(ds, source, problems)
     masks: dict[str, np.ndarray] = {}
     off_ct, skipped_types = 0, 0
-    contoured: set[int] = set()   # ROI numbers with at least one contour
+    contoured: set[int] = set()   # ROI numbers whose item has a Contour Sequence (maybe empty)
     try:
         rois = list(ds.get("ROIContourSequence", []) or [])
     except Exception as exc:
@@ -162,10 +162,9 @@ def rasterise_structure_set(ds: pydicom.Dataset, z_mm: np.ndarray, origins_mm: n
                                  "names no usable ROI of (3006,0020) 'Structure Set ROI Sequence'")
             name = names[number]
             mask = np.zeros((n, GRID_SIZE, GRID_SIZE), dtype=bool)
-            contours = roi.get("ContourSequence", []) or []
-            if len(contours):
+            if "ContourSequence" in roi:   # present, even empty (an ROI drawn on no slice): as exported
                 contoured.add(number)
-            for contour in contours:
+            for contour in roi.get("ContourSequence", []) or []:
                 pts = _contour_polygon(contour)
                 if pts is None:
                     skipped_types += 1
@@ -189,12 +188,12 @@ def rasterise_structure_set(ds: pydicom.Dataset, z_mm: np.ndarray, origins_mm: n
 
 
 def _warn_ignored(problems: list[Problem], source: str, empty: list[str], off_ct: int, skipped_types: int) -> None:
-    """Warnings for what a structure set held but was not rasterised: ROIs without any contour,
-    contours off the CT slices, contours that are not closed polygons."""
+    """Warnings for what a structure set held but was not rasterised: named ROIs without a Contour
+    Sequence (an empty one is an ROI drawn on no slice, not worth a warning), contours off the CT
+    slices, contours that are not closed polygons."""
     if empty:
-        problems.append(Problem(source, f"{len(empty)} ROI(s) have no contours ((3006,0040) 'Contour Sequence' "
-                                f"missing or empty): {', '.join(map(repr, sorted(empty)))}; not ingested",
-                                level="warning"))
+        problems.append(Problem(source, f"{len(empty)} ROI(s) have no (3006,0040) 'Contour Sequence': "
+                                f"{', '.join(map(repr, sorted(empty)))}; not ingested", level="warning"))
     if off_ct:
         problems.append(Problem(source, f"{off_ct} contour(s) lie on no CT slice of the series; ignored",
                                 level="warning"))
