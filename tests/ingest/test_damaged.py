@@ -128,6 +128,7 @@ CT_DAMAGE = {
     "slope as AT": (lambda p: set_raw(p, "RescaleSlope", "AT", 0x00100020), "(0028,1053)"),
     "intercept inf": (lambda p: edit(p, lambda ds: setattr(ds, "RescaleIntercept", "inf")), "(0028,1052)"),
     "intercept missing": (lambda p: edit(p, lambda ds: delattr(ds, "RescaleIntercept")), "(0028,1052)"),
+    "bits stored 1": (lambda p: edit(p, lambda ds: setattr(ds, "BitsStored", 1)), "(0028,0101)"),
 }
 
 

@@ -23,6 +23,8 @@ RESCALE_SLOPE_RANGE = (1e-6, 100.0)
 """Accepted RescaleSlope (0028,1053): positive and at most 100 (CT uses 1, sometimes 0.5 or 2)."""
 RESCALE_INTERCEPT_RANGE = (-65536.0, 65536.0)
 """Accepted RescaleIntercept (0028,1052), HU."""
+BITS_STORED_RANGE = (8, 16)
+"""Accepted BitsStored (0028,0101) of a CT slice (the standard says 12 to 16; 8 is let through)."""
 MAX_FRACTION_ABOVE_HU_MAX = 0.1
 """A slice with more than this fraction of its pixels above HU_MAX is refused (damaged rescale values),
 not clipped: metal rarely covers more than a few percent of a slice."""
@@ -79,6 +81,8 @@ def pixel_hu(ds: pydicom.Dataset, path: Path) -> np.ndarray:
     slope = number(ds, "RescaleSlope", path, lo=RESCALE_SLOPE_RANGE[0], hi=RESCALE_SLOPE_RANGE[1], why=why)
     intercept = number(ds, "RescaleIntercept", path, lo=RESCALE_INTERCEPT_RANGE[0], hi=RESCALE_INTERCEPT_RANGE[1],
                        unit="HU", why=why)
+    # CT stores 12 to 16 bits (PS3.3 C.8.2.1.1); fewer would mask the values into an empty picture
+    number(ds, "BitsStored", path, lo=BITS_STORED_RANGE[0], hi=BITS_STORED_RANGE[1], why=why)
     arr = decoded_pixels(ds, path, "slice skipped")
     if arr.ndim != 2:
         raise InputError(f"{path}: expected one 2D frame, pixel data has shape {arr.shape}; skipped")
