@@ -102,7 +102,8 @@ function settingsSummary() {
   const s = state.settings;
   const same = s.same === "" ? "own patient left out" : (s.same === "true" ? "own patient included" : "own patient excluded");
   $("settings-summary").textContent = `index ${indexLabel()} · k ${s.k} · ${same}` +
-    (Number(s.rerank) > 0 ? ` · re-ranked from the Hamming top ${s.rerank}` : "") + " · change in Settings";
+    (Number(s.rerank) > 0 ? ` · re-ranked from the Hamming top ${s.rerank}` : "") +
+    (s.isodose ? ` · isodose lines ${s.isodose}` : "") + " · change in Settings";
 }
 
 // ------------------------------------------------------------------ indexes
