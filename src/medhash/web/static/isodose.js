@@ -12,7 +12,8 @@ async function isodoseDrawing(text, queryMax) {
                   levels: (state.archive ? state.archive.isodose : []).map((lv) => ({ ...lv, label: `${lv.gy} Gy` })) };
   text = (text || "").trim();
   if (!text) return fixed;
-  const ref = queryMax !== null && queryMax !== undefined && Number(queryMax) > 0 ? Math.min(200, Number(queryMax)) : null;
+  const top = Number(queryMax);   // the API takes references above 0 and up to 200 Gy
+  const ref = queryMax !== null && queryMax !== undefined && top > 0 && top <= 200 ? top : null;
   const q = new URLSearchParams({ text });
   if (ref !== null) q.set("reference_gy", String(ref));
   const iso = await api("/api/isodose?" + q.toString());
@@ -20,7 +21,7 @@ async function isodoseDrawing(text, queryMax) {
   if (iso.unit === "%" && ref !== null) params.reference_gy = String(ref);
   if (iso.unit === "%" && ref === null) {   // each picture's own maximum: the levels in %, the palette's colours
     const palette = (state.archive && state.archive.palette) || [];
-    return { params, title: "isodose lines, % of each picture's own maximum dose (the query has none):",
+    return { params, title: "isodose lines, % of each picture's own maximum dose (the query's is not known):",
              levels: iso.values.map((v, i) => ({ gy: null, colour: palette[i % palette.length], label: `${v} %` })) };
   }
   const title = iso.unit === "%" ? `${iso.title}:` : "isodose lines:";
