@@ -174,3 +174,21 @@ def test_settings_isodose_lines_drive_legend_and_pictures(server, browser):
     assert all("isodose" not in s for s in page.evaluate(RESULT_SRCS))
     assert problems == []
     page.close()
+
+
+def test_upload_percent_levels_use_each_pictures_maximum(server, browser):
+    base, demo = server
+    page, problems = open_page(browser, base, index="ct64")
+    _set_isodose(page, "90,50%")
+    page.set_input_files("#file", str(demo / "DEMO002" / "CT_0012.dcm"))
+    page.click("#upload-search")
+    wait_js(page, "() => document.querySelectorAll('#result-grid img.result-image').length > 0")
+    wait_js(page, LOADED)
+    # an upload's answer carries no maximum dose: percent of each picture's own, said by the legend
+    assert page.inner_text("#legend").split() == ["isodose", "lines,", "%", "of", "each", "picture's", "own",
+                                                  "maximum", "dose", "(the", "query's", "is", "not", "known):",
+                                                  "90", "%", "50", "%"]
+    srcs = page.evaluate("() => [...document.querySelectorAll('#result-grid img.result-image')].map(i => i.dataset.src)")
+    assert srcs and all(s.endswith("?isodose=90%2C50%25") for s in srcs), srcs
+    assert problems == []
+    page.close()
