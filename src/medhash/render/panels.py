@@ -74,7 +74,7 @@ def draw_slice(ax, ct: np.ndarray, dose: np.ndarray | None = None, *, window=SOF
 
 def render_png(ct: np.ndarray, dose: np.ndarray | None, *, level: float = SOFT_TISSUE_WINDOW[0],
                width: float = SOFT_TISSUE_WINDOW[1], show_dose: bool = True, size: int = 256,
-               crop: str = "body", isodose=None) -> bytes:
+               crop: str = "body", isodose=None, reference_gy: float | None = None) -> bytes:
     """One slice as a square PNG of ``size`` x ``size`` pixels (the web app's pictures).
 
     Parameters
@@ -94,8 +94,11 @@ def render_png(ct: np.ndarray, dose: np.ndarray | None, *, level: float = SOFT_T
         500 mm model grid.
     isodose : None, text, IsodoseSpec or Gy values
         None: the fixed levels :data:`ISODOSE_GY` (10 to 70 Gy, the web app's legend); else what
-        :func:`~medhash.render.isodose.parse_isodose` reads, percent levels relative to this
-        slice's maximum dose.
+        :func:`~medhash.render.isodose.parse_isodose` reads, percent levels relative to
+        ``reference_gy``.
+    reference_gy : float or None
+        Dose that percent levels are relative to, Gy (so that the pictures of one result page share
+        the query's levels); None: this slice's maximum dose.
 
     Returns
     -------
@@ -112,7 +115,7 @@ def render_png(ct: np.ndarray, dose: np.ndarray | None, *, level: float = SOFT_T
     levels, colours = ISODOSE_GY, ISODOSE_COLOURS
     if isodose is not None:
         top = float(np.nanmax(dose)) if dose is not None else None
-        iso = resolve_levels(isodose, top, "the slice's maximum")
+        iso = resolve_levels(isodose, reference_gy if reference_gy else top, "the slice's maximum")
         levels, colours = iso.gy, iso.colours
     draw_slice(ax, ct, dose if show_dose else None, window=(level, width), crop=box, levels=levels, colours=colours)
     ax.set_axis_off()

@@ -8,10 +8,10 @@ from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
-from ...errors import NotFoundError
-from ...render import ISODOSE_COLOURS, ISODOSE_GY, SOFT_TISSUE_WINDOW
+from ...errors import InputError, NotFoundError
+from ...render import ISODOSE_COLOURS, ISODOSE_GY, PALETTE, SOFT_TISSUE_WINDOW, parse_isodose, resolve_levels
 from ..deps import State
 
 WINDOWS = {  # name -> (level, width) HU, offered by the page
@@ -23,15 +23,32 @@ router = APIRouter()
 @router.get("/archive", summary="Archive overview")
 def archive_info(st: State) -> dict:
     """What ``medhash info --json`` prints (without the server's path), plus display settings:
-    ``isodose`` (Gy levels and colours), ``windows`` (name -> level, width HU), ``max_upload_bytes``."""
+    ``isodose`` (Gy levels and colours), ``palette`` (isodose colours from the highest level down), ``windows`` (name -> level, width HU), ``max_upload_bytes``."""
     with st.archive_lock:
         info = st.archive.info()
     info["archive"] = Path(info["archive"]).name
     info["indexes"] = st.indexes()
     info["isodose"] = [{"gy": g, "colour": c} for g, c in zip(ISODOSE_GY, ISODOSE_COLOURS)]
+    info["palette"] = list(PALETTE)
     info["windows"] = {k: {"level": v[0], "width": v[1]} for k, v in WINDOWS.items()}
     info["max_upload_bytes"] = st.max_upload
     return info
+
+
+@router.get("/isodose", summary="Isodose levels chosen by text, in Gy with their colours")
+def isodose_levels(text: Annotated[str, Query(max_length=100, description="'10,20,30' (Gy) or '95,80,50,20%'")],
+                   reference_gy: Annotated[float | None, Query(gt=0, le=200, description="dose that percent levels "
+                                                               "are relative to, Gy")] = None):
+    """``{"unit": "Gy" | "%", "values", "levels": [{"gy", "colour", "label"}], "title"}``: what
+    ``/api/slices/...png?isodose=TEXT&reference_gy=...`` draws (``levels`` empty for percent levels
+    without a reference: each picture then uses its own maximum). Bad text: 422 naming ``isodose``."""
+    try:
+        spec = parse_isodose(text)
+    except InputError as exc:
+        return JSONResponse({"detail": str(exc), "field": "isodose"}, status_code=422)
+    iso = resolve_levels(spec, reference_gy, "the query's maximum dose")
+    return {"unit": spec.unit, "values": list(spec.values), "title": iso.title,
+            "levels": [{"gy": g, "colour": c, "label": lab} for g, c, lab in zip(iso.gy, iso.colours, iso.labels)]}
 
 
 @router.get("/indexes", summary="The archive's indexes with their manifests")

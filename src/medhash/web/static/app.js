@@ -9,12 +9,13 @@ function loadSettings() {
   let s = {};
   try { s = JSON.parse(localStorage.getItem("medhash.settings") || "{}"); } catch (e) { s = {}; }
   return { index: s.index || "", k: s.k || 10, same: s.same || "", rerank: s.rerank || 0,
-           token: sessionStorage.getItem("medhash.token") || "" };
+           isodose: s.isodose || "", token: sessionStorage.getItem("medhash.token") || "" };
 }
 
 function saveSettings() {
   const s = state.settings;
-  localStorage.setItem("medhash.settings", JSON.stringify({ index: s.index, k: s.k, same: s.same, rerank: s.rerank }));
+  localStorage.setItem("medhash.settings", JSON.stringify({ index: s.index, k: s.k, same: s.same, rerank: s.rerank,
+                                                             isodose: s.isodose }));
   sessionStorage.setItem("medhash.token", s.token);
 }
 
@@ -30,7 +31,8 @@ function headers() {
 
 // where the page sets each request field an error can name (the API's "field"), said after its message
 const FIELD_HINTS = { index: "choose the index in Settings", k: "change k in Settings", rerank: "change re-rank in Settings",
-                      same_patient: "change same patient in Settings", dose: "choose a dose file in the upload form" };
+                      same_patient: "change same patient in Settings", dose: "choose a dose file in the upload form",
+                      isodose: "change the isodose lines in Settings" };
 
 // fetch JSON from the API; errors carry the server's {"detail": ...} and, when one request field is
 // at fault, where the page sets it (the API's "field")
@@ -100,7 +102,8 @@ function settingsSummary() {
   const s = state.settings;
   const same = s.same === "" ? "own patient left out" : (s.same === "true" ? "own patient included" : "own patient excluded");
   $("settings-summary").textContent = `index ${indexLabel()} · k ${s.k} · ${same}` +
-    (Number(s.rerank) > 0 ? ` · re-ranked from the Hamming top ${s.rerank}` : "") + " · change in Settings";
+    (Number(s.rerank) > 0 ? ` · re-ranked from the Hamming top ${s.rerank}` : "") +
+    (s.isodose ? ` · isodose lines ${s.isodose}` : "") + " · change in Settings";
 }
 
 // ------------------------------------------------------------------ indexes
@@ -209,13 +212,27 @@ function resultCaption(r) {
     ...distanceParts(r)];
 }
 
+// the isodose levels of a result page (Settings' "Isodose lines"), percent relative to the query's maximum dose
+async function resultDrawing(res) {
+  const q = res.query;
+  let top = q.dose_max_gy === undefined ? null : q.dose_max_gy;
+  if (top === null && q.type === "archive" && state.settings.isodose) {
+    try { top = (await api(`/api/slices/${encodeURIComponent(q.patient_id)}/${q.slice_index}`)).dose_max_gy; } catch (e) { top = null; }
+  }
+  try { return await isodoseDrawing(state.settings.isodose, top); } catch (e) {
+    showError(e.message);
+    return isodoseDrawing("", null);
+  }
+}
+
 async function showResults(res) {
   const q = res.query;
   $("results").hidden = false;
   $("results-meta").textContent = `index ${res.index} (${res.channel}, ${res.n_bits} bits) · top ${res.k}` +
     (res.rerank ? ` re-ranked from ${res.rerank}` : "") + (res.same_patient ? "" : " · other patients only") +
     ` · ${(res.timing_ms.encode + res.timing_ms.search).toFixed(1)} ms`;
-  legend($("legend"));
+  const drawing = await resultDrawing(res);
+  isodoseLegend($("legend"), drawing);
   const grid = $("result-grid");
   grid.replaceChildren();
   const again = state.lastSearch;
@@ -228,14 +245,14 @@ async function showResults(res) {
   grid.append(el("figure", { class: "result query" }, qimg, el("figcaption", {}, ...qcap)));
   const loads = [];
   if (res.query_image) qimg.src = res.query_image;
-  else if (q.type === "archive") loads.push(setImage(qimg, sliceUrl(q.patient_id, q.slice_index)));
+  else if (q.type === "archive") loads.push(setImage(qimg, sliceUrl(q.patient_id, q.slice_index, drawing.params)));
   for (const r of res.results) {
     const img = el("img", { alt: `result ${r.rank}: ${r.patient_id}:${r.slice_index}`, class: "result-image" });
     const fig = el("figure", { class: "result", "data-patient": r.patient_id, "data-slice": String(r.slice_index),
                                title: "open the detail view" }, img, el("figcaption", {}, ...resultCaption(r)));
     fig.addEventListener("click", () => { location.hash = `#slice/${encodeURIComponent(r.patient_id)}/${r.slice_index}`; });
     grid.append(fig);
-    loads.push(setImage(img, sliceUrl(r.patient_id, r.slice_index)));
+    loads.push(setImage(img, sliceUrl(r.patient_id, r.slice_index, drawing.params)));
   }
   await Promise.all(loads);
 }
@@ -605,6 +622,7 @@ function showSettings() {
   $("set-k").value = s.k;
   $("set-same").value = s.same;
   $("set-rerank").value = s.rerank;
+  $("set-isodose").value = s.isodose;
   $("set-token").value = s.token;
 }
 
@@ -651,7 +669,7 @@ async function start() {
     const s = state.settings;
     s.index = $("set-index").value; s.k = Math.max(1, Number($("set-k").value) || 10);
     s.same = $("set-same").value; s.rerank = Math.max(0, Number($("set-rerank").value) || 0);
-    s.token = $("set-token").value.trim();
+    s.token = $("set-token").value.trim(); s.isodose = $("set-isodose").value.trim();
     saveSettings();
     settingsSummary();
     updateDoseField();
