@@ -54,7 +54,8 @@ DEFAULT_MAX_UPLOAD = 64 * 1024 * 1024
 
 REQUEST_FIELDS = {"query": "file", "patient": "patient_id", "dose": "dose", "index": "index", "k": "k",
                   "rerank": "rerank", "same_patient": "same_patient", "per_slice": "per_slice",
-                  "slice_index": "slice_index", "method": "method", "neighbours_by": "neighbours_by"}
+                  "slice_index": "slice_index", "method": "method", "neighbours_by": "neighbours_by",
+                  "isodose": "isodose"}
 """Python API parameter -> the request field (form field, JSON key or query parameter) that carries
 it; an error about another parameter (``rebuild`` ...) names no field."""
 
