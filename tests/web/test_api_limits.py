@@ -15,7 +15,6 @@ from medhash.web import create_app
 from medhash.web.app import web_words
 from medhash.web.middleware import MAX_JSON_BYTES, MAX_JSON_DEPTH, json_depth
 from medhash.web.models import MAX_SLICE_INDEX
-from webarchive import web_archive
 
 with warnings.catch_warnings():  # starlette's note that it prefers httpx2 over httpx
     warnings.simplefilter("ignore")
@@ -24,15 +23,7 @@ with warnings.catch_warnings():  # starlette's note that it prefers httpx2 over 
 HUGE = 10 ** 30
 
 
-@pytest.fixture(scope="module")
-def demo_arch(tmp_path_factory):
-    return web_archive(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def client(demo_arch):
-    with TestClient(create_app(demo_arch[1])) as c:
-        yield c
+# demo_arch and client: tests/web/conftest.py
 
 
 def _detail(r) -> str:

@@ -3,30 +3,16 @@ is left out by default and named in the answer, as on the command line."""
 from __future__ import annotations
 
 import json
-import warnings
 
 import pytest
 
 from medhash import Archive, search
-from medhash.web import create_app
-from webarchive import web_archive
 
-with warnings.catch_warnings():  # starlette's note that it prefers httpx2 over httpx
-    warnings.simplefilter("ignore")
-    from fastapi.testclient import TestClient
 
 ALL = ["series_uid", "study_uid", "frame_of_reference_uid", "patient_id"]
 
 
-@pytest.fixture(scope="module")
-def demo_arch(tmp_path_factory):
-    return web_archive(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def client(demo_arch):
-    with TestClient(create_app(demo_arch[1])) as c:
-        yield c
+# demo_arch and client: tests/web/conftest.py
 
 
 def _upload(client, data: bytes, **form):

@@ -5,26 +5,16 @@ level the slice's dose crosses."""
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from medhash.render import PALETTE
-from medhash.web import create_app
 from test_browser import ARTIFACTS, browser, open_page, server, wait_js  # noqa: F401
-from webarchive import web_archive
-
-with warnings.catch_warnings():  # starlette's note that it prefers httpx2 over httpx
-    warnings.simplefilter("ignore")
-    from fastapi.testclient import TestClient
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    with TestClient(create_app(web_archive(tmp_path_factory)[1])) as c:
-        yield c
+# client: tests/web/conftest.py
 
 
 def hottest_slice(get, pid: str = "DEMO001") -> tuple[int, float, int]:

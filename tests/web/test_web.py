@@ -21,22 +21,13 @@ from medhash.errors import (ArchiveError, InputError, MilvusError, ModelMismatch
                             UnsupportedMediaType)
 from medhash.retrieval import open_index
 from medhash.web import create_app
-from webarchive import web_archive
 
 with warnings.catch_warnings():  # starlette's note that it prefers httpx2 over httpx
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
 
-@pytest.fixture(scope="module")
-def demo_arch(tmp_path_factory):
-    return web_archive(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def client(demo_arch):
-    with TestClient(create_app(demo_arch[1])) as c:
-        yield c
+# demo_arch and client: tests/web/conftest.py
 
 
 def _snapshot(folder):

@@ -70,29 +70,13 @@ class BodyLimit:
 
     async def _read_then_pass(self, scope, receive, send) -> None:
         """No length given (chunked): read up to the limit, then hand the body on."""
-        chunks, total = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            if total > self.max_bytes:
-                await self._reply(send, 413, self._too_large(None))
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        try:
+            body = await _read_body(receive, self.max_bytes)
+        except _TooLarge:
+            await self._reply(send, 413, self._too_large(None))
+            return
+        if body is not None:
+            await self.app(scope, _replaying(body, receive), send)
 
 
 class JsonLimits:
@@ -114,35 +98,54 @@ class JsonLimits:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS") or not self._is_json(scope):
             await self.app(scope, receive, send)
             return
-        chunks, total = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            if total > self.max_bytes:
-                await _reply(send, 413, f"JSON body too large: over this server's limit of "
-                                        f"{self.max_bytes // 1024} KiB for JSON requests")
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        try:
+            body = await _read_body(receive, self.max_bytes)
+        except _TooLarge:
+            await _reply(send, 413, f"JSON body too large: over this server's limit of "
+                                    f"{self.max_bytes // 1024} KiB for JSON requests")
+            return
+        if body is None:
+            return
         if json_depth(body) > self.max_depth:
             await _reply(send, 422, f"the JSON body is nested deeper than {self.max_depth} levels of arrays and "
                                     "objects (this server's limit); the API's requests need 3")
             return
-        replayed = False
+        await self.app(scope, _replaying(body, receive), send)
 
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
 
-        await self.app(scope, replay, send)
+class _TooLarge(Exception):
+    """A request body over the limit (raised by :func:`_read_body`)."""
+
+
+async def _read_body(receive, max_bytes: int) -> bytes | None:
+    """The whole request body, read up to ``max_bytes``: None when the client went away,
+    :class:`_TooLarge` past the limit."""
+    chunks, total = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > max_bytes:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replaying(body: bytes, receive):
+    """An ASGI ``receive`` that hands the body already read on once, then defers to ``receive``."""
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 async def _reply(send, status: int, detail: str) -> None:
