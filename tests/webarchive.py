@@ -6,7 +6,10 @@ dose models, a 64-bit CT index ``ct64`` and a 64-bit joint index ``joint64``.
 from __future__ import annotations
 
 import fcntl
+import warnings
 from pathlib import Path
+
+import pytest
 
 from medhash import Archive
 from medhash.ingest import ingest
@@ -32,3 +35,23 @@ def web_archive(tmp_path_factory) -> tuple[Path, Path]:
                 build_index(arch, "joint64", "ct+dose", 64, seed=0)
             done.touch()
     return root / "demo", root / "arch"
+
+
+# -- fixtures of the REST API tests (imported by name by the test modules that use them) ---------------
+
+@pytest.fixture(scope="module")
+def demo_arch(tmp_path_factory):
+    """(demo DICOM folder, archive path) of :func:`web_archive`."""
+    return web_archive(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def client(demo_arch):
+    """A FastAPI TestClient of the app serving ``demo_arch``'s archive, one per test module."""
+    with warnings.catch_warnings():  # starlette's note that it prefers httpx2 over httpx
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient  # test-only: fastapi only for the REST tests
+    from medhash.web import create_app  # (as above)
+
+    with TestClient(create_app(demo_arch[1])) as c:
+        yield c

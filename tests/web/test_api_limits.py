@@ -20,10 +20,9 @@ with warnings.catch_warnings():  # starlette's note that it prefers httpx2 over 
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
+from webarchive import client, demo_arch  # noqa: F401  (fixtures)
+
 HUGE = 10 ** 30
-
-
-# demo_arch and client: tests/web/conftest.py
 
 
 def _detail(r) -> str:

@@ -7,12 +7,10 @@ import json
 import pytest
 
 from medhash import Archive, search
+from webarchive import client, demo_arch  # noqa: F401  (fixtures)
 
 
 ALL = ["series_uid", "study_uid", "frame_of_reference_uid", "patient_id"]
-
-
-# demo_arch and client: tests/web/conftest.py
 
 
 def _upload(client, data: bytes, **form):

@@ -12,9 +12,7 @@ from PIL import Image
 
 from medhash.render import PALETTE
 from test_browser import ARTIFACTS, browser, open_page, server, wait_js  # noqa: F401
-
-
-# client: tests/web/conftest.py
+from webarchive import client, demo_arch  # noqa: F401  (fixtures: client needs demo_arch)
 
 
 def hottest_slice(get, pid: str = "DEMO001") -> tuple[int, float, int]:

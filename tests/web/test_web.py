@@ -26,8 +26,7 @@ with warnings.catch_warnings():  # starlette's note that it prefers httpx2 over 
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-
-# demo_arch and client: tests/web/conftest.py
+from webarchive import client, demo_arch  # noqa: F401  (fixtures)
 
 
 def _snapshot(folder):
