@@ -13,16 +13,17 @@ Each command is first run cleanly (timed). Then, per kill:
   and is killed (SIGKILL to the command's own process, as an operator's `kill -9`) after a seeded random
   fraction (5-90 %) of its clean wall time (start-up included);
 * listen: the listener receives the demo folder over one association (pynetdicom, CT first) and is
-  killed right after a seeded random number of acknowledged files; it is restarted (ingesting what it
-  left) and the whole folder is sent again (what a PACS operator does), then it is stopped with SIGTERM
-  (which ingests what is spooled).
+  killed right after a seeded random number of acknowledged files; it is restarted with a quiet period
+  of 1 s or 600 s (drawn per kill: what the kill left is ingested before the resend and then completed
+  by it, or it waits and is ingested with it) and the whole folder is sent again (what a PACS operator
+  does), then it is stopped with SIGTERM (which ingests what is spooled).
 
 Columns: ``orphans``, processes of the killed command still alive 0.5 s after the kill (workers that
 outlive their parent; they are then killed); ``check after kill``, what `medhash check` says of the
 archive as the kill left it (``clean``, or counts of damage / leftover findings); ``check after
 completion`` the same after the completion; ``same as clean`` whether the completed archive equals the
-clean run's: catalog (series, slices, positions) and CT and dose arrays byte for byte for ingest and
-listen, the checkpoint's sha256 for train, codes, rows and engine file byte for byte for index; else the
+clean run's: catalog (series, patients, live slices and positions), CT and dose arrays and structure
+masks byte for byte for ingest and listen (with the number of slices superseded by completed series), the checkpoint's sha256 for train, codes, rows and engine file byte for byte for index; else the
 first difference (for the listener, slices missing from the completed archive).
 """
 from __future__ import annotations
@@ -70,7 +71,7 @@ def check_summary(arch: Path) -> str:
     if report["clean"]:
         return "clean"
     bad = [f for f in report["remaining"] if f["kind"] != "note"]
-    counts = {k: sum(f["kind"] == k for f in bad) for k in ("damage", "leftover")}
+    counts = {k: sum(f["kind"] == k for f in bad) for k in ("damage", "incomplete", "leftover")}
     return ", ".join(f"{v} {k}" for k, v in counts.items() if v) + " (" + \
         "; ".join(sorted({f["where"] for f in bad}))[:90] + ")"
 
@@ -109,11 +110,11 @@ def same_archive(reference: Path, got: Path) -> str:
     from medhash import Archive
 
     with Archive(reference, read_only=True) as a, Archive(got, read_only=True) as b:
-        if len(a) != len(b):
-            return f"no: {len(a) - len(b)} of {len(a)} slices missing" if len(b) < len(a) else \
-                f"no: {len(b) - len(a)} extra slices"
-        if a.series_uids() != b.series_uids():
-            return "no: other series"
+        na, nb = a.info()["slices"], b.info()["slices"]     # live slices: superseded ones are not the archive's
+        if na != nb:
+            return f"no: {na - nb} of {na} slices missing" if nb < na else f"no: {nb - na} extra slices"
+        if a.series_uids() != b.series_uids() or a.patients() != b.patients():
+            return "no: other series or patients"
         for pid in a.patients():
             for x, y in zip(a.slices(pid), b.slices(pid)):
                 if (x.slice_index, x.z_mm) != (y.slice_index, y.z_mm) or x.ct.tobytes() != y.ct.tobytes():
@@ -121,9 +122,13 @@ def same_archive(reference: Path, got: Path) -> str:
                 if (x.dose is None) != (y.dose is None) or (x.dose is not None and
                                                             x.dose.tobytes() != y.dose.tobytes()):
                     return f"no: dose of {pid}:{x.slice_index} differs"
+                if sorted(x.masks) != sorted(y.masks) or any(x.masks[k].tobytes() != y.masks[k].tobytes()
+                                                             for k in x.masks):
+                    return f"no: structures of {pid}:{x.slice_index} differ"
         if a.info()["structures"] != b.info()["structures"]:
             return "no: other structures"
-    return "yes"
+        healed = b.info()["superseded_slices"]
+    return "yes" + (f" ({healed} slices superseded)" if healed else "")
 
 
 def same_model(reference: Path, got: Path) -> str:
@@ -198,8 +203,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_listener(arch: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([*MEDHASH, "listen", "--archive", str(arch), "--port", str(port), "--quiet", "1"],
+def start_listener(arch: Path, port: int, quiet_s: float = 1.0) -> subprocess.Popen:
+    proc = subprocess.Popen([*MEDHASH, "listen", "--archive", str(arch), "--port", str(port), "--quiet", str(quiet_s)],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True)
     head = ""
     while "receiving DICOM" not in head:
@@ -269,12 +274,16 @@ def one_listener_kill(k: int, rng: random.Random, work: Path, demo: Path, done) 
         killed["orphans"] = kill_and_count(proc)
     after_kill = check_summary(arch)
     port = free_port()     # the killed listener's port may still be held by the kernel
-    proc = start_listener(arch, port)
+    # restarted with a quiet period of 1 s (what the kill left may be ingested before the resend, then
+    # completed by it) or 600 s (it waits, and is ingested with the resend), drawn per kill
+    quiet = rng.choice((1.0, 600.0))
+    proc = start_listener(arch, port, quiet)
     try:
         send(files, port)
     finally:
         stop_listener(proc)
-    return {"command": "listen", "kill": k, "at": f"file {kill_at}/{len(files)}", "orphans": killed["orphans"],
+    return {"command": "listen", "kill": k, "at": f"file {kill_at}/{len(files)}, quiet {quiet:g} s",
+            "orphans": killed["orphans"],
             "after_kill": after_kill, "after_completion": check_summary(arch), "same": same_archive(done["listen"], arch)}
 
 
@@ -292,7 +301,7 @@ def table(rows: list[dict], wall: dict) -> str:
         mine = [r for r in rows if r["command"] == command]
         out.append(f"| {command} | {len(mine)} | {sum(r['orphans'] for r in mine)} | "
                    f"{sum(r['after_completion'] == 'clean' for r in mine)} / {len(mine)} | "
-                   f"{sum(r['same'] == 'yes' for r in mine)} / {len(mine)} | "
+                   f"{sum(r['same'].startswith('yes') for r in mine)} / {len(mine)} | "
                    f"{f'{wall[command]:.1f} s' if command in wall else '-'} |")
     return "\n".join(out)
 

@@ -5,7 +5,7 @@ of interrupted writes, spool), :func:`medhash.retrieval.verify.check_retrieval` 
 indexes) and :func:`medhash.dose.verify.check_dose_models`, and with ``repair`` applies every finding's
 fix in that order (leftovers first, so that an index is rebuilt on clean feature caches), holding the
 archive's writer lock, then checks again. The report's exit code is 0 only when the archive is clean:
-no damage and no leftover remains (notes do not count).
+no damage, no incomplete series and no leftover remains (notes do not count).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class CheckReport:
 
     @property
     def clean(self) -> bool:
-        """True when no damage and no leftover remains."""
+        """True when no damage, no incomplete series and no leftover remains."""
         return not any(f.kind != store_check.NOTE for f in self.remaining)
 
     @property

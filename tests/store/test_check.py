@@ -61,10 +61,10 @@ def test_a_clean_archive_is_clean(arch_dir, capsys):
     report = check_archive(arch_dir)
     assert report.findings == [] and report.clean and report.exit_code == 0
     assert main(["check", "--archive", str(arch_dir)]) == 0
-    assert capsys.readouterr().out == f"archive {arch_dir}: clean (0 damage, 0 leftover, 0 note)\n"
+    assert capsys.readouterr().out == f"archive {arch_dir}: clean (0 damage, 0 incomplete, 0 leftover, 0 note)\n"
     assert main(["check", "--archive", str(arch_dir), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["clean"] is True and data["counts"] == {"damage": 0, "leftover": 0, "note": 0}
+    assert data["clean"] is True and data["counts"] == {"damage": 0, "incomplete": 0, "leftover": 0, "note": 0}
 
 
 def test_an_array_tail_past_the_committed_rows_is_cut(arch_dir, capsys):

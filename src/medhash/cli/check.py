@@ -3,11 +3,12 @@
 Checks the catalog (SQLite integrity, row counts) against the arrays, the dose values, the models'
 checkpoints, the feature caches, every index (manifest, codes, rows, recorded checksums, hasher,
 engine, the models it was built with), the dose models, the spool of medhash listen, and the temporary
-files interrupted writes leave. Each finding is damage, a leftover or a note, with what --repair does
-about it. With --repair the fixes run while holding the archive's writer lock (rebuild a damaged index
+files interrupted writes leave, and the series recorded as incomplete. Each finding is damage, an
+incomplete series, a leftover or a note, with what --repair does about it (an incomplete series is
+completed only by ingesting or sending the whole series again). With --repair the fixes run while holding the archive's writer lock (rebuild a damaged index
 with its own parameters, cut an array or cache tail past its committed rows, remove a temporary file
 or a feature cache of the wrong size), then the archive is checked again. Exit 0 only when no damage
-and no leftover remains.
+no incomplete series and no leftover remains.
 
 examples:
   medhash check --archive ./archive
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
             print("after repair, " + _line(f))
     c = report.counts()
     state = "clean" if report.clean else "not clean"
-    print(f"archive {report.archive}: {state} ({c['damage']} damage, {c['leftover']} leftover, {c['note']} note"
+    print(f"archive {report.archive}: {state} ({c['damage']} damage, {c['incomplete']} incomplete, "
+          f"{c['leftover']} leftover, {c['note']} note"
           f"{' after repair' if args.repair else ''})")
     return report.exit_code

@@ -1,7 +1,7 @@
 """``medhash info``: summarise an archive.
 
-Patients, series, slices, slices with dose, structures, skipped slices and size on disk of an
-archive.
+Patients, series, slices, slices with dose, structures, skipped slices, size on disk and the
+incomplete series (slices missing by the evidence of their own files) of an archive.
 
 example: medhash info --archive ./archive --json
 """
@@ -18,7 +18,7 @@ from .options import add_archive, add_command, add_json, human_bytes
 def register(sub) -> None:
     p = add_command(sub, "info", run, __doc__)
     add_archive(p)
-    add_json(p, "print JSON (keys: patients, series, slices, slices_with_dose, structures, ...)")
+    add_json(p, "print JSON (keys: patients, series, slices, slices_with_dose, structures, incomplete_series, ...)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"archive            {info['archive']}")
     print(f"patients           {info['patients']}")
     print(f"series             {info['series']}  ({', '.join(f'{k}: {v}' for k, v in info['sources'].items()) or '-'})")
-    print(f"slices             {info['slices']}")
+    print(f"slices             {info['slices']}" + (f"  ({info['superseded_slices']} more superseded by completed "
+                                                     "series)" if info["superseded_slices"] else ""))
     print(f"slices with dose   {info['slices_with_dose']}")
     print(f"skipped slices     {info['skipped']['no_body']} without body (< 1 % of the grid above -500 HU)")
     if info["possible_dose_mask_slices"]:
@@ -45,4 +46,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {name:<{width}}  {count}")
     else:
         print("structures         none")
+    incomplete = info["incomplete_series"]
+    print(f"incomplete series  {len(incomplete) or 'none'}" + (" (ingest or send each whole series again to "
+                                                              "complete it)" if incomplete else ""))
+    for s in incomplete:
+        print(f"  {s['patient_id']}  series {s['series_uid']}: {s['present']} of {s['expected']} instances "
+              f"({'; '.join(s['missing'])})")
     return EXIT_OK

@@ -4,7 +4,9 @@ A DICOM storage SCP for CT Image, RT Dose, RT Structure Set and RT Plan storage 
 are refused; C-ECHO answered). Each file is written to ARCHIVE/spool before it is acknowledged; once
 the association has ended and nothing new arrived for --quiet seconds, the spool is ingested like
 `medhash ingest` (RT Plans are accepted but not stored). A killed listener loses nothing
-acknowledged: the spool is ingested at the next start. One log line per association.
+acknowledged: the spool is ingested after the next start, once --quiet seconds passed without a new
+file, so that a study the kill cut short is completed by the sender's resend. One log line per
+association.
 
 examples:
   medhash listen --archive ./archive --port 11112

@@ -69,7 +69,7 @@ def feature_set(archive, *, channel: str | None = None, index: str | None = None
         models = {ch: configs[m["name"]] for ch, m in man["models"].items()}
         blocks = {ch: np.asarray(features.archive_features(archive, m["name"], progress=progress))
                   for ch, m in models.items()}
-        X = combine(blocks, man["scales"], man["weights"])
+        X = _live_only(archive, combine(blocks, man["scales"], man["weights"]))
         return FeatureSet(man["channel"], X, models, dict(man["scales"]), dict(man["weights"]),
                           index, int(man["n_bits"]), idx.hasher)
     channel = channel or "ct"
@@ -79,7 +79,17 @@ def feature_set(archive, *, channel: str | None = None, index: str | None = None
     blocks = {ch: np.asarray(features.archive_features(archive, m["name"], progress=progress)) for ch, m in models.items()}
     scales = {ch: block_scale(b) for ch, b in blocks.items()}
     weights = {ch: 1.0 for ch in blocks}
-    return FeatureSet(channel, combine(blocks, scales, weights), models, scales, weights)
+    return FeatureSet(channel, _live_only(archive, combine(blocks, scales, weights)), models, scales, weights)
+
+
+def _live_only(archive, X: np.ndarray) -> np.ndarray:
+    """(n, D) features with NaN on the rows completed series superseded (so :attr:`FeatureSet.valid`
+    leaves them out)."""
+    dead = archive.superseded_rows()
+    if len(dead):
+        X = np.array(X, dtype=np.float32, copy=True)
+        X[dead] = np.nan
+    return X
 
 
 def optional_feature_set(archive, channel: str, progress: bool = True) -> FeatureSet | None:

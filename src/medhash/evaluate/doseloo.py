@@ -75,7 +75,7 @@ def leave_one_out(archive, *, index: str | None = None, k: int = 10, pool: int |
     table = archive.table()
     with_dose = sorted({str(p) for p in table["patient_id"][table["has_dose"]]})
     patients = [p for p in (patients or with_dose) if p in with_dose]
-    n_all = len(set(table["patient_id"]))
+    n_all = len(set(table["patient_id"][table["live"]]))
     methods = {"hamming": {"rerank": 0, "k": k}, f"hamming re-ranked ({rerank})": {"rerank": rerank, "k": k},
                "euclidean (exact)": {"rerank": len(idx), "k": k},
                "population mean (all other patients)": {"rerank": 0, "k": n_all}}

@@ -181,10 +181,10 @@ def _split_rows(archive: Any, channel: str, max_slices: int | None, val_fraction
     ``train_patients``, ``val_patients``, ``validation`` (what the validation set is, in words) and
     ``archive_rows``; TrainingDataError when there is nothing to train on."""
     table = archive.table()
-    n_rows = len(table["row"])
+    n_rows = int(table["live"].sum())
     if n_rows == 0:
         raise TrainingDataError(f"the archive {archive.path} has no slices: ingest data into it before training")
-    eligible = table["row"][table["has_dose"]] if channel == "dose" else table["row"]
+    eligible = table["row"][table["has_dose"]] if channel == "dose" else table["row"][table["live"]]
     if len(eligible) == 0:
         raise TrainingDataError(f"the archive {archive.path} has {n_rows} slices but none with dose: "
                                 "a 'dose' model needs slices with RTDOSE / dose.csv")

@@ -32,7 +32,9 @@ class IngestReport:
 
     Attributes
     ----------
-    series_added, slices_added : what was written.
+    series_added, slices_added : what was written (completions included).
+    series_completed : series that were in the archive incomplete and were completed by this run
+        (their slices replaced: :mod:`medhash.store.series`); counted in ``series_added`` too.
     series_existing : series found that the archive already held (not read again).
     slices_skipped_no_body : slices of the added series left out for lack of body.
     patients : archive patient ids of the added series.
@@ -40,6 +42,7 @@ class IngestReport:
     """
 
     series_added: int = 0
+    series_completed: int = 0
     series_existing: int = 0
     slices_added: int = 0
     slices_skipped_no_body: int = 0
@@ -62,7 +65,8 @@ class IngestReport:
         return EXIT_PARTIAL if self.errors else EXIT_OK
 
     def to_dict(self) -> dict:
-        return {"series_added": self.series_added, "series_existing": self.series_existing,
+        return {"series_added": self.series_added, "series_completed": self.series_completed,
+                "series_existing": self.series_existing,
                 "slices_added": self.slices_added, "slices_skipped_no_body": self.slices_skipped_no_body,
                 "patients": self.patients,
                 "errors": [{"path": p.path, "message": p.message} for p in self.errors],
@@ -130,7 +134,7 @@ def _ingest(archive: Archive, sources, format: str, progress: bool, pseudonymise
         fmt = detect_format(src) if format == "auto" else format
         by_format[fmt].append(src)
 
-    known = archive.series_uids()
+    known = archive.series_instances()
     readers = []
     dicom_inputs = by_format["dicom"]
     staged: dict[str, str] = {}
@@ -142,7 +146,7 @@ def _ingest(archive: Archive, sources, format: str, progress: bool, pseudonymise
                   for i, src in enumerate(dicom_inputs)}
         dicom_inputs = [r for r in roots if r.exists()]
     if by_format["openkbp"]:
-        readers.append(read_openkbp(by_format["openkbp"], progress=progress, known_series=known))
+        readers.append(read_openkbp(by_format["openkbp"], progress=progress, known_series=set(known)))
         if format == "openkbp":
             for src in by_format["openkbp"]:
                 if not find_patients([src]):
@@ -204,10 +208,11 @@ def _add(archive: Archive, vol: Volume, report: IngestReport) -> None:
         report.series_existing += 1
         return
     report.series_added += 1
+    report.series_completed += int(result.completed)
     report.slices_added += result.slices
     report.slices_skipped_no_body += result.skipped_no_body
     report.patients.append(result.patient_id)
-    if result.patient_id != vol.patient_id:
+    if result.patient_id != vol.patient_id and not result.completed:
         report.problems.append(Problem(vol.series_uid, f"patient {vol.patient_id} already has a CT series in the "
                                        f"archive; this series is stored as patient {result.patient_id}",
                                        level="warning"))

@@ -35,8 +35,11 @@ run at a lower priority (:data:`~medhash.net.workers.INGEST_NICE`): acknowledgin
 CPU, ingest can wait.
 
 A file is acknowledged (status 0x0000) only once it is on disk, so a listener killed at any moment
-loses nothing it acknowledged: whatever is left in the spool is ingested at the next start (all
-folders together), and a folder is deleted only after its ingest has committed.
+loses nothing it acknowledged: whatever is left in the spool is ingested after the next start, once
+the quiet period has passed without a new file, so that a study the kill cut short is completed by
+the sender's resend (received meanwhile and ingested with it); a folder is deleted only after its
+ingest has committed. A resend that comes later still completes the study: the archive completes a
+series from a later ingest that holds all its instances (:mod:`medhash.store.series`).
 Accepted SOP classes: CT Image Storage, RT Dose, RT Structure Set, RT Plan (plans are accepted so a
 planning system's export does not fail, but the archive stores no plans) and Verification (C-ECHO).
 Other SOP classes get no presentation context (the sender reports them as not sent).
@@ -73,7 +76,7 @@ from ..store import Archive
 from ..store.durable import file_lock
 from ..store.layout import CATALOG, catalog_path, spool_dir
 from .dicom_tuning import file_meta_bytes, tune_connection
-from .spool import (FAILED, LOCK, left_behind, make_folder, read_study_key, rename_durable_with_file, safe_name,
+from .spool import (FAILED, LOCK, folder_study_key, left_behind, make_folder, read_study_key, rename_durable_with_file, safe_name,
                     set_aside, write_atomic)
 from .workers import IngestProcesses
 
@@ -197,7 +200,6 @@ class Listener:
         self._ready: list[_Group] = []
         self._retry_at = 0.0
         self._last_activity = time.monotonic()
-        self._flush = False
         self._stopping = False
         self._workers: list[threading.Thread] = []
         self._processes: IngestProcesses | None = None
@@ -277,21 +279,25 @@ class Listener:
             raise MedhashError(f"cannot listen on {self.host}:{self._port}: {exc.strerror or exc}") from None
 
     def _recover(self) -> None:
-        """Queue the spool folders an earlier (killed) run left; drop half-written files (never acknowledged)."""
+        """Queue the spool folders an earlier (killed) run left, each under its study, to be ingested once
+        the quiet period has passed (from this start on) with no new file of it: a study the killed run
+        received only in part is then completed by the sender's resend, received meanwhile and ingested
+        together with it. Half-written files (never acknowledged) are dropped."""
         earlier = _Assoc("(earlier run)", "(earlier run)", "", ended=True)
         folders, cut_short = left_behind(self.spool)
-        left = [_Group(earlier, folder.name, folder, files=files) for folder, files in folders]
+        left = [_Group(earlier, folder_study_key(folder), folder, files=files, quiet=True) for folder, files in folders]
         if cut_short:
             log.warning("spool: %d file(s) left cut short by an earlier run (not acknowledged, so the sender "
                         "sends them again) set aside in %s", cut_short, self.spool / FAILED)
         if left:
             earlier.files = sum(g.files for g in left)
             earlier.pending = len(left)
-            log.info("spool: %d folder(s) with %d file(s) left by an earlier run; ingesting them first", len(left),
-                     earlier.files)
+            log.info("spool: %d folder(s) with %d file(s) left by an earlier run; ingested after %g s without a "
+                     "new file (the quiet period), together with what the sender sends again of their studies meanwhile",
+                     len(left), earlier.files, self.quiet_s)
             with self._cond:
                 self._ready += left
-                self._flush = True
+                self._last_activity = time.monotonic()
 
     def stop(self) -> None:
         """Stop listening, end open associations, ingest everything spooled, release the archive."""
@@ -459,8 +465,7 @@ class Listener:
         ready = [g for g in self._ready if g.key not in self._in_flight]
         if not ready:
             return []
-        if self._flush or self._stopping:
-            self._flush = False
+        if self._stopping:
             keys = {g.key for g in ready}
         else:
             now = time.monotonic()

@@ -171,6 +171,21 @@ def set_aside(spool: Path, path: Path, reason: str) -> Path:
     return dest / path.name
 
 
+def folder_study_key(folder: Path) -> str:
+    """The study key (StudyInstanceUID, else FrameOfReferenceUID) of the files of a spool folder, read
+    from the first file that has one; the folder's name when none does (a folder left by a killed run
+    is then still ingested, by itself)."""
+    for path in sorted(folder.glob("*.dcm")):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_STUDY_TAGS))
+        except Exception:  # damaged: ingest reports it; the key comes from another file
+            continue
+        key = str(ds.get("StudyInstanceUID", "") or ds.get("FrameOfReferenceUID", "") or "").strip("\0 ")
+        if key:
+            return key
+    return folder.name
+
+
 def left_behind(spool: Path) -> tuple[list[tuple[Path, int]], int]:
     """What an earlier (killed) run left in the spool, made ready to ingest.
 

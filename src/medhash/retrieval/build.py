@@ -15,7 +15,7 @@ from ..features.catalog import sha256_file
 from ..errors import IndexConfigError, ModelMismatchError, NotFoundError
 from ..hashing import HASHERS, load_hasher, make_hasher
 from ..store import layout
-from ..store.durable import append_rows, write_json_atomic
+from ..store.durable import append_rows, replace_atomically, write_json_atomic
 from .blocks import block_scale, channel_blocks, combine
 from .calibration import CALIBRATION_FILE, write_calibration
 from .engines import ENGINE_FILE, resolve_params, update_engine
@@ -109,9 +109,11 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
         _check_existing(name, existing, request, hasher, backend_req)
     feats_blocks = {ch: _features_of(archive, m["name"], progress) for ch, m in chosen.items()}
     scales = {ch: block_scale(f) for ch, f in feats_blocks.items()} if existing is None else existing["scales"]
+    compacted = existing is not None and _drop_superseded(archive, path, existing)
     items, start_row = (0, 0) if existing is None else (int(existing["items"]), int(existing["rows_seen"]))
     X_all = combine(feats_blocks, scales, w)
     new_rows = np.arange(start_row, len(archive), dtype=np.int64)
+    new_rows = new_rows[archive.table()["live"][new_rows]]   # never the rows completed series superseded
     new_rows = new_rows[np.isfinite(X_all[new_rows]).all(axis=1)] if len(new_rows) else new_rows
     if existing is None:
         if len(new_rows) == 0:
@@ -124,7 +126,7 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
     code_bytes = (int(n_bits) + 7) // 8
     codes = _append_codes(path, fitted, X_all[new_rows], new_rows, items, code_bytes)
     engine_info, backend_info = _update_engines(archive, path, request, backend_req, existing, codes, new_rows,
-                                                items, code_bytes)
+                                                items, code_bytes, compacted)
     manifest = {**request, "engine": engine_info, "backend": backend_info, "name": name, "scales": scales,
                 "gamma_": float(fitted.gamma_) if hasattr(fitted, "gamma_") else None, "code_bytes": code_bytes,
                 "hasher": {"name": hasher, "class": type(fitted).__name__, "params": fitted.get_params()},
@@ -134,6 +136,32 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
     write_json_atomic(mpath, manifest)
     manifest["added"] = int(len(new_rows))
     return manifest
+
+
+def _drop_superseded(archive, path: Path, existing: dict) -> bool:
+    """Remove from an index the items whose archive rows completed series superseded
+    (:mod:`medhash.store.series`): codes and rows rewritten without them (each file replaced
+    atomically), then the manifest committing the smaller count; ``existing`` is updated in place. The
+    approximate engine file then holds other items than the manifest, so the update rebuilds it
+    (:func:`~medhash.retrieval.engines.update_engine`)."""
+    dead = archive.superseded_rows()
+    items, code_bytes = int(existing["items"]), int(existing["code_bytes"])
+    if not len(dead) or not items:
+        return False
+    rows = np.fromfile(path / ROWS_FILE, dtype=np.int64, count=items)
+    keep = ~np.isin(rows, dead)
+    if keep.all():
+        return False
+    if (existing.get("backend") or {}).get("type", "local") != "local":
+        raise IndexConfigError(f"index {existing['name']!r} keeps its codes in Milvus and holds {int((~keep).sum())} "
+                               "slices superseded by completed series; rebuild it", param="rebuild")
+    codes = np.fromfile(path / CODES_FILE, dtype=np.uint8, count=items * code_bytes).reshape(items, code_bytes)
+    for name, data in ((CODES_FILE, codes[keep]), (ROWS_FILE, rows[keep])):
+        with replace_atomically(path / name) as tmp:
+            data.tofile(tmp)
+    existing.update(items=int(keep.sum()), updated=time.time(), files=_file_records(path))
+    write_json_atomic(path / layout.MANIFEST, existing)
+    return True
 
 
 def _file_records(path: Path) -> dict:
@@ -205,11 +233,12 @@ def _append_codes(path: Path, fitted, X: np.ndarray, new_rows: np.ndarray, items
 
 
 def _update_engines(archive, path: Path, request: dict, backend_req: dict, existing: dict | None, codes: np.ndarray,
-                    new_rows: np.ndarray, items: int, code_bytes: int) -> tuple[dict, dict]:
-    """Bring the approximate engine file, the Milvus collection and the calibration up to date; returns
-    what the manifest records under ``engine`` and ``backend``."""
+                    new_rows: np.ndarray, items: int, code_bytes: int, compacted: bool = False) -> tuple[dict, dict]:
+    """Bring the approximate engine file, the Milvus collection and the calibration up to date (``compacted``:
+    items were dropped, :func:`_drop_superseded`); returns what the manifest records under ``engine`` and
+    ``backend``."""
     index_type = request["index_type"]
-    changed = bool(len(new_rows)) or existing is None
+    changed = bool(len(new_rows)) or existing is None or compacted
     engine_info = existing.get("engine", {}) if existing else {}
     if index_type != "flat" and changed:
         total = items + len(new_rows)

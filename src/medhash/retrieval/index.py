@@ -25,6 +25,7 @@ Euclidean distance (for the closed-form expected Hamming distance, :mod:`.calibr
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,8 @@ from ..store import layout
 from .blocks import archive_combined_features, combine
 from .engines import open_engine
 from .topk import hamming_topk
+
+log = logging.getLogger(__name__)
 
 HASHER_FILE = "hasher.pkl"
 CODES_FILE = "codes.u8"
@@ -98,6 +101,13 @@ class Index:
         self.rows = np.fromfile(self.path / ROWS_FILE, dtype=np.int64, count=n)
         self.index_type = self.manifest.get("index_type", "flat")
         self.engine = open_engine(self.path, self.manifest, self.codes, self.rows)
+        dead = archive.superseded_rows()
+        # (items,) bool: items whose rows a completed series superseded since the index was built
+        # (medhash.store.series): never returned; the next index update drops them
+        self.superseded = np.isin(self.rows, dead) if len(dead) else np.zeros(n, dtype=bool)
+        if self.superseded.any():
+            log.warning("index %r holds %d slice(s) superseded by completed series since it was built: they are "
+                        "left out of its answers; update the index to drop them", name, int(self.superseded.sum()))
         self._features = None
         self._item_caches: dict[str, np.ndarray] | None = None
         self._calibration = None   # set by medhash.retrieval.calibration.calibration_of on first use
@@ -188,6 +198,9 @@ class Index:
             raise IndexConfigError(f"the re-ranking depth {rerank} must be at least k = {k} (or 0 for none)",
                                    param="rerank")
         features = np.atleast_2d(np.asarray(features, dtype=np.float32))
+        if self.superseded.any():
+            exclude = [self.superseded | e for e in exclude] if exclude is not None else \
+                [self.superseded] * len(features)
         codes = self.hash(features)
         D, I = hamming_topk(self.engine, codes, max(k, rerank), self.rows, exclude,
                             tiebreak=lambda q, items: self.euclidean(features[q], items))

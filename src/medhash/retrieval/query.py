@@ -156,11 +156,12 @@ def own_patients(query, recognised: dict | None) -> list[str]:
 
 
 def patients_mask(index: Index, patient_ids: list[str]) -> np.ndarray | None:
-    """(items,) bool: the items of these patients in ``index``, or None for no patient."""
-    if not patient_ids:
+    """(items,) bool: the items of these patients in ``index``, and those it holds that completed series
+    superseded (:attr:`Index.superseded`, never returned); None when there are none."""
+    if not patient_ids and not index.superseded.any():
         return None
-    mask = index.patient_mask(patient_ids[0]).copy()
-    for pid in patient_ids[1:]:
+    mask = index.superseded.copy()
+    for pid in patient_ids:
         mask |= index.patient_mask(pid)
     return mask
 

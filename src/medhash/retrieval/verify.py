@@ -188,6 +188,12 @@ def check_index(archive, name: str) -> list[Finding]:
     if not any(f.kind == DAMAGE for f in out) and seen < n_rows:
         out.append(Finding(NOTE, where, f"indexes the archive's first {seen} rows of {n_rows}: updating the index "
                                         f"{name!r} (medhash index) adds the others"))
+    dead = store_check.catalog_superseded(archive)
+    if not any(f.kind == DAMAGE for f in out) and len(dead) and items:
+        held = int(np.isin(np.fromfile(folder / ROWS_FILE, dtype=np.int64, count=items), dead).sum())
+        if held:
+            out.append(Finding(NOTE, where, f"holds {held} slice(s) superseded by completed series: they are left out "
+                                            f"of its answers; updating the index {name!r} (medhash index) drops them"))
     return out
 
 

@@ -30,7 +30,8 @@ import numpy as np
 
 from ..errors import ArchiveError, NotFoundError
 from ..core.grid import GRID_SIZE, GRID_SPACING_MM, MIN_BODY_FRACTION, BODY_HU
-from ..core.records import POSSIBLE_DOSE_MASK, Slice, Volume
+from ..core.records import Slice, Volume
+from . import series as series_rows
 from .durable import append_rows, file_lock
 from .layout import CATALOG, arrays_dir, catalog_path, lock_path
 
@@ -98,6 +99,9 @@ class AddResult:
     added: bool
     slices: int
     skipped_no_body: int
+    completed: bool = False
+    """The series was in the archive, incomplete, and this volume replaced its slices
+    (:mod:`medhash.store.series`)."""
 
 
 class Archive:
@@ -147,7 +151,7 @@ class Archive:
                 return
             self._con.execute("PRAGMA journal_mode=WAL")
             self._con.execute("PRAGMA synchronous=FULL")
-            self._con.executescript(_SCHEMA)
+            self._con.executescript(_SCHEMA + series_rows.SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise ArchiveError(f"{catalog}: cannot open the catalog ({exc})") from None
         version = self._meta("format_version")
@@ -244,7 +248,9 @@ class Archive:
         return f"{vol.patient_id}.{k}"
 
     def add_volume(self, vol: Volume) -> AddResult:
-        """Add one series (its slices with body) atomically; a series already present adds nothing.
+        """Add one series (its slices with body) atomically; a series already present adds nothing,
+        unless ``vol`` completes it (:func:`medhash.store.series.completes`): then its slices replace
+        the stored ones (superseded, see :mod:`medhash.store.series`).
 
         The arrays are written first, the catalog last, in one transaction.
 
@@ -258,9 +264,10 @@ class Archive:
         vol.check_values()
         vol = vol.body_only()
         with self._writer():
-            if self._con.execute("SELECT 1 FROM series WHERE series_uid = ?", (vol.series_uid,)).fetchone():
-                return AddResult(vol.series_uid, vol.patient_id, False, 0, 0)
-            pid = self._patient_id_for(vol)
+            old = series_rows.stored_series(self._con, vol.series_uid)
+            if old is not None and not series_rows.completes(old["info"], vol.info):
+                return AddResult(vol.series_uid, old["patient_id"], False, 0, 0)
+            pid = old["patient_id"] if old is not None else self._patient_id_for(vol)
             n0, m0 = self._count("ct"), self._count("masks")
             n = len(vol)
             # -- arrays first
@@ -282,25 +289,12 @@ class Archive:
             con = self._con
             try:
                 con.execute("BEGIN IMMEDIATE")
-                if pid != vol.patient_id or con.execute("SELECT 1 FROM patients WHERE patient_id = ?",
-                                                        (pid,)).fetchone() is None:
+                if old is not None:
+                    series_rows.supersede(con, vol.series_uid, now)
+                elif pid != vol.patient_id or con.execute("SELECT 1 FROM patients WHERE patient_id = ?",
+                                                          (pid,)).fetchone() is None:
                     con.execute("INSERT INTO patients VALUES (?, ?, ?, ?)", (pid, vol.patient_id, vol.source, now))
-                con.execute("INSERT INTO series VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", (
-                    vol.series_uid, pid, vol.source, len(vol) + vol.skipped_no_body, n, vol.skipped_no_body,
-                    json.dumps(np.round(vol.row_dir, 6).tolist()), json.dumps(np.round(vol.col_dir, 6).tolist()),
-                    json.dumps([round(float(s), 6) for s in vol.native_spacing]), int(vol.dose is not None),
-                    json.dumps(vol.info, default=_json_default), now))
-                bf = (vol.ct > BODY_HU).mean(axis=(1, 2)) if n else np.zeros(0)
-                con.executemany("INSERT INTO slices VALUES (?,?,?,?,?,?,?,?,?,?)", [
-                    (n0 + k, pid, int(vol.slice_index[k]), vol.series_uid, float(vol.z_mm[k]),
-                     *map(float, vol.origins_mm[k]), int(vol.dose is not None), float(bf[k])) for k in range(n)])
-                ids = {}
-                for name in vol.masks:
-                    kind = "possible_dose" if name == POSSIBLE_DOSE_MASK else "roi"
-                    con.execute("INSERT OR IGNORE INTO structures (name, kind) VALUES (?, ?)", (name, kind))
-                    ids[name] = con.execute("SELECT structure_id FROM structures WHERE name = ?", (name,)).fetchone()[0]
-                con.executemany("INSERT INTO slice_masks VALUES (?,?,?,?)",
-                                [(n0 + k, ids[name], mrow, px) for k, name, mrow, px in mask_refs])
+                series_rows.insert_series(con, vol, pid, n0, mask_refs, now, replace=old is not None)
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('rows_ct', ?)", (str(n0 + n),))
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('rows_dose', ?)", (str(n0 + n),))
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('rows_masks', ?)", (str(m0 + len(mask_rows)),))
@@ -309,7 +303,7 @@ class Archive:
                 if con.in_transaction:
                     con.execute("ROLLBACK")
                 raise
-        return AddResult(vol.series_uid, pid, True, n, vol.skipped_no_body)
+        return AddResult(vol.series_uid, pid, True, n, vol.skipped_no_body, completed=old is not None)
 
     def record_run(self, started_at: float, series_added: int, slices_added: int, skipped: int,
                    errors: int, warnings: int) -> None:
@@ -321,6 +315,7 @@ class Archive:
 
     # ---------------------------------------------------------------- reading
     def __len__(self) -> int:
+        """Rows of the arrays, superseded ones included (:meth:`table` tells them apart)."""
         return self._count("ct")
 
     def __getitem__(self, row: int) -> Slice:
@@ -329,6 +324,9 @@ class Archive:
             raise IndexError(f"slice row {row} is out of range for an archive of {n} slices")
         row = row % n
         rec = self._con.execute("SELECT * FROM slices WHERE row = ?", (row,)).fetchone()
+        if rec is None:
+            raise NotFoundError(f"slice row {row} of {self.path} was superseded when its series was completed; "
+                                "search again (an index built before holds such rows until it is updated)")
         return self._slice(rec)
 
     def get(self, patient_id: str, slice_index: int) -> Slice:
@@ -394,21 +392,45 @@ class Archive:
         return [{"patient_id": p, "matched_on": [self.IDENTITY_KEYS[j] for j in sorted(found[p])]} for p in order]
 
     def table(self) -> dict[str, np.ndarray]:
-        """The slice catalog as columns in row order: row, patient_id, slice_index, z_mm, has_dose.
+        """The slice catalog as columns, position k = archive row k: row, patient_id, slice_index, z_mm,
+        has_dose, live.
 
-        Cached until the archive grows; treat the arrays as read-only.
+        ``live`` is False on the rows a completed series superseded (:mod:`medhash.store.series`):
+        there patient_id is ``""``, slice_index -1, z_mm NaN and has_dose False, so that a selection by
+        patient or by dose never picks them; code that takes every row takes ``row[live]``. Cached until
+        the archive grows; treat the arrays as read-only.
         """
         n = len(self)
         if self._table is not None and self._table[0] == n:
             return self._table[1]
         recs = self._con.execute("SELECT row, patient_id, slice_index, z_mm, has_dose FROM slices "
                                  "WHERE row < ? ORDER BY row", (n,)).fetchall()
-        cols = list(zip(*recs)) if recs else [(), (), (), (), ()]
-        table = {"row": np.array(cols[0], dtype=np.int64), "patient_id": np.array(cols[1], dtype=object),
-                 "slice_index": np.array(cols[2], dtype=np.int64), "z_mm": np.array(cols[3], dtype=np.float64),
-                 "has_dose": np.array(cols[4], dtype=bool)}
+        table = {"row": np.arange(n, dtype=np.int64), "patient_id": np.full(n, "", dtype=object),
+                 "slice_index": np.full(n, -1, dtype=np.int64), "z_mm": np.full(n, np.nan),
+                 "has_dose": np.zeros(n, dtype=bool), "live": np.zeros(n, dtype=bool)}
+        if recs:
+            cols = list(zip(*recs))
+            at = np.array(cols[0], dtype=np.int64)
+            table["patient_id"][at] = cols[1]
+            table["slice_index"][at] = cols[2]
+            table["z_mm"][at] = cols[3]
+            table["has_dose"][at] = np.array(cols[4], dtype=bool)
+            table["live"][at] = True
         self._table = (n, table)
         return table
+
+    def series_instances(self) -> dict[str, dict]:
+        """SeriesInstanceUID -> what the archive holds of it (:func:`medhash.store.series.series_instances`):
+        what ingest passes to the readers so that files completing a series are read again."""
+        return series_rows.series_instances(self._con)
+
+    def incomplete_series(self) -> list[dict]:
+        """The series recorded as incomplete (:func:`medhash.store.series.incomplete_series`)."""
+        return series_rows.incomplete_series(self._con)
+
+    def superseded_rows(self) -> np.ndarray:
+        """Sorted (k,) int64 archive rows superseded by completed series (no reader returns them)."""
+        return series_rows.superseded_rows(self._con, len(self))
 
     def structure_sets(self) -> list[frozenset[str]]:
         """Per row, the names of the structures on the slice (organs and targets, not the
@@ -530,8 +552,9 @@ class Archive:
     def info(self) -> dict:
         """Summary of the archive as JSON-ready data (``medhash info --json``).
 
-        Keys: ``archive``, ``format_version``, ``patients``, ``series``, ``slices``,
-        ``slices_with_dose``, ``structures`` (name -> slices that show it), ``possible_dose_mask_slices``,
+        Keys: ``archive``, ``format_version``, ``patients``, ``series``, ``slices`` (live slices),
+        ``superseded_slices`` (rows completed series replaced), ``incomplete_series``
+        (:meth:`incomplete_series`), ``slices_with_dose``, ``structures`` (name -> slices that show it), ``possible_dose_mask_slices``,
         ``skipped`` (reason -> slices), ``sources`` (source -> series), ``size_bytes``, ``grid``,
         ``ingest_runs``.
         """
@@ -546,7 +569,9 @@ class Archive:
             "format_version": FORMAT_VERSION,
             "patients": int(q("SELECT COUNT(*) FROM patients")),
             "series": int(q("SELECT COUNT(*) FROM series")),
-            "slices": n,
+            "slices": int(q("SELECT COUNT(*) FROM slices WHERE row < ?", n)),
+            "superseded_slices": int(len(self.superseded_rows())),
+            "incomplete_series": self.incomplete_series(),
             "slices_with_dose": int(q("SELECT COUNT(*) FROM slices WHERE has_dose = 1 AND row < ?", n)),
             "structures": structures,
             "possible_dose_mask_slices": int(q(
@@ -559,14 +584,6 @@ class Archive:
             "grid": json.loads(self._meta("grid") or "{}"),
             "ingest_runs": int(q("SELECT COUNT(*) FROM ingest_runs")),
         }
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
 
 
 _PSEUDONYM = re.compile(r"P[0-9a-f]{16}")

@@ -7,6 +7,10 @@ Every check returns :class:`Finding` objects. A finding is one of three kinds:
     something a reader would trip on or answer wrongly from: a catalog that fails SQLite's
     ``integrity_check``, committed rows missing from an array, catalog rows that point past the arrays,
     dose that is not finite or negative.
+``incomplete``
+    a series recorded as incomplete: the evidence of its own files says instances are missing
+    (:mod:`medhash.store.series`). Nothing here can complete it; ingesting or sending the whole series
+    again does.
 ``leftover``
     what an interrupted write left behind, harmless to readers but not clean: bytes past an array's
     committed rows, temporary files of the atomic writer, half-written spool files, received files
@@ -34,11 +38,12 @@ import numpy as np
 
 from ..errors import ArchiveError
 from .archive import _ARRAYS, FORMAT_VERSION
+from .series import has_table, incomplete_series, superseded_rows
 from .layout import (CATALOG, arrays_dir, archive_dir, catalog_path, dose_models_dir, features_dir, indexes_dir,
                      models_dir, spool_dir)
 
-DAMAGE, LEFTOVER, NOTE = "damage", "leftover", "note"
-KINDS = (DAMAGE, LEFTOVER, NOTE)
+DAMAGE, INCOMPLETE, LEFTOVER, NOTE = "damage", "incomplete", "leftover", "note"
+KINDS = (DAMAGE, INCOMPLETE, LEFTOVER, NOTE)
 """Kinds of finding, worst first."""
 
 DOSE_CHUNK_ROWS = 1024
@@ -171,11 +176,14 @@ def check_catalog(archive, con: sqlite3.Connection) -> list[Finding]:
     out = []
     if rows["ct"] != rows["dose"]:
         out.append(Finding(DAMAGE, where, f"{rows['ct']} committed CT rows but {rows['dose']} dose rows"))
-    count, lo, hi = con.execute("SELECT COUNT(*), MIN(row), MAX(row) FROM slices").fetchone()
+    old = has_table(con, "superseded")   # rows completed series superseded (medhash.store.series)
+    rows_sql = "SELECT row FROM slices" + (" UNION ALL SELECT row FROM superseded" if old else "")
+    count, lo, hi = con.execute(f"SELECT COUNT(*), MIN(row), MAX(row) FROM ({rows_sql})").fetchone()
     if count != rows["ct"] or (count and (lo != 0 or hi != count - 1)):
         out.append(Finding(DAMAGE, where, f"the slices table has {count} rows numbered {lo} to {hi}, but the arrays "
                                           f"commit {rows['ct']} rows numbered 0 to {rows['ct'] - 1}"))
-    m_count, m_hi = con.execute("SELECT COUNT(*), MAX(mask_row) FROM slice_masks").fetchone()
+    masks_sql = "SELECT mask_row FROM slice_masks" + (" UNION ALL SELECT mask_row FROM superseded_masks" if old else "")
+    m_count, m_hi = con.execute(f"SELECT COUNT(*), MAX(mask_row) FROM ({masks_sql})").fetchone()
     if m_count != rows["masks"] or (m_count and m_hi != rows["masks"] - 1):
         out.append(Finding(DAMAGE, where, f"{m_count} structure masks point to mask rows up to {m_hi}, but "
                                           f"{rows['masks']} mask rows are committed"))
@@ -189,11 +197,21 @@ def check_catalog(archive, con: sqlite3.Connection) -> list[Finding]:
         "series whose slice count differs from the slices stored for them":
             "SELECT COUNT(*) FROM series s WHERE n_slices != (SELECT COUNT(*) FROM slices WHERE series_uid = "
             "s.series_uid)"}
+    if old:
+        queries["rows both live and superseded"] = "SELECT COUNT(*) FROM slices WHERE row IN (SELECT row FROM superseded)"
     for what, sql in queries.items():
         n = con.execute(sql).fetchone()[0]
         if n:
             out.append(Finding(DAMAGE, where, f"{n} {what}"))
     return out
+
+
+def check_incomplete(archive, con: sqlite3.Connection) -> list[Finding]:
+    """One finding per series recorded as incomplete (:mod:`medhash.store.series`): nothing here can
+    complete it; ingesting or sending the whole series again does."""
+    return [Finding(INCOMPLETE, CATALOG, f"series {s['series_uid']} of patient {s['patient_id']} is incomplete: "
+                    f"{s['present']} of {s['expected']} instances ({'; '.join(s['missing'])}); ingest or send the whole "
+                    "series again to complete it") for s in incomplete_series(con)]
 
 
 # ---------------------------------------------------------------------- the arrays
@@ -224,6 +242,7 @@ def check_dose_values(archive, con: sqlite3.Connection) -> list[Finding]:
     has = np.zeros(n, dtype=bool)
     for row, flag in con.execute("SELECT row, has_dose FROM slices WHERE row < ?", (n,)):
         has[row] = bool(flag)
+    has[superseded_rows(con, n)] = True   # rows completed series superseded keep what they held
     bad, stray = [], []
     for start in range(0, n, DOSE_CHUNK_ROWS):
         block = np.asarray(dose[start:start + DOSE_CHUNK_ROWS])
@@ -342,6 +361,7 @@ def check_store(archive) -> list[Finding]:
         if not (out and out[0].what.startswith(("SQLite", "archive format"))):
             out += check_arrays(archive, con)
             out += check_dose_values(archive, con)
+            out += check_incomplete(archive, con)
     except sqlite3.Error as exc:   # integrity_check passed, but a table or meta row is not what medhash wrote
         out = [Finding(DAMAGE, CATALOG, f"the catalog cannot be read as a medhash catalog ({exc}); restore it "
                                         "from a backup")]
@@ -360,6 +380,20 @@ def catalog_rows(archive) -> int:
         return committed_rows(con)["ct"]
     except sqlite3.Error:
         return 0
+    finally:
+        con.close()
+
+
+def catalog_superseded(archive) -> np.ndarray:
+    """Sorted int64 archive rows that completed series superseded (empty when the catalog cannot say)."""
+    try:
+        con = open_catalog(archive)
+    except ArchiveError:
+        return np.zeros(0, dtype=np.int64)
+    try:
+        return superseded_rows(con, committed_rows(con)["ct"])
+    except sqlite3.Error:
+        return np.zeros(0, dtype=np.int64)
     finally:
         con.close()
 

@@ -48,6 +48,9 @@ class CTSeries:
     files: list[Path]
     slice_thickness: float
     warnings: list[Problem] = field(default_factory=list)
+    instance_numbers: list[int | None] = field(default_factory=list)
+    """InstanceNumber (0020,0013) of each slice kept, None where absent or unreadable (the evidence of
+    :func:`medhash.io.dicom.completeness.instance_evidence`)."""
 
 
 def orientation(ds: pydicom.Dataset, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -142,7 +145,8 @@ def read_ct_series(series_uid: str, items: list[tuple[Path, pydicom.Dataset]]) -
         patient_id=patient_id, series_uid=series_uid, study_uid=study_uid,
         frame_of_reference_uid=str(value_of(first, "FrameOfReferenceUID", kept[0][0], "")), geometry=geometry,
         ipps=ipps, z_mm=z, hu=np.stack(hu), sop_uids=[_sop(t) for t in kept],
-        files=[t[0] for t in kept], slice_thickness=thickness, warnings=warnings)
+        files=[t[0] for t in kept], slice_thickness=thickness, warnings=warnings,
+        instance_numbers=[_instance_number(t) for t in kept])
 
 
 def _clipping_warning(clipped: dict[Path, tuple[int, int]], kept: set[Path], series_uid: str) -> list[Problem]:
@@ -164,6 +168,15 @@ def _sop(item: tuple) -> str:
         return str(item[1].get("SOPInstanceUID", "") or "")
     except Exception:  # a damaged value: treated as missing
         return ""
+
+
+def _instance_number(item: tuple) -> int | None:
+    """InstanceNumber of a slice tuple ``(path, ds, ...)``, None when missing or unreadable."""
+    try:
+        value = item[1].get("InstanceNumber", None)
+        return None if value in (None, "") else int(value)
+    except Exception:  # a damaged value: no evidence
+        return None
 
 
 def _slice_thickness(ds: pydicom.Dataset, path: Path, z: np.ndarray, warnings: list[Problem]) -> float:

@@ -37,6 +37,7 @@ from ...errors import InputError
 from ...lifeline import die_with_parent
 from .codec import (CT_IMAGE_STORAGE, ENHANCED_CT_STORAGE, MEDIA_STORAGE_DIRECTORY, RT_DOSE_STORAGE,
                     RT_PLAN_STORAGE, RT_STRUCT_STORAGE, attach_pixel_data, describe, truncation, value_of)
+from .completeness import instance_evidence
 from .ct import CTSeries, read_ct_series
 from .files import iter_files
 from .rtdose import DoseGrid, choose_dose, read_dose
@@ -208,6 +209,14 @@ def series_to_volume(ct: CTSeries, dose: tuple[Path, DoseGrid, pydicom.Dataset] 
         warnings += swarn
         info["structure_set"] = {"sop_instance_uid": str(sds.get("SOPInstanceUID", "")),
                                  "label": "", "rois": sorted(masks)}
+    info["instances"] = instance_evidence(ct.series_uid, ct.sop_uids, ct.z_mm, ct.instance_numbers,
+                                          struct[1] if struct is not None else None)
+    if not info["instances"]["complete"]:
+        ev = info["instances"]
+        warnings.append(Problem(str(ct.files[0].parent), f"series {ct.series_uid} is incomplete: {ev['present']} of "
+                                f"{ev['expected']} instances ({'; '.join(ev['missing'])}); stored and marked "
+                                "incomplete, it is completed when its missing instances are ingested or received "
+                                "with the others", level="warning"))
     dz = float(np.median(np.diff(ct.z_mm))) if len(ct.z_mm) > 1 else ct.slice_thickness
     return Volume(
         patient_id=ct.patient_id, series_uid=ct.series_uid, source="dicom",
@@ -218,12 +227,15 @@ def series_to_volume(ct: CTSeries, dose: tuple[Path, DoseGrid, pydicom.Dataset] 
 
 
 def read_dicom(sources: Iterable[str | Path], progress: bool = False,
-               known_series: set[str] | None = None, workers: int | None = None) -> Iterator[Volume | Problem]:
+               known_series: set[str] | dict[str, dict] | None = None, workers: int | None = None) -> Iterator[Volume | Problem]:
     """Read every CT series under ``sources`` with its dose and structures.
 
     Yields a :class:`Volume` per usable CT series (slices without body not yet removed) and a
     :class:`Problem` for everything that could not be used or deserves a warning. Series whose
-    SeriesInstanceUID is in ``known_series`` are not read again (idempotent re-ingest). Series are
+    SeriesInstanceUID is in ``known_series`` are not read again (idempotent re-ingest), unless these
+    files complete them: ``known_series`` may map each UID to what the archive holds of it
+    (:meth:`medhash.store.Archive.series_instances`), and a series whose files hold every instance stored
+    and more, or the RTDOSE or RTSTRUCT it lacks, is read again to be completed. Series are
     read in ``workers`` processes (default: one per core, at most 4), yielded in a fixed order.
     """
     found = scan(sources, progress=progress)
@@ -279,11 +291,13 @@ def _series_jobs(found: DicomScan, known_series: set[str] | None, problems: list
     jobs = []
     warned_dose: set[str] = set()  # one warning per frame of reference, not per CT series
     for uid in sorted(found.ct):
-        if known_series and uid in known_series:
-            problems.append(Problem(str(found.ct[uid][0][0]), f"series {uid} is already in the archive; "
-                                    "not read again", level="info"))
-            continue
         fuid = for_of_ct[uid]
+        if known_series and uid in known_series:
+            held = known_series[uid] if isinstance(known_series, dict) else None
+            skip = _known_series_problem(uid, found.ct[uid], held, fuid in doses, fuid in structs)
+            if skip is not None:
+                problems.append(skip)
+                continue
         dose_path = struct_path = None
         if fuid in doses:
             dose_path, dds = choose_dose(doses[fuid])
@@ -306,6 +320,38 @@ def _series_jobs(found: DicomScan, known_series: set[str] | None, problems: list
         struct_files = [struct_path] + _copies(structs.get(fuid, []), struct_path) if struct_path else None
         jobs.append((uid, [p for p, _ in found.ct[uid]], dose_files, struct_files))
     return jobs
+
+
+def _known_series_problem(uid: str, items: list[tuple[Path, pydicom.Dataset]], held: dict | None, dose: bool,
+                          struct: bool) -> Problem | None:
+    """None when series ``uid``, already in the archive, is to be read again because these files complete
+    it (:func:`medhash.store.series.completes`: every instance it holds and more, or the RTDOSE or
+    RTSTRUCT it lacks); else the problem saying why it is not read (``info`` level: already there)."""
+    first = str(items[0][0])
+    stored = set(held["sop_uids"]) if held and held.get("sop_uids") is not None else None
+    if stored is None:
+        return Problem(first, f"series {uid} is already in the archive; not read again", level="info")
+    found = set()
+    for _, ds in items:
+        try:
+            found.add(str(ds.get("SOPInstanceUID", "") or ""))
+        except Exception:  # a damaged value: not an instance this can count
+            continue
+    found.discard("")
+    new, lacking = found - stored, stored - found
+    brings = (dose and not held.get("dose")) or (struct and not held.get("structures"))
+    if lacking and new:
+        return Problem(first, f"series {uid} is in the archive with {len(stored)} instances{_incomplete(held)}; these "
+                       f"files add {len(new)} but lack {len(lacking)} of those stored: a series is completed from "
+                       "all its instances together, so ingest or send the whole series again; not read",
+                       level="warning")
+    if lacking or not (new or brings):
+        return Problem(first, f"series {uid} is already in the archive; not read again", level="info")
+    return None
+
+
+def _incomplete(held: dict) -> str:
+    return f" (incomplete: {held['expected']} expected)" if held.get("expected", 0) > len(held["sop_uids"]) else ""
 
 
 def _copies(candidates: list[tuple[Path, pydicom.Dataset]], chosen: Path) -> list[Path]:

@@ -66,7 +66,7 @@ def patients(st: State) -> list[dict]:
     t = st.table()
     out = []
     pids = t["patient_id"].astype(str)
-    for pid in sorted(set(pids)):
+    for pid in sorted(set(pids[t["live"]])):
         sel = pids == pid
         idx = t["slice_index"][sel]
         out.append({"patient_id": pid, "slices": int(sel.sum()), "slice_index_min": int(idx.min()),
