@@ -105,16 +105,14 @@ def build_index(archive, name: str, channel: str = "ct", n_bits: int = 256, gamm
     backend_req = _backend_request(name, backend, index_type)
     mpath = path / layout.MANIFEST
     existing = json.loads(mpath.read_text()) if mpath.is_file() and not rebuild else None
-    if existing is not None:
-        _check_existing(name, existing, request, hasher, backend_req)
+    _check_existing(name, existing, request, hasher, backend_req)
     feats_blocks = {ch: _features_of(archive, m["name"], progress) for ch, m in chosen.items()}
     scales = {ch: block_scale(f) for ch, f in feats_blocks.items()} if existing is None else existing["scales"]
     compacted = existing is not None and _drop_superseded(archive, path, existing)
     items, start_row = (0, 0) if existing is None else (int(existing["items"]), int(existing["rows_seen"]))
     X_all = combine(feats_blocks, scales, w)
-    new_rows = np.arange(start_row, len(archive), dtype=np.int64)
-    new_rows = new_rows[archive.table()["live"][new_rows]]   # never the rows completed series superseded
-    new_rows = new_rows[np.isfinite(X_all[new_rows]).all(axis=1)] if len(new_rows) else new_rows
+    new_rows = np.arange(start_row, len(archive), dtype=np.int64)   # with features; not superseded (live)
+    new_rows = new_rows[archive.table()["live"][new_rows] & np.isfinite(X_all[new_rows]).all(axis=1)]
     if existing is None:
         if len(new_rows) == 0:
             raise IndexConfigError(f"no slice of {archive.path} has {channel} features (no dose?)", param="channel")
@@ -180,8 +178,10 @@ def _weights(blocks: list[str], weights: dict[str, float] | None) -> dict[str, f
     return w
 
 
-def _check_existing(name: str, existing: dict, request: dict, hasher: str, backend_req: dict) -> None:
-    """Refuse to extend an index built with other parameters than the ones asked."""
+def _check_existing(name: str, existing: dict | None, request: dict, hasher: str, backend_req: dict) -> None:
+    """Refuse to extend an index built with other parameters than the ones asked (None: a new index)."""
+    if existing is None:
+        return
     existing.setdefault("index_type", "flat")
     if (existing.get("hasher") or {}).get("name", "kernel-lsh") != hasher:
         raise ModelMismatchError(f"index {name!r} exists with hasher {existing['hasher'].get('name', 'kernel-lsh')!r}, "
