@@ -11,12 +11,15 @@ Each command is first run cleanly (timed). Then, per kill:
 * ingest, train, index: the command starts on the archive state a clean run starts from (empty for ingest;
   ingested for train; ingested and trained for index, an IVF index so that the engine file is exercised)
   and is killed (SIGKILL to the command's own process, as an operator's `kill -9`) after a seeded random
-  fraction (5-90 %) of its clean wall time (start-up included);
+  fraction (5-90 %) of its clean wall time (start-up included); when the command finished before that
+  moment (the machine got faster than during the clean run), it is started again from scratch and
+  killed after half the delay, up to 4 times (``(finished first)`` when it still finished);
 * listen: the listener receives the demo folder over one association (pynetdicom, CT first) and is
   killed right after a seeded random number of acknowledged files; it is restarted with a quiet period
   of 1 s or 600 s (drawn per kill: what the kill left is ingested before the resend and then completed
   by it, or it waits and is ingested with it) and the whole folder is sent again (what a PACS operator
-  does), then it is stopped with SIGTERM (which ingests what is spooled).
+  does; again, up to 4 times, when that association fails midway: ``resends acknowledged``), then it is
+  stopped with SIGTERM (which ingests what is spooled).
 
 Columns: ``orphans``, processes of the killed command still alive 0.5 s after the kill (workers that
 outlive their parent; they are then killed); ``check after kill``, what `medhash check` says of the
@@ -46,6 +49,8 @@ MEDHASH = [sys.executable, "-m", "medhash.cli"]
 TRAIN = ["train", "--channel", "ct", "--epochs", "2", "--latent-dim", "32", "--seed", "0", "--no-progress"]
 INDEX = ["index", "--name", "ivf", "--bits", "64", "--index-type", "ivf", "--nlist", "4", "--no-progress"]
 COMMANDS = ("ingest", "train", "index", "listen")
+RETRIES = 4
+"""Times a kill is tried again, with half the delay, when the command finished before it."""
 
 
 def medhash(*argv, check: bool = True) -> subprocess.CompletedProcess:
@@ -180,19 +185,26 @@ def clean_runs(work: Path, demo: Path, commands: list[str]) -> tuple[dict, dict,
 
 
 def one_kill(command: str, k: int, rng: random.Random, work: Path, demo: Path, start, done, wall) -> dict:
+    """One kill of ``command``; when the command finished before its kill moment (the machine got faster
+    than during the clean run), it starts again from scratch with half the delay, up to RETRIES times."""
     arch = work / f"{command}-{k}"
-    prepare(command, start, arch)
-    delay = wall[command] * rng.uniform(0.05, 0.9)
-    proc = subprocess.Popen([*MEDHASH, *command_argv(command, arch, demo)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    time.sleep(delay)
-    finished = proc.poll() is not None
+    frac = rng.uniform(0.05, 0.9)
+    for attempt in range(RETRIES + 1):
+        shutil.rmtree(arch, ignore_errors=True)
+        prepare(command, start, arch)
+        delay = wall[command] * frac * 0.5 ** attempt
+        proc = subprocess.Popen([*MEDHASH, *command_argv(command, arch, demo)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(delay)
+        finished = proc.poll() is not None
+        if not finished:
+            break
     orphans = 0 if finished else kill_and_count(proc)
     after_kill = "(finished first)" if finished else check_summary(arch)
     if command == "ingest" and not (arch / "catalog.sqlite").exists():
         after_kill += " (killed before the catalog existed)"
     medhash(*command_argv(command, arch, demo))
-    return {"command": command, "kill": k, "at": f"{delay:.2f} s", "orphans": orphans, "after_kill": after_kill,
+    return {"command": command, "kill": k, "at": f"{delay:.2f} s" + (f" (try {attempt + 1})" if attempt else ""), "orphans": orphans, "after_kill": after_kill,
             "after_completion": check_summary(arch), "same": SAME[command](done[command], arch)}
 
 
@@ -204,15 +216,24 @@ def free_port() -> int:
 
 
 def start_listener(arch: Path, port: int, quiet_s: float = 1.0) -> subprocess.Popen:
-    proc = subprocess.Popen([*MEDHASH, "listen", "--archive", str(arch), "--port", str(port), "--quiet", str(quiet_s)],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+    """``medhash -v listen`` on ``arch``; its log is appended to ``arch`` + ``.log`` (beside the archive)."""
+    proc = subprocess.Popen([*MEDHASH, "-v", "listen", "--archive", str(arch), "--port", str(port), "--quiet",
+                             str(quiet_s)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    log = open(arch.with_name(arch.name + ".log"), "a", encoding="utf-8")
     head = ""
     while "receiving DICOM" not in head:
         line = proc.stderr.readline()
         if not line:
             raise RuntimeError(f"the listener did not start: {head}")
         head += line
-    threading.Thread(target=proc.stderr.read, daemon=True).start()   # drain its log
+    log.write(head)
+
+    def drain() -> None:
+        with log:
+            for line in proc.stderr:
+                log.write(line)
+    threading.Thread(target=drain, daemon=True).start()
     return proc
 
 
@@ -227,10 +248,14 @@ def send(files: list[Path], port: int, on_ack=None) -> int:
         ae.add_requested_context(uid)
     assoc = ae.associate("127.0.0.1", port, ae_title="MEDHASH")
     acked = 0
+    if not assoc.is_established:
+        print(f"association to the listener on port {port} failed", file=sys.stderr, flush=True)
     try:
         for f in files:
             status = assoc.send_c_store(pydicom.dcmread(f)) if assoc.is_established else None
             if not status or status.Status != 0x0000:
+                print(f"file {acked + 1} ({f.name}) not stored: {status or 'association ended'}", file=sys.stderr,
+                      flush=True)
                 break
             acked += 1
             if on_ack is not None and on_ack(acked):
@@ -278,11 +303,16 @@ def one_listener_kill(k: int, rng: random.Random, work: Path, demo: Path, done) 
     # completed by it) or 600 s (it waits, and is ingested with the resend), drawn per kill
     quiet = rng.choice((1.0, 600.0))
     proc = start_listener(arch, port, quiet)
+    resends = []
     try:
-        send(files, port)
+        for _ in range(RETRIES):   # an association that failed midway (a timeout on a loaded machine): again
+            resends.append(send(files, port))
+            if resends[-1] == len(files):
+                break
     finally:
         stop_listener(proc)
-    return {"command": "listen", "kill": k, "at": f"file {kill_at}/{len(files)}, quiet {quiet:g} s",
+    cut = "" if resends == [len(files)] else f", resends acknowledged {'+'.join(map(str, resends))} files"
+    return {"command": "listen", "kill": k, "at": f"file {kill_at}/{len(files)}, quiet {quiet:g} s{cut}",
             "orphans": killed["orphans"],
             "after_kill": after_kill, "after_completion": check_summary(arch), "same": same_archive(done["listen"], arch)}
 
@@ -295,11 +325,13 @@ def table(rows: list[dict], wall: dict) -> str:
         out.append(f"| {r['command']} | {r['kill']} | {r['at']} | {r['orphans']} | {r['after_kill']} | "
                    f"{r['after_completion']} | {r['same']} |")
     out.append("")
-    out.append("| command | kills | orphans (total) | clean after completion | same as clean | clean run |")
-    out.append("|---|---|---|---|---|---|")
+    out.append("| command | kills | killed while running | orphans (total) | clean after completion | same as clean "
+               "| clean run |")
+    out.append("|---|---|---|---|---|---|---|")
     for command in dict.fromkeys(r["command"] for r in rows):
         mine = [r for r in rows if r["command"] == command]
-        out.append(f"| {command} | {len(mine)} | {sum(r['orphans'] for r in mine)} | "
+        killed = sum(not r["after_kill"].startswith("(finished first)") for r in mine)
+        out.append(f"| {command} | {len(mine)} | {killed} | {sum(r['orphans'] for r in mine)} | "
                    f"{sum(r['after_completion'] == 'clean' for r in mine)} / {len(mine)} | "
                    f"{sum(r['same'].startswith('yes') for r in mine)} / {len(mine)} | "
                    f"{f'{wall[command]:.1f} s' if command in wall else '-'} |")

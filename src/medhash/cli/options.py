@@ -199,8 +199,10 @@ def print_problems(problems, stream=None) -> None:
 
 def print_ingested(report, archive, what: str = "") -> None:
     """The summary lines of an ingest report (``medhash ingest``, ``medhash pull``)."""
+    completed = f", {report.series_completed} of them completing an incomplete series" \
+        if report.series_completed else ""
     print(f"ingested {report.series_added} series ({report.slices_added} slices with body, "
-          f"{report.slices_skipped_no_body} without body skipped){what}; "
+          f"{report.slices_skipped_no_body} without body skipped){what}{completed}; "
           f"{report.series_existing} series already in the archive; "
           f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)")
-    print(f"archive: {archive.path} ({len(archive)} slices)")
+    print(f"archive: {archive.path} ({archive.info()['slices']} slices)")
