@@ -9,7 +9,7 @@ parent with it.
 :func:`start` forks a child that
 
 * becomes the leader of its own process group (a timeout kills it and the workers it forked),
-* sends its fds 1 and 2 (and new ``sys.stdout`` / ``sys.stderr`` over them) to two unnamed files,
+* disables :mod:`faulthandler` (off in a fresh interpreter) and sends its fds 1 and 2 (and new ``sys.stdout`` / ``sys.stderr`` over them) to two unnamed files,
 * runs ``target()`` as the interpreter runs ``sys.exit(target())``: a returned or ``SystemExit`` code
   is the exit status (None 0, an int itself, anything else printed to stderr and 1); an uncaught
   exception prints its traceback to stderr, as the interpreter does, and exits 1,
@@ -25,6 +25,7 @@ fork would leave it held in the child for ever).
 from __future__ import annotations
 
 import atexit
+import faulthandler
 import os
 import select
 import signal
@@ -97,6 +98,7 @@ def _child(target: Callable[[], object], out, err) -> None:
         except OSError:
             pass
         atexit._clear()
+        faulthandler.disable()     # as in a fresh interpreter (pytest enables it, writing to its own stderr)
         os.dup2(out.fileno(), 1)
         os.dup2(err.fileno(), 2)
         sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
