@@ -20,7 +20,7 @@ parent with it.
 :func:`finished` waits for some of the running children: an exit (status as ``subprocess`` gives it:
 ``-N`` when killed by signal ``N``) or, past its deadline, a ``SIGKILL`` to its process group.
 Forking is refused while other Python threads run in the parent (a thread holding a lock at the
-fork would leave it held in the child for ever).
+fork would leave it held in the child for ever); tqdm's monitor thread is stopped first.
 """
 from __future__ import annotations
 
@@ -37,6 +37,10 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable
 
+ALONE = True
+"""Refuse to fork while other Python threads run here (after stopping tqdm's monitor thread, which a
+forked child starts again with its first bar, as a fresh process does). The tests of a whole session
+turn it off: threads other tests left behind are idle."""
 POLL_S = 0.05
 """s: how often exits are polled where there are no pidfds (not Linux); a deadline is met to this."""
 
@@ -70,10 +74,11 @@ def start(target: Callable[[], object], timeout_s: float) -> Child:
 
     Raises
     ------
-    RuntimeError : other Python threads are running in this process.
+    RuntimeError : other Python threads are running in this process (and :data:`ALONE`).
     """
+    _stop_tqdm_monitor()
     others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
-    if others:
+    if others and ALONE:
         raise RuntimeError(f"will not fork while other threads run: {others}")
     out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
@@ -88,6 +93,14 @@ def start(target: Callable[[], object], timeout_s: float) -> Child:
         pass                       # the child did it first, or has ended already
     pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
     return Child(pid, out, err, time.monotonic() + timeout_s, timeout_s, pidfd)
+
+
+def _stop_tqdm_monitor() -> None:
+    tqdm = sys.modules.get("tqdm.std")
+    monitor = getattr(getattr(tqdm, "tqdm", None), "monitor", None)
+    if monitor is not None:
+        monitor.exit()
+        tqdm.tqdm.monitor = None
 
 
 def _child(target: Callable[[], object], out, err) -> None:

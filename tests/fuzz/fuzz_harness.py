@@ -1,7 +1,9 @@
 """The ingest fuzz harness: damaged patients ingested next to an intact one, each outcome classified.
 
 Test helper (not a test file), imported by ``tests/fuzz/test_fuzz.py`` (in-process, batched) and
-``benchmarks/fuzz.py`` (one subprocess per case, with a timeout).
+``benchmarks/fuzz.py`` (one child process per case, with a timeout: forked from the benchmark's
+process by :func:`start_forked_ingest` with :mod:`fuzz_fork`, or a fresh interpreter,
+:func:`ingest_subprocess`; :func:`classify` judges either from its exit status, stdout and stderr).
 
 Set-up (:func:`write_templates`): small demo phantoms (32 x 32 CT pixels, the 8 middle slices of each,
 their RTDOSE and RTSTRUCT): ``DEMO001`` is the intact patient, ``DEMO002`` ... are the templates the
@@ -12,7 +14,8 @@ A case (:class:`Case`) is a kind of :mod:`fuzz_mutate`, a number and a seed: it 
 
 * ``status``: ``ok`` (the run ended with its report), ``traceback`` (an exception that is not a
   medhash error reached the user), ``abort`` (the run ended with ``error: ...`` and no report: the
-  whole ingest lost), ``hang`` (subprocess only: past the timeout), ``signal`` (killed by a signal);
+  whole ingest lost), ``hang`` (child process only: past the timeout), ``signal`` (child process
+  only: killed by a signal);
 * ``intact_ok``: the intact patient's slices equal its clean ingest, byte for byte;
 * ``out_of_range``: values stored outside :data:`HU_RANGE`, dose not finite or outside
   [0, :data:`DOSE_MAX_GY`] Gy, positions not finite;
@@ -239,20 +242,9 @@ def preload() -> None:
     logging.getLogger("pydicom")
 
 
-def _stop_tqdm_monitor() -> None:
-    """End the thread that tqdm starts with its first bar in this process (a forked child starts its
-    own with its first bar, as a fresh process does)."""
-    tqdm = sys.modules.get("tqdm.std")
-    monitor = getattr(getattr(tqdm, "tqdm", None), "monitor", None)
-    if monitor is not None:
-        monitor.exit()
-        tqdm.tqdm.monitor = None
-
-
 def start_forked_ingest(sources: list[Path], archive_path: Path, timeout_s: float) -> fuzz_fork.Child:
     """``medhash ingest SOURCES --archive A --json --no-progress`` in a child forked from this process
     (:func:`fuzz_fork.start`); :func:`fuzz_fork.finished` waits for it, :func:`classify` judges it."""
-    _stop_tqdm_monitor()
     return fuzz_fork.start(_cli_in_child(cli_argv(sources, archive_path)), timeout_s)
 
 

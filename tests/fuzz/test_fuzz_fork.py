@@ -22,6 +22,12 @@ import fuzz_harness as H  # noqa: E402
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 
 
+@pytest.fixture(autouse=True)
+def _threads_of_other_tests_allowed(monkeypatch):
+    """Other tests of the session may leave idle threads behind (benchmarks/fuzz.py forks alone)."""
+    monkeypatch.setattr(F, "ALONE", False)
+
+
 def _segfault() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))   # no core file
     print("about to crash", file=sys.stderr)
@@ -82,7 +88,8 @@ def test_exit_codes_output_and_tracebacks_are_a_programs():
     assert (run.status, run.symptom) == ("abort", "error: the archive is locked")
 
 
-def test_no_fork_while_another_thread_runs():
+def test_no_fork_while_another_thread_runs(monkeypatch):
+    monkeypatch.setattr(F, "ALONE", True)
     stop = threading.Event()
     t = threading.Thread(target=stop.wait, name="busy")
     t.start()
