@@ -121,17 +121,21 @@ def run_forked(cases: list[H.Case], templates: H.Templates, work: Path, jobs: in
     todo = list(enumerate(cases))[::-1]
     running: dict[int, tuple[int, H.Started]] = {}
     done: dict[int, H.Outcome] = {}
-    while todo or running:
-        while todo and len(running) < jobs:
-            i, case = todo.pop()
-            s = H.start_forked_case(case, templates, work, timeout_s)
-            running[s.child.pid] = (i, s)
-        for child, end in H.fuzz_fork.finished([s.child for _, s in running.values()]):
-            i, s = running.pop(child.pid)
-            o = done[i] = H.finish_forked_case(s, end, templates)
-            if not keep and not o.failures:
-                shutil.rmtree(work / s.case.name, ignore_errors=True)
-            _progress(list(done.values()), len(cases))
+    try:
+        while todo or running:
+            while todo and len(running) < jobs:
+                i, case = todo.pop()
+                s = H.start_forked_case(case, templates, work, timeout_s)
+                running[s.child.pid] = (i, s)
+            for child, end in H.fuzz_fork.finished([s.child for _, s in running.values()]):
+                i, s = running.pop(child.pid)
+                o = done[i] = H.finish_forked_case(s, end, templates)
+                if not keep and not o.failures:
+                    shutil.rmtree(work / s.case.name, ignore_errors=True)
+                _progress(list(done.values()), len(cases))
+    finally:   # interrupted (Ctrl-C: the children have their own process groups): none left running
+        for _, s in running.values():
+            H.fuzz_fork.kill(s.child)
     return [done[i] for i in range(len(cases))]
 
 

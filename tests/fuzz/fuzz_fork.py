@@ -91,7 +91,10 @@ def start(target: Callable[[], object], timeout_s: float) -> Child:
         os.setpgid(pid, pid)       # here as well as in the child: a kill at once still finds the group
     except OSError:
         pass                       # the child did it first, or has ended already
-    pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+    try:
+        pidfd = os.pidfd_open(pid)  # readable when the child ends: waited for with select
+    except (AttributeError, OSError):
+        pidfd = None                # not Linux 5.3+: polled every POLL_S
     return Child(pid, out, err, time.monotonic() + timeout_s, timeout_s, pidfd)
 
 
@@ -159,10 +162,11 @@ def _reap(child: Child, status: int, timed_out: bool = False) -> Exit:
     return Exit(code, texts[0], texts[1], timed_out)
 
 
-def _kill(child: Child) -> Exit:
-    for kill, who in ((os.killpg, child.pid), (os.kill, child.pid)):
+def kill(child: Child) -> Exit:
+    """Kill a running child with its process group (``SIGKILL``) and reap it: an :class:`Exit` timed out."""
+    for send in (os.killpg, os.kill):    # the group; the child alone if it has no group yet
         try:
-            kill(who, signal.SIGKILL)
+            send(child.pid, signal.SIGKILL)
             break
         except ProcessLookupError:
             continue
@@ -181,7 +185,7 @@ def finished(children: list[Child]) -> list[tuple[Child, Exit]]:
             if pid:
                 done.append((child, _reap(child, status)))
             elif now >= child.deadline:
-                done.append((child, _kill(child)))
+                done.append((child, kill(child)))
         if done:
             return done
         wait_s = max(0.0, min(c.deadline for c in children) - time.monotonic())
