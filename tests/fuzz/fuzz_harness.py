@@ -1,7 +1,9 @@
 """The ingest fuzz harness: damaged patients ingested next to an intact one, each outcome classified.
 
 Test helper (not a test file), imported by ``tests/fuzz/test_fuzz.py`` (in-process, batched) and
-``benchmarks/fuzz.py`` (one subprocess per case, with a timeout).
+``benchmarks/fuzz.py`` (one child process per case, with a timeout: forked from the benchmark's
+process by :func:`start_forked_ingest` with :mod:`fuzz_fork`, or a fresh interpreter,
+:func:`ingest_subprocess`; :func:`classify` judges either from its exit status, stdout and stderr).
 
 Set-up (:func:`write_templates`): small demo phantoms (32 x 32 CT pixels, the 8 middle slices of each,
 their RTDOSE and RTSTRUCT): ``DEMO001`` is the intact patient, ``DEMO002`` ... are the templates the
@@ -12,7 +14,8 @@ A case (:class:`Case`) is a kind of :mod:`fuzz_mutate`, a number and a seed: it 
 
 * ``status``: ``ok`` (the run ended with its report), ``traceback`` (an exception that is not a
   medhash error reached the user), ``abort`` (the run ended with ``error: ...`` and no report: the
-  whole ingest lost), ``hang`` (subprocess only: past the timeout), ``signal`` (killed by a signal);
+  whole ingest lost), ``hang`` (child process only: past the timeout), ``signal`` (child process
+  only: killed by a signal);
 * ``intact_ok``: the intact patient's slices equal its clean ingest, byte for byte;
 * ``out_of_range``: values stored outside :data:`HU_RANGE`, dose not finite or outside
   [0, :data:`DOSE_MAX_GY`] Gy, positions not finite;
@@ -42,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+import fuzz_fork
 from fuzz_mutate import KINDS, Mutation, mutate
 
 ROWS = 32                  # CT matrix of the small phantoms
@@ -172,35 +176,82 @@ def ingest_inprocess(sources: list[Path], archive_path: Path) -> Run:
 _CHILD = "import sys; from medhash.cli import main; sys.exit(main())"
 
 
+def cli_argv(sources: list[Path], archive_path: Path) -> list[str]:
+    """The arguments of ``medhash`` for one ingest run: ``ingest SOURCES --archive A --json --no-progress``."""
+    return ["ingest", *map(str, sources), "--archive", str(archive_path), "--json", "--no-progress"]
+
+
+def classify(returncode: int | None, out: str, err: str, timeout_s: float) -> Run:
+    """The :class:`Run` of a ``medhash ingest --json`` child from its exit status (``-N``: killed by
+    signal N; None: killed at ``timeout_s``), stdout and stderr."""
+    if returncode is None:
+        return Run("hang", None, symptom=f"no exit after {timeout_s:g} s")
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    last = lines[-1] if lines else ""
+    if returncode < 0:
+        return Run("signal", returncode, symptom=f"killed by signal {-returncode}; {last}")
+    if "Traceback (most recent call last)" in err:
+        return Run("traceback", returncode, symptom=last[:300])
+    try:
+        report = json.loads(out)
+    except ValueError:
+        return Run("abort", returncode, symptom=last[:300])
+    problems = [(level[:-1], p["path"], p["message"]) for level in ("errors", "warnings") for p in report[level]]
+    return Run("ok", returncode, problems)
+
+
 def ingest_subprocess(sources: list[Path], archive_path: Path, timeout_s: float) -> Run:
-    """``medhash ingest SOURCES --archive A --json --no-progress`` in a child process (its own session,
-    killed with its workers past ``timeout_s``)."""
-    cmd = [sys.executable, "-c", _CHILD, "ingest", *map(str, sources), "--archive", str(archive_path),
-           "--json", "--no-progress"]
+    """``medhash ingest SOURCES --archive A --json --no-progress`` in a fresh interpreter (its own
+    session, killed with its workers past ``timeout_s``)."""
+    cmd = [sys.executable, "-c", _CHILD, *cli_argv(sources, archive_path)]
     import medhash
     src = str(Path(medhash.__file__).resolve().parents[1])   # the child imports the medhash this process uses
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])]),
            "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env)
     try:
         out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        return Run("hang", None, symptom=f"no exit after {timeout_s:g} s")
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    last = lines[-1] if lines else ""
-    if proc.returncode < 0:
-        return Run("signal", proc.returncode, symptom=f"killed by signal {-proc.returncode}; {last}")
-    if "Traceback (most recent call last)" in err:
-        return Run("traceback", proc.returncode, symptom=last[:300])
-    try:
-        report = json.loads(out)
-    except ValueError:
-        return Run("abort", proc.returncode, symptom=last[:300])
-    problems = [(level[:-1], p["path"], p["message"]) for level in ("errors", "warnings") for p in report[level]]
-    return Run("ok", proc.returncode, problems)
+        return classify(None, "", "", timeout_s)
+    return classify(proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), timeout_s)
+
+
+def _cli_in_child(argv: list[str]):
+    """The target of a forked child: ``medhash ARGV`` as a fresh ``medhash`` process runs it (warnings
+    ignored as ``PYTHONWARNINGS=ignore`` does, the root logger without handlers as at start-up)."""
+    def target() -> int:
+        import warnings
+        from medhash.cli import main
+        warnings.simplefilter("ignore")
+        root = logging.getLogger()
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        root.setLevel(logging.WARNING)
+        return main(argv)
+    return target
+
+
+def preload() -> None:
+    """Import in this process what a forked ``medhash ingest`` child needs, so that no child imports it
+    again: the CLI, the ingest of DICOM and OpenKBP, pydicom with its pixel handlers."""
+    from medhash.cli import main  # noqa: F401
+    import medhash.ingest  # noqa: F401
+    import pydicom.pixel_data_handlers.numpy_handler  # noqa: F401
+    logging.getLogger("pydicom")
+
+
+def start_forked_ingest(sources: list[Path], archive_path: Path, timeout_s: float) -> fuzz_fork.Child:
+    """``medhash ingest SOURCES --archive A --json --no-progress`` in a child forked from this process
+    (:func:`fuzz_fork.start`); :func:`fuzz_fork.finished` waits for it, :func:`classify` judges it."""
+    return fuzz_fork.start(_cli_in_child(cli_argv(sources, archive_path)), timeout_s)
+
+
+def ingest_forked(sources: list[Path], archive_path: Path, timeout_s: float) -> Run:
+    """:func:`start_forked_ingest` and wait for it: the same :class:`Run` as :func:`ingest_subprocess`."""
+    end = fuzz_fork.finished([start_forked_ingest(sources, archive_path, timeout_s)])[0][1]
+    return classify(end.returncode, end.out, end.err, timeout_s)
 
 
 # ------------------------------------------------------------------------------------- cases
@@ -371,12 +422,40 @@ def run_batch(cases: list[Case], templates: Templates, work: Path) -> list[Outco
     return outcomes
 
 
-def run_subprocess_case(case: Case, templates: Templates, work: Path, timeout_s: float) -> Outcome:
-    """One case as a user meets it: ``medhash ingest`` of the intact and the damaged patient in a child."""
+def run_subprocess_case(case: Case, templates: Templates, work: Path, timeout_s: float, *,
+                        spawn: bool = False) -> Outcome:
+    """One case as a user meets it: ``medhash ingest`` of the intact and the damaged patient in a child
+    (forked from this process, or with ``spawn`` a fresh interpreter)."""
     folder, m = case.prepare(templates, work)
     arch = Path(work) / case.name / "archive"
-    run = ingest_subprocess([templates.intact, folder], arch, timeout_s)
+    ingest_child = ingest_subprocess if spawn else ingest_forked
+    run = ingest_child([templates.intact, folder], arch, timeout_s)
     return judge(case, folder, m, run, arch, templates, _fingerprint_or_none(arch))
+
+
+@dataclass
+class Started:
+    """A case whose forked ``medhash ingest`` child is running (:func:`start_forked_case`)."""
+
+    case: Case
+    folder: Path
+    mutation: Mutation
+    archive: Path
+    child: fuzz_fork.Child
+
+
+def start_forked_case(case: Case, templates: Templates, work: Path, timeout_s: float) -> Started:
+    """Prepare ``case`` and fork its ``medhash ingest`` child; returns at once."""
+    folder, m = case.prepare(templates, work)
+    arch = Path(work) / case.name / "archive"
+    return Started(case, folder, m, arch, start_forked_ingest([templates.intact, folder], arch, timeout_s))
+
+
+def finish_forked_case(started: Started, end: fuzz_fork.Exit, templates: Templates) -> Outcome:
+    """The outcome of a started case from how its child ended (:func:`fuzz_fork.finished`)."""
+    run = classify(end.returncode, end.out, end.err, started.child.timeout_s)
+    return judge(started.case, started.folder, started.mutation, run, started.archive, templates,
+                 _fingerprint_or_none(started.archive))
 
 
 # ------------------------------------------------------------------------------------- the table
