@@ -252,10 +252,11 @@ def send(files: list[Path], port: int, on_ack=None) -> int:
         print(f"association to the listener on port {port} failed", file=sys.stderr, flush=True)
     try:
         for f in files:
+            t0 = time.monotonic()
             status = assoc.send_c_store(pydicom.dcmread(f)) if assoc.is_established else None
             if not status or status.Status != 0x0000:
-                print(f"file {acked + 1} ({f.name}) not stored: {status or 'association ended'}", file=sys.stderr,
-                      flush=True)
+                print(f"file {acked + 1} ({f.name}) not stored after {time.monotonic() - t0:.1f} s: "
+                      f"{status or 'no response, association ended'}", file=sys.stderr, flush=True)
                 break
             acked += 1
             if on_ack is not None and on_ack(acked):
