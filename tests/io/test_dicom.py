@@ -591,8 +591,10 @@ def test_truncated_pixel_data_reports_the_slice_and_keeps_the_rest(base, tmp_pat
     assert rep.exit_code == 1 and rep.series_added == 1 and rep.slices_added == 6
     err, = problems_for(rep, victim, "error")
     assert "truncated" in err.message
-    missing = [p for p in rep.warnings if "missing" in p.message]
+    missing = [p for p in rep.warnings if "missing" in p.message and "is incomplete" not in p.message]
     assert len(missing) == 1 and "z = -5.00 mm and z = 0.00 mm" in missing[0].message
+    (inc,) = [p for p in rep.warnings if "is incomplete" in p.message]
+    assert "6 of 7 instances" in inc.message and arch.incomplete_series()[-1]["present"] == 6
     kept = [k for k in range(7) if k != 3]
     slices = arch.slices(good.patient_id)
     np.testing.assert_allclose([s.z_mm for s in slices], good.z[kept])
@@ -645,8 +647,10 @@ def test_missing_slice_and_uneven_spacing_warnings(base, tmp_path):
     uneven = make_series(tmp_path / "src" / "uneven", "UNEVEN", z=[0, 2.5, 5, 7.5, 9.5, 12, 14.5], seed=15)
     rep = ingest(arch, [tmp_path / "src"])
     assert rep.exit_code == 0 and rep.errors == [] and rep.series_added == 2
-    w_gap = [p for p in rep.warnings if gap.series_uid in p.message]
+    w_gap = [p for p in rep.warnings if gap.series_uid in p.message and "is incomplete" not in p.message]
     assert len(w_gap) == 1 and "missing" in w_gap[0].message
+    (inc,) = [p for p in rep.warnings if gap.series_uid in p.message and "is incomplete" in p.message]
+    assert "6 of 7 instances (1 slice position(s) missing in gaps along z" in inc.message
     assert "z = 5.00 mm and z = 10.00 mm" in w_gap[0].message and w_gap[0].path == str(gap.paths[3])
     w_un = [p for p in rep.warnings if uneven.series_uid in p.message]
     assert len(w_un) == 1 and "uneven" in w_un[0].message and "missing" not in w_un[0].message
