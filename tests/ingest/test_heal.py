@@ -80,6 +80,9 @@ def test_structure_set_references_are_evidence(cohort):
     assert (cut["present"], cut["expected"]) == (len(ct) - 5, len(ct))
     assert cut["missing"] == ["5 CT instance(s) listed by the structure set not received or not readable"]
     assert instance_evidence(uid, sops[:-5], z[:-5], nums[:-5], None)["complete"]   # nothing says otherwise
+    # a slice whose SOPInstanceUID was lost (or changed) is there all the same: not a missing instance
+    assert instance_evidence(uid, sops[:3] + [""] + sops[4:], z, nums, rs)["complete"]
+    assert instance_evidence(uid, sops[:3] + ["1.2.3"] + sops[4:], z, nums, rs)["complete"]
 
 
 def test_incomplete_series_is_recorded_listed_and_completed(cohort, clean, tmp_path, capsys):

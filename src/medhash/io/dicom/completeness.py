@@ -9,7 +9,8 @@ element every scanner fills in, so the expected count is the largest that the ev
 * **InstanceNumber holes**: numbers missing between the smallest and the largest of the slices kept
   (when every slice has a distinct number);
 * **the structure set's references**: the CT instances of this series that its RTSTRUCT lists
-  (``RTReferencedSeriesSequence`` > ``ContourImageSequence``) and that were not read.
+  (``RTReferencedSeriesSequence`` > ``ContourImageSequence``) and that were not read, less the slices
+  read that it does not list (a slice whose SOPInstanceUID was lost or damaged is still there).
 
 A cut that leaves a contiguous run of slices, numbered without holes and with no structure set to
 reference the rest, gives no evidence: such a series is recorded as complete, and is still completed
@@ -102,9 +103,13 @@ def instance_evidence(series_uid: str, sop_uids: list[str], z_mm: np.ndarray, in
         listed = ", ".join(map(str, some)) + (", ..." if holes > len(some) else "")
         missing.append(f"{holes} InstanceNumber(s) missing ({listed})")
         expected = max(expected, present + holes)
-    unread = referenced_instances(struct_ds, series_uid) - set(sop_uids)
-    if unread:
-        missing.append(f"{len(unread)} CT instance(s) listed by the structure set not received or not readable")
-        expected = max(expected, present + len(unread))
+    refs = referenced_instances(struct_ds, series_uid)
+    # a listed instance not read is explained by a slice read that the list does not name (its UID lost
+    # or damaged), if there is one: only the rest counts as missing
+    unlisted = sum(1 for u in sop_uids if u not in refs)
+    unread = len(refs - set(sop_uids)) - unlisted if refs else 0
+    if unread > 0:
+        missing.append(f"{unread} CT instance(s) listed by the structure set not received or not readable")
+        expected = max(expected, present + unread)
     return {"present": present, "expected": expected, "complete": expected == present, "missing": missing,
             "sop_uids": sorted(set(sop_uids))}
