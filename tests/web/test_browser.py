@@ -147,6 +147,8 @@ def test_upload_results_detail_and_slider(server, browser):
     page.wait_for_selector("#view-detail:not([hidden])")
     wait_js(page, "() => document.getElementById('detail-image').naturalWidth === 512")
     assert page.inner_text("#detail-title") == f"{pid}:{idx}"
+    # filled when the slice's details arrive (later than the view, on a loaded machine)
+    wait_js(page, "() => document.getElementById('detail-meta').innerText.includes('Hamming distance')")
     meta = page.inner_text("#detail-meta")
     assert "Hamming distance\t0" in meta and "max " in meta and "Gy" in meta
     wait_js(page, "() => [...document.querySelectorAll('#neighbours img')].every(i => i.complete && i.naturalWidth === 96)")

@@ -230,6 +230,8 @@ def test_recognised_patient_percentiles_and_no_similar_slice(server, browser):
     # the detail view shows the percentile of the result opened
     page.locator("figure.result[data-slice]").first.click()
     page.wait_for_selector("#view-detail:not([hidden])")
+    # the metadata table is filled when the slice's details arrive (later than the view, on a loaded machine)
+    wait_js(page, "() => document.getElementById('detail-meta').innerText.includes('percentile (random pairs)')")
     assert "percentile (random pairs)\t0.35" in page.inner_text("#detail-meta")
     page.click("#back")
 
