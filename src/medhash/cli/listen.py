@@ -58,10 +58,10 @@ def run(args: argparse.Namespace) -> int:
     listener = Listener(args.archive, ae_title=args.ae_title, host=args.host, port=args.port,
                         allow_ae=args.allow_ae, pseudonymise=args.pseudonymise, quiet_s=args.quiet)
     listener.start()
-    print(f"medhash: receiving DICOM as {listener.ae_title} on {args.host}:{listener.port} into {args.archive} "
-          f"(CT, RTDOSE, RTSTRUCT, RTPLAN; ingest {args.quiet:g} s after a transfer ends); Ctrl-C stops",
-          file=sys.stderr, flush=True)
-    listener.serve_forever()
+    listener.serve_forever(ready=lambda: print(
+        f"medhash: receiving DICOM as {listener.ae_title} on {args.host}:{listener.port} into {args.archive} "
+        f"(CT, RTDOSE, RTSTRUCT, RTPLAN; ingest {args.quiet:g} s after a transfer ends); Ctrl-C stops",
+        file=sys.stderr, flush=True))
     s = listener.stats
     print(f"stopped: {s['associations']} association(s), {s['files']} file(s) received, {s['series_ingested']} "
           f"series ingested ({s['slices_ingested']} slices), {s['errors']} error(s)", file=sys.stderr)

@@ -332,8 +332,11 @@ class Listener:
             self.archive = None
         self._lock.close()
 
-    def serve_forever(self) -> None:
-        """Listen until Ctrl-C or SIGTERM (or :meth:`stop` from another thread), then stop cleanly."""
+    def serve_forever(self, ready=None) -> None:
+        """Listen until Ctrl-C or SIGTERM (or :meth:`stop` from another thread), then stop cleanly.
+
+        ``ready``: called once the signal handlers are in place (``medhash listen`` prints its start
+        line there), so that a SIGTERM as soon as that line is seen still stops cleanly."""
         if self._server is None:
             self.start()
         previous = None
@@ -342,6 +345,8 @@ class Listener:
                 raise KeyboardInterrupt
             previous = signal.signal(signal.SIGTERM, _term)
         try:
+            if ready is not None:
+                ready()
             while not self._stopped.wait(0.5):
                 pass
         except KeyboardInterrupt:
